@@ -1,0 +1,1 @@
+"""The ``convnet`` command line: ``main.py`` dispatches to one module per verb."""

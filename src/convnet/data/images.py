@@ -1,0 +1,269 @@
+"""Image files through Pillow: one image for ``convnet predict``, or a folder of class folders.
+
+Every image becomes float32 in ``[0, 1]``, ``(H, W, D)`` with ``D`` 1 (grayscale, Pillow mode
+``L``) or 3 (``RGB``). Other modes are converted: palette and 1-bit images expand, an alpha
+channel is flattened onto white (how viewers show a transparent background), 16-bit and float
+images are scaled by their range rather than clipped at 255.
+
+Sizes are written ``HxW`` (rows x columns) as everywhere in convnet, not Pillow's ``(W, H)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from convnet.errors import DataError
+
+from .dataset import DataSplits, Dataset, stratified_split
+
+_HIGH_DEPTH = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_GRAY_MODES = {"1", "L", "LA", "La", *_HIGH_DEPTH}
+# Resampling for resizes: Pillow's filters widen their support when shrinking, so BILINEAR
+# also anti-aliases large photos going down to 28x28.
+_RESAMPLE = Image.Resampling.BILINEAR
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode an image, or raise a DataError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not later
+            return img.copy()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise DataError(
+            f"{path}: not an image Pillow can read (unknown or corrupt format)"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def is_gray_mode(mode: str) -> bool:
+    """True for Pillow modes without colour (``L``, ``1``, ``I;16``, ``F``, ``LA``...)."""
+    return mode in _GRAY_MODES
+
+
+def _size_pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(pair) != 2 or min(pair) < 1:
+        raise DataError(f"{what}: image size {size!r} must be a positive int or (H, W)")
+    return pair  # type: ignore[return-value]
+
+
+def _convert(
+    img: Image.Image, hw: tuple[int, int], channels: int, path: Path | str = "<image>"
+) -> tuple[np.ndarray, list[str]]:
+    """``(H, W, channels)`` float32 in [0, 1], and notes on each conversion made."""
+    original = img.mode
+    notes: list[str] = []
+    if original in _HIGH_DEPTH:
+        # Pillow's convert("L") clips these at 255; scale by the value range instead.
+        a = np.asarray(img, dtype=np.float64)
+        top = a.max(initial=0.0)
+        scale = 1.0 if original == "F" and top <= 1.0 else (255.0 if top <= 255 else 65535.0)
+        img = Image.fromarray(np.clip(a / scale, 0.0, 1.0).astype(np.float32), mode="F")
+    elif original in ("P", "PA"):
+        has_alpha = original == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+    if img.mode in ("LA", "La", "RGBA", "RGBa"):
+        # Flatten transparency onto white, as image viewers display it.
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
+        notes.append(f"flattened the {original} image's transparency onto white")
+    target = "L" if channels == 1 else "RGB"
+    if img.mode != "F" and img.mode != target:
+        try:
+            img = img.convert(target)  # RGB -> L: 0.299 R + 0.587 G + 0.114 B (ITU-R 601)
+        except ValueError as exc:
+            raise DataError(f"{path}: cannot convert mode {original} to {target}: {exc}") from exc
+    if original != target:
+        notes.append(f"converted {original} -> {'grayscale (L)' if channels == 1 else 'RGB'}")
+    if (img.height, img.width) != hw:
+        notes.append(f"resized {img.height}x{img.width} -> {hw[0]}x{hw[1]} (HxW)")
+        img = img.resize((hw[1], hw[0]), _RESAMPLE)
+    if img.mode == "F":
+        a = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    else:
+        a = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[-1] != channels:
+        a = np.repeat(a, channels, axis=-1)
+    return a, notes
+
+
+def load_image(
+    path: str | os.PathLike, target_shape: Sequence[int]
+) -> tuple[np.ndarray, list[str]]:
+    """Read any image Pillow understands as a network input of ``target_shape``.
+
+    Args:
+        path: the image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...).
+        target_shape: the model's input ``(H, W, D)`` with ``D`` 1 or 3.
+
+    Returns:
+        ``(image, notes)``: the image as float32 in ``[0, 1]``, and human-readable notes on
+        every conversion done (e.g. ``"converted RGB -> grayscale (L)"``,
+        ``"resized 200x300 -> 28x28 (HxW)"``); no notes when the file already fits.
+
+    Shape:
+        - returns image ``(H, W, D)`` float32
+
+    Raises :class:`DataError` naming the file when it cannot be read, or when ``D`` is neither
+    1 nor 3.
+    """
+    path = Path(path)
+    if len(target_shape) != 3 or target_shape[2] not in (1, 3):
+        raise DataError(
+            f"{path}: cannot make an image of shape {tuple(target_shape)}: images have "
+            "(H, W, D) with D = 1 (grayscale) or 3 (RGB)"
+        )
+    h, w, d = (int(v) for v in target_shape)
+    return _convert(_open(path), (h, w), d, path)
+
+
+# ------------------------------------------------------------------------------- image folders
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(folder: Path) -> list[Path]:
+    # Hidden files (.DS_Store, editor backups) are not images anyone meant to include.
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    classes = _class_dirs(root)
+    if not classes:
+        raise DataError(
+            f"{root}: no class folders: an image folder needs one sub-folder per class "
+            "(e.g. cats/, dogs/) holding that class's images"
+        )
+    items = [(f, c) for c, d in enumerate(classes) for f in _files(d)]
+    empty = [d.name for d in classes if not _files(d)]
+    if empty:
+        raise DataError(f"{root}: class folder(s) without images: {', '.join(empty)}")
+    return [d.name for d in classes], items
+
+
+def _load_items(
+    items: list[tuple[Path, int]], hw: tuple[int, int], channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    x = np.empty((len(items), hw[0], hw[1], channels), dtype=np.float32)
+    y = np.empty(len(items), dtype=np.int64)
+    # A loop over files is unavoidable (each is a separate decode); it runs once per load.
+    for i, (path, label) in enumerate(items):
+        x[i], _ = _convert(_open(path), hw, channels, path)
+        y[i] = label
+    return x, y
+
+
+def load_image_folder(
+    path: str | os.PathLike,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    grayscale: bool | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    hflip: bool = False,
+) -> DataSplits:
+    """Load a folder of images with one sub-folder per class.
+
+    Layouts:
+        - ``root/<class>/<image>``: split into train/test, stratified, by ``seed``;
+        - ``root/train/<class>/...`` and ``root/test/<class>/...``: used as given (the class
+          folders of both must have the same names).
+
+    Args:
+        path: the root folder.
+        image_size: ``H`` or ``(H, W)`` every image is resized to; default: the most common size.
+        grayscale: True for one channel (L), False for RGB; default: what most images are.
+        test_fraction: share of each class held out as the test set (first layout only).
+        seed: seed of that split; keep it fixed so the test set does not change.
+        hflip: whether horizontal flips keep the labels (allows flip augmentation).
+
+    Shape:
+        - train.x ``(N, H, W, D)`` float32 in ``[0, 1]``, ``D`` 1 or 3.
+
+    Raises :class:`DataError` naming the file that cannot be read.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory of class folders")
+    presplit = (root / "train").is_dir() and (root / "test").is_dir()
+    if presplit:
+        classes, train_items = _scan(root / "train")
+        test_classes, test_items = _scan(root / "test")
+        if test_classes != classes:
+            raise DataError(
+                f"{root}: train/ and test/ have different class folders: "
+                f"{classes} vs {test_classes}"
+            )
+        all_items = train_items + test_items
+    else:
+        classes, all_items = _scan(root)
+
+    # Opening reads only the header: size and mode are known before any pixel is decoded.
+    sizes: Counter[tuple[int, int]] = Counter()
+    gray_votes = 0
+    for file, _ in all_items:
+        try:
+            with Image.open(file) as img:
+                sizes[(img.height, img.width)] += 1
+                gray_votes += is_gray_mode(img.mode)
+        except (OSError, ValueError, SyntaxError) as exc:
+            reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) \
+                else str(exc)
+            raise DataError(f"{file}: {reason}") from exc
+    hw = _size_pair(image_size, str(root)) if image_size is not None else sizes.most_common(1)[0][0]
+    if grayscale is None:
+        grayscale = gray_votes * 2 > len(all_items)  # a tie keeps colour
+    channels = 1 if grayscale else 3
+
+    name = str(root)
+    common = dict(classes=classes, name=name, hflip=hflip, source=name)
+    if presplit:
+        x_tr, y_tr = _load_items(train_items, hw, channels)
+        x_te, y_te = _load_items(test_items, hw, channels)
+        return DataSplits(Dataset(x_tr, y_tr, **common), Dataset(x_te, y_te, **common))
+    x, y = _load_items(all_items, hw, channels)
+    full = Dataset(x, y, **common)
+    rest, test = stratified_split(y, test_fraction, seed, len(classes))
+    return DataSplits(full.subset(rest), full.subset(test))
+
+
+def convert_images(
+    x: np.ndarray, image_size: int | Sequence[int] | None = None, channels: int | None = None
+) -> np.ndarray:
+    """Resize ``(N, H, W, D)`` images in ``[0, 1]`` and/or change their channel count.
+
+    Channels: 3 -> 1 by the ITU-R 601 luma weights Pillow uses; 1 -> 3 by repeating.
+    Resizing goes through Pillow (mode ``F``, bilinear), one image at a time.
+    """
+    if channels is not None and channels != x.shape[-1]:
+        if channels == 1 and x.shape[-1] == 3:
+            x = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+        elif channels == 3 and x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        else:
+            raise DataError(
+                f"cannot convert images with {x.shape[-1]} channel(s) to {channels}: "
+                "only 1 <-> 3 is defined"
+            )
+    if image_size is not None:
+        h, w = _size_pair(image_size, "convert_images")
+        if (h, w) != x.shape[1:3]:
+            out = np.empty((x.shape[0], h, w, x.shape[3]), dtype=np.float32)
+            for i in range(x.shape[0]):
+                for c in range(x.shape[3]):
+                    plane = Image.fromarray(np.ascontiguousarray(x[i, :, :, c]), mode="F")
+                    out[i, :, :, c] = np.asarray(plane.resize((w, h), _RESAMPLE))
+            x = out
+    return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,173 @@
+"""Per-channel normalisation and batch augmentation (random crop with padding, horizontal flip).
+
+Normalisation statistics come from the *training* set only and are then applied unchanged to
+validation and test images (computing them on test images would leak the test set into
+training). They are plain arrays so a checkpoint can store them beside the weights.
+
+Augmentation works on a whole batch at once: one gather with per-image offsets does the crop and
+the flip together, with no Python loop over images. All randomness comes from a
+``numpy.random.Generator`` passed in, so a training run with a fixed seed is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convnet.errors import DataError
+
+# Images per chunk when accumulating float64 statistics: bounds the temporary to ~100 MB for
+# 32x32x3 images instead of a float64 copy of the whole training set.
+_STATS_CHUNK = 4096
+
+
+@dataclass
+class Normalizer:
+    """``(x - mean) / std`` per channel, with statistics fitted on training images.
+
+    Shape:
+        - mean, std: ``(D,)`` float32
+        - apply: ``(..., D)`` -> same shape, float32
+
+    A channel with zero spread (a constant channel) gets ``std = 1`` so it maps to zero rather
+    than to NaN.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, dtype=np.float32).reshape(-1)
+        self.std = np.asarray(self.std, dtype=np.float32).reshape(-1)
+        if self.mean.shape != self.std.shape:
+            raise DataError(
+                f"Normalizer: mean has {self.mean.size} channel(s) but std has {self.std.size}"
+            )
+        if not (np.all(np.isfinite(self.mean)) and np.all(self.std > 0)):
+            raise DataError(
+                f"Normalizer: mean must be finite and std positive, got mean={self.mean}, "
+                f"std={self.std}"
+            )
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Normalizer:
+        """Per-channel mean and (population) standard deviation of ``x (N, H, W, D)``.
+
+        Accumulated in float64 chunk by chunk, two passes (mean, then squared deviations),
+        which stays accurate over tens of millions of pixels where float32 sums would not.
+        """
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise DataError(f"Normalizer.fit: expected images (N, H, W, D), got shape {x.shape}")
+        count = x.shape[0] * x.shape[1] * x.shape[2]
+        total = np.zeros(x.shape[3], np.float64)
+        for s in range(0, x.shape[0], _STATS_CHUNK):
+            total += x[s : s + _STATS_CHUNK].sum(axis=(0, 1, 2), dtype=np.float64)
+        mean = total / count
+        sq = np.zeros(x.shape[3], np.float64)
+        for s in range(0, x.shape[0], _STATS_CHUNK):
+            dev = x[s : s + _STATS_CHUNK].astype(np.float64) - mean
+            sq += np.einsum("nhwd,nhwd->d", dev, dev)
+        std = np.sqrt(sq / count)
+        std[std < 1e-8] = 1.0
+        return cls(mean, std)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalise images ``(..., D)``; returns a new float32 array."""
+        x = np.asarray(x)
+        if x.shape[-1] != self.mean.size:
+            raise DataError(
+                f"Normalizer: images have {x.shape[-1]} channel(s) but the statistics were "
+                f"fitted on {self.mean.size}"
+            )
+        return ((x - self.mean) / self.std).astype(np.float32, copy=False)
+
+    __call__ = apply
+
+    def invert(self, x: np.ndarray) -> np.ndarray:
+        """Undo :meth:`apply` (for showing normalised images)."""
+        return (np.asarray(x) * self.std + self.mean).astype(np.float32, copy=False)
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """``{prefix + "mean": (D,), prefix + "std": (D,)}`` for an npz checkpoint."""
+        return {f"{prefix}mean": self.mean.copy(), f"{prefix}std": self.std.copy()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "") -> Normalizer:
+        """Rebuild from :meth:`to_arrays` output (any mapping, e.g. an opened npz)."""
+        try:
+            return cls(arrays[f"{prefix}mean"], arrays[f"{prefix}std"])
+        except KeyError as exc:
+            raise DataError(f"Normalizer: no {exc.args[0]!r} array to restore from") from exc
+
+
+def augment_batch(
+    x: np.ndarray, rng: np.random.Generator, *, pad: int = 0, flip: bool = False
+) -> np.ndarray:
+    """Random crop with zero padding and random horizontal flip, for a whole batch at once.
+
+    Each image is padded by ``pad`` zeros on every side and cropped back to ``H x W`` at an
+    offset drawn uniformly from ``[0, 2*pad]`` in each direction (a shift of up to ``pad``
+    pixels); with ``flip`` each image is mirrored left-right with probability 1/2. Both are one
+    fancy-indexing gather over the padded batch.
+
+    Shape:
+        - x: ``(N, H, W, D)`` -> ``(N, H, W, D)``, same dtype; ``x`` is not modified.
+
+    Draws from ``rng`` in a fixed order (row offsets, column offsets, flips), so the same
+    generator state gives the same batch.
+    """
+    if x.ndim != 4:
+        raise DataError(f"augment_batch: expected images (N, H, W, D), got shape {x.shape}")
+    if pad < 0:
+        raise DataError(f"augment_batch: pad={pad} must be 0 or more")
+    n, h, w, _ = x.shape
+    if pad == 0 and not flip:
+        return x.copy()
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    oy = rng.integers(0, 2 * pad + 1, size=n) if pad else np.zeros(n, np.int64)
+    ox = rng.integers(0, 2 * pad + 1, size=n) if pad else np.zeros(n, np.int64)
+    rows = oy[:, None] + np.arange(h)  # (N, H)
+    cols = ox[:, None] + np.arange(w)  # (N, W)
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        cols = np.where(mirrored[:, None], cols[:, ::-1], cols)
+    return xp[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A batch augmentation recipe: ``Augmentation(pad=2, flip=True)(x, rng)``.
+
+    ``pad`` is the random-crop shift in pixels (0: no crop); ``flip`` enables horizontal flips.
+    """
+
+    pad: int = 0
+    flip: bool = False
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return augment_batch(x, rng, pad=self.pad, flip=self.flip)
+
+    @property
+    def enabled(self) -> bool:
+        return self.pad > 0 or self.flip
+
+
+def default_augmentation(name: str, hflip: bool = False) -> Augmentation:
+    """The augmentation that makes sense for a data set (by name; ``hflip`` from the Dataset).
+
+    - digits (8x8): none; a 1-pixel shift is an eighth of the image.
+    - mnist: crop with padding 2, no flip (a mirrored digit is another glyph).
+    - fashion-mnist: crop with padding 2 and flip (a mirrored shoe is still a shoe).
+    - cifar10: crop with padding 4 and flip (the standard recipe).
+    - anything else: flip only when ``hflip`` says it keeps the labels, no crop.
+    """
+    key = name.lower()
+    table = {
+        "digits": Augmentation(),
+        "mnist": Augmentation(pad=2),
+        "fashion-mnist": Augmentation(pad=2, flip=True),
+        "cifar10": Augmentation(pad=4, flip=True),
+    }
+    return table.get(key, Augmentation(flip=hflip))

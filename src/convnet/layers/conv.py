@@ -1,0 +1,264 @@
+"""CONV and transposed CONV (DECONV) layers.
+
+They are duals: the input gradient of a CONV with weights ``W`` *is* the forward pass of a
+transposed CONV with the same ``W``, and both run on one kernel
+(:func:`convnet.ops.conv.conv2d_input_grad`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convnet import arith
+from convnet.arith import Pair, Window, as_pair, fmt_pair
+from convnet.errors import ConfigError, ShapeError
+from convnet.layers.base import Layer, Shape
+from convnet.net.init import init_weights
+from convnet.ops import conv as F_conv
+
+
+def _check_K(K: int, kind: str) -> int:
+    if isinstance(K, bool) or not isinstance(K, int | np.integer) or K < 1:
+        raise ShapeError(
+            f"{kind}: received K={K!r}: the number of filters must be a whole number > 0 "
+            "(it is the output depth)"
+        )
+    return int(K)
+
+
+class _WindowLayer(Layer):
+    """Shared bits of layers that slide an F x F window with stride S and padding P."""
+
+    window: Window
+
+    def _window_text(self) -> str:
+        w = self.window
+        text = f" F={fmt_pair(w.F)} S={fmt_pair(w.S)} P={fmt_pair(w.P)}"
+        if w.dilation != (1, 1):
+            text += f" dilation={fmt_pair(w.dilation)}"
+        return text
+
+    def _window_args(self, default_S: Pair = (1, 1)) -> list[str]:
+        w = self.window
+        args = [f"F={fmt_pair(w.F)}"]
+        if w.S != default_S:
+            args.append(f"S={fmt_pair(w.S)}")
+        if w.P != (0, 0):
+            args.append(f"P={fmt_pair(w.P)}")
+        if w.dilation != (1, 1):
+            args.append(f"dilation={fmt_pair(w.dilation)}")
+        return args
+
+
+class Conv(_WindowLayer):
+    """CONV: ``K`` filters of spatial extent ``F``, stride ``S``, zero padding ``P``.
+
+    Each filter is ``F x F x D`` where ``D`` is the input depth (inferred at build, never given);
+    the same weights slide over the whole input (parameter sharing), so the layer has
+    ``(F*F*D)*K`` weights and ``K`` biases whatever the input size.
+
+    Args:
+        K: number of filters (the output depth).
+        F: spatial extent, an int or a (rows, cols) pair.
+        S: stride (default 1). P: zero padding on each side (default 0).
+        dilation: spacing of the filter taps; 1 means none. ``F_eff = F + (F - 1)(dilation - 1)``.
+        bias: whether each filter has a bias.
+        floor: opt in to PyTorch's and Keras's rule of silently dropping the last positions
+            when the stride does not fit. By default a stride that does not fit is an error.
+
+    Shape:
+        input ``(N, H, W, D)`` -> output ``(N, H2, W2, K)`` with
+        ``H2 = (H - F_eff + 2P)/S + 1`` (and the same for W), which must be a whole number.
+        Weights ``W``: ``(K, F, F, D)``; bias ``b``: ``(K,)``.
+
+    >>> layer = Conv(K=10, F=5, S=1, P=2)
+    >>> layer.build((32, 32, 3))
+    (32, 32, 10)
+    >>> layer.num_params
+    760
+    """
+
+    kind = "CONV"
+
+    def __init__(
+        self,
+        K: int,
+        F: int | Pair = 3,
+        S: int | Pair = 1,
+        P: int | Pair = 0,
+        dilation: int | Pair = 1,
+        bias: bool = True,
+        floor: bool = False,
+    ) -> None:
+        super().__init__()
+        self.K = _check_K(K, self.kind)
+        self.window = Window(
+            F=as_pair(F, "F", minimum=1, where=self.kind),
+            S=as_pair(S, "S", minimum=1, where=self.kind),
+            P=as_pair(P, "P", minimum=0, where=self.kind),
+            dilation=as_pair(dilation, "dilation", minimum=1, where=self.kind),
+        )
+        self.bias = bool(bias)
+        self.floor = bool(floor)
+
+    # hyperparameters by their seed names
+    F = property(lambda self: self.window.F)
+    S = property(lambda self: self.window.S)
+    P = property(lambda self: self.window.P)
+    dilation = property(lambda self: self.window.dilation)
+
+    def _hyper_text(self) -> str:
+        return f" K={self.K}{self._window_text()}"
+
+    def infer_shape(self, input_shape: Shape) -> Shape:
+        self._require_volume(input_shape)
+        H, W = arith.window_output_hw(
+            (input_shape[0], input_shape[1]), self.window, where=self.where(input_shape),
+            floor=self.floor,
+        )
+        return (H, W, self.K)
+
+    def count_params(self, input_shape: Shape | None = None) -> int:
+        shape = input_shape or self.input_shape
+        return arith.conv_params(self.window.F, shape[2], self.K, self.bias)
+
+    def _init_params(self, rng: np.random.Generator, init: str) -> None:
+        fh, fw = self.window.F
+        D = self.input_shape[2]
+        self.params["W"] = init_weights(
+            rng, (self.K, fh, fw, D), fan_in=fh * fw * D, fan_out=fh * fw * self.K,
+            init=init, dtype=self.dtype,
+        )
+        if self.bias:
+            self.params["b"] = np.zeros(self.K, dtype=self.dtype)
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        w = self.window
+        out, self._cache = F_conv.conv2d_forward(
+            x, self.params["W"], self.params.get("b"), w.S, w.P, w.dilation
+        )
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dW, db = F_conv.conv2d_backward(dout, self._cache)
+        self._cache = None
+        self.grads["W"] = dW
+        if self.bias:
+            self.grads["b"] = db
+        return dx
+
+    def _spec_args(self) -> list[str]:
+        args = [str(self.K), *self._window_args()]
+        if not self.bias:
+            args.append("bias=false")
+        if self.floor:
+            args.append("floor=true")
+        return args
+
+
+class ConvTranspose(_WindowLayer):
+    """Transposed CONV (DECONV): ``K`` output maps; upsamples by the stride ``S``.
+
+    It computes the input gradient of the CONV that has the same ``W``: that CONV maps a
+    ``(.., K)`` volume to ``(.., D)`` with ``D`` filters of shape ``F x F x K``, hence the layout.
+
+    Args:
+        K: output depth. F, S, P, dilation: as for :class:`Conv` (of the associated CONV).
+        output_padding: ``a``, extra rows/cols on one side, ``0 <= a < S``; it picks which of the
+            ``S`` input sizes that the associated stride-``S`` CONV maps to the same size.
+
+    Shape:
+        input ``(N, H, W, D)`` -> output ``(N, H2, W2, K)`` with
+        ``H2 = S(H - 1) + F_eff - 2P + a``. Weights ``W``: ``(D, F, F, K)``; bias ``b``: ``(K,)``.
+
+    >>> layer = ConvTranspose(K=8, F=2, S=2)
+    >>> layer.build((14, 14, 16))
+    (28, 28, 8)
+    """
+
+    kind = "DECONV"
+
+    def __init__(
+        self,
+        K: int,
+        F: int | Pair = 2,
+        S: int | Pair = 1,
+        P: int | Pair = 0,
+        output_padding: int | Pair = 0,
+        dilation: int | Pair = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.K = _check_K(K, self.kind)
+        self.window = Window(
+            F=as_pair(F, "F", minimum=1, where=self.kind),
+            S=as_pair(S, "S", minimum=1, where=self.kind),
+            P=as_pair(P, "P", minimum=0, where=self.kind),
+            dilation=as_pair(dilation, "dilation", minimum=1, where=self.kind),
+        )
+        self.output_padding = as_pair(output_padding, "output_padding", minimum=0,
+                                      where=self.kind)
+        for a, s, d in zip(self.output_padding, self.window.S, self.window.dilation, strict=True):
+            if a >= max(s, d):
+                raise ConfigError(
+                    f"{self.kind}: output_padding={a} must be smaller than the stride S={s}"
+                )
+        self.bias = bool(bias)
+
+    F = property(lambda self: self.window.F)
+    S = property(lambda self: self.window.S)
+    P = property(lambda self: self.window.P)
+    dilation = property(lambda self: self.window.dilation)
+
+    def _hyper_text(self) -> str:
+        text = f" K={self.K}{self._window_text()}"
+        if self.output_padding != (0, 0):
+            text += f" output_padding={fmt_pair(self.output_padding)}"
+        return text
+
+    def infer_shape(self, input_shape: Shape) -> Shape:
+        self._require_volume(input_shape)
+        H, W = arith.deconv_output_hw(
+            (input_shape[0], input_shape[1]), self.window, self.output_padding,
+            where=self.where(input_shape),
+        )
+        return (H, W, self.K)
+
+    def count_params(self, input_shape: Shape | None = None) -> int:
+        shape = input_shape or self.input_shape
+        return arith.conv_params(self.window.F, shape[2], self.K, self.bias)
+
+    def _init_params(self, rng: np.random.Generator, init: str) -> None:
+        fh, fw = self.window.F
+        D = self.input_shape[2]
+        # fan_in of an output unit: each input unit contributes through F*F/S^2 taps on average;
+        # we use the conventional F*F*D (PyTorch uses the same receptive-field-based fan).
+        self.params["W"] = init_weights(
+            rng, (D, fh, fw, self.K), fan_in=fh * fw * D, fan_out=fh * fw * self.K,
+            init=init, dtype=self.dtype,
+        )
+        if self.bias:
+            self.params["b"] = np.zeros(self.K, dtype=self.dtype)
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        w = self.window
+        out, self._cache = F_conv.conv_transpose2d_forward(
+            x, self.params["W"], self.params.get("b"), w.S, w.P, w.dilation, self.output_padding
+        )
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dW, db = F_conv.conv_transpose2d_backward(dout, self._cache)
+        self._cache = None
+        self.grads["W"] = dW
+        if self.bias:
+            self.grads["b"] = db
+        return dx
+
+    def _spec_args(self) -> list[str]:
+        args = [str(self.K), *self._window_args()]
+        if self.output_padding != (0, 0):
+            args.append(f"output_padding={fmt_pair(self.output_padding)}")
+        if not self.bias:
+            args.append("bias=false")
+        return args

@@ -1,0 +1,133 @@
+"""POOL layers: max and average pooling over each depth slice independently, and global average.
+
+Pooling has no parameters. It slides an ``F x F`` window with stride ``S`` over every activation
+map separately, so the depth is preserved: ``(H, W, D) -> ((H - F + 2P)/S + 1, .., D)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convnet import arith
+from convnet.arith import Pair, Window, as_pair, fmt_pair
+from convnet.errors import ShapeError
+from convnet.layers.base import Shape
+from convnet.layers.conv import _WindowLayer
+from convnet.ops import pool as F_pool
+
+
+class _Pool(_WindowLayer):
+    def __init__(self, F: int | Pair = 2, S: int | Pair | None = None, P: int | Pair = 0,
+                 floor: bool = False) -> None:
+        super().__init__()
+        f = as_pair(F, "F", minimum=1, where=self.kind)
+        self.window = Window(
+            F=f,
+            S=f if S is None else as_pair(S, "S", minimum=1, where=self.kind),
+            P=as_pair(P, "P", minimum=0, where=self.kind),
+        )
+        for p, k in zip(self.window.P, f, strict=True):
+            if 2 * p > k:
+                raise ShapeError(
+                    f"{self.kind}: padding P={p} must be at most half the window F={k}: a window "
+                    "made mostly of padding would pool nothing but padding"
+                )
+        self.floor = bool(floor)
+
+    F = property(lambda self: self.window.F)
+    S = property(lambda self: self.window.S)
+    P = property(lambda self: self.window.P)
+
+    def _hyper_text(self) -> str:
+        return self._window_text()
+
+    def infer_shape(self, input_shape: Shape) -> Shape:
+        self._require_volume(input_shape)
+        H, W = arith.window_output_hw((input_shape[0], input_shape[1]), self.window,
+                                      where=self.where(input_shape), floor=self.floor)
+        return (H, W, input_shape[2])
+
+    def _spec_args(self) -> list[str]:
+        w = self.window
+        args = []
+        if w.F != (2, 2) or w.S != w.F:
+            args.append(f"F={fmt_pair(w.F)}")
+        if w.S != w.F:
+            args.append(f"S={fmt_pair(w.S)}")
+        if w.P != (0, 0):
+            args.append(f"P={fmt_pair(w.P)}")
+        if self.floor:
+            args.append("floor=true")
+        return args
+
+
+class MaxPool(_Pool):
+    """POOL / MAXPOOL: the maximum of each ``F x F`` window of each depth slice.
+
+    Args: F (default 2), S (default F), P (padding counts as -inf; at most F/2),
+    floor (opt in to cropping like PyTorch when the stride does not fit).
+
+    Backward sends each gradient to the first maximum of its window (row-major) on ties, as
+    PyTorch does.
+
+    >>> MaxPool().build((28, 28, 32))
+    (14, 14, 32)
+    """
+
+    kind = "POOL"
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        w = self.window
+        out, self._cache = F_pool.maxpool2d_forward(x, w.F, w.S, w.P)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = F_pool.maxpool2d_backward(dout, self._cache)
+        self._cache = None
+        return dx
+
+
+class AvgPool(_Pool):
+    """AVGPOOL: the mean of each ``F x F`` window of each depth slice (padded zeros count)."""
+
+    kind = "AVGPOOL"
+
+    def _spec_args(self) -> list[str]:
+        args = super()._spec_args()
+        if not args:  # keep AVGPOOL's window explicit: there is no "usual" average pool
+            args = ["F=2"]
+        return args
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        w = self.window
+        out, self._cache = F_pool.avgpool2d_forward(x, w.F, w.S, w.P)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = F_pool.avgpool2d_backward(dout, self._cache)
+        self._cache = None
+        return dx
+
+
+class GlobalAvgPool(_WindowLayer):
+    """GAP: the mean of each whole depth slice: ``(N, H, W, D) -> (N, D)``."""
+
+    kind = "GAP"
+
+    def infer_shape(self, input_shape: Shape) -> Shape:
+        self._require_volume(input_shape)
+        return (input_shape[2],)
+
+    @property
+    def window(self) -> Window:  # a GAP is a pool whose window is the whole input
+        h, w = self.input_shape[:2] if self.input_shape else (1, 1)
+        return Window(F=(h, w), S=(h, w))
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        out, self._cache = F_pool.global_avgpool_forward(x)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = F_pool.global_avgpool_backward(dout, self._cache)
+        self._cache = None
+        return dx

@@ -1,0 +1,1 @@
+"""Networks: Sequential and weight initialisation."""

@@ -1,0 +1,245 @@
+"""Sequential: a stack of layers whose every shape is known before any weight exists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from convnet import arith
+from convnet.arith import fmt_shape
+from convnet.errors import ConfigError, ShapeError
+from convnet.layers.base import Layer, Shape, check_array
+
+MAX_DIM = 1_000_000
+
+
+def _check_input_shape(input_shape: Any) -> Shape:
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise ShapeError(
+            f"input_shape={input_shape!r} must be (H, W, D) for images or (n,) for vectors"
+        ) from None
+    if len(shape) == 2:
+        raise ShapeError(
+            f"input_shape={shape!r} has no depth: write (H, W, D), e.g. {(*shape, 1)!r} for "
+            f"grayscale images or {(*shape, 3)!r} for RGB"
+        )
+    if len(shape) not in (1, 3) or not all(
+        isinstance(s, int | np.integer) and not isinstance(s, bool) and 0 < s <= MAX_DIM
+        for s in shape
+    ):
+        raise ShapeError(
+            f"input_shape={shape!r} must be (H, W, D) for images or (n,) for vectors, with whole "
+            f"numbers between 1 and {MAX_DIM:,}"
+        )
+    return tuple(int(s) for s in shape)
+
+
+def choose_init(layers: Sequence[Layer], i: int) -> str:
+    """He for weights whose output goes through a ReLU-family activation, Glorot otherwise.
+
+    Looks past layers that do not change the nonlinearity (BN, DROPOUT, POOL, FLATTEN) to the
+    first activation; a layer with weights in between (or the end of the net) means Glorot.
+    """
+    for layer in layers[i + 1:]:
+        if layer.activation is not None:
+            return "he" if layer.activation == "relu" else "glorot"
+        if layer.kind in ("CONV", "DECONV", "FC"):
+            break
+    return "glorot"
+
+
+class Sequential:
+    """A network: layers applied one after the other.
+
+    Every shape is inferred at construction, before any weight exists, so a stack that cannot
+    work fails here with a :class:`~convnet.errors.ShapeError` naming the layer. Layers are named
+    by kind and position: ``conv1, relu1, pool1, conv2, ..., fc1``.
+
+    Args:
+        layers: the layers, unbuilt (each object may appear once).
+        input_shape: ``(H, W, D)`` for images or ``(n,)`` for vectors.
+        seed: makes the initial weights and dropout masks reproducible.
+        dtype: ``np.float32`` (default) or ``np.float64`` (for gradient checks).
+        weights: ``False`` infers shapes and counts without allocating any array (what
+            ``summary`` uses, so ``summary vgg16`` is instant).
+
+    >>> import convnet as cn
+    >>> net = cn.Sequential([cn.Conv(K=32, F=3, P=1), cn.ReLU(), cn.MaxPool(), cn.FC(10)],
+    ...                     input_shape=(28, 28, 1), seed=0)
+    >>> net.output_shape, net.num_params
+    ((10,), 63050)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        input_shape: Sequence[int],
+        seed: int | None = None,
+        dtype: Any = np.float32,
+        weights: bool = True,
+    ) -> None:
+        self.input_shape: Shape = _check_input_shape(input_shape)
+        self.layers: list[Layer] = list(layers)
+        if not self.layers:
+            raise ShapeError("a network needs at least one layer after INPUT")
+        seen: set[int] = set()
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(f"layer {i + 1} is {layer!r}, not a convnet layer")
+            if id(layer) in seen:
+                raise ConfigError(
+                    f"layer {i + 1} ({layer.kind}) appears twice in the list; each position needs "
+                    "its own layer object (use [...]*N in a spec to repeat a pattern)"
+                )
+            seen.add(id(layer))
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ConfigError(f"dtype must be float32 or float64, not {dtype}")
+        self.seed = seed
+        self._name_layers()
+        # 1. shapes, without arrays: fails here, naming the layer, if the stack cannot work
+        self.shapes: list[Shape] = []
+        shape = self.input_shape
+        for layer in self.layers:
+            layer.input_shape = shape
+            shape = layer.output_shape = layer.infer_shape(shape)
+            self.shapes.append(shape)
+        self.has_weights = bool(weights)
+        # 2. weights, from one generator, so a seed reproduces everything (dropout masks too)
+        self.rng = np.random.default_rng(seed)
+        if weights:
+            shape = self.input_shape
+            for i, layer in enumerate(self.layers):
+                shape = layer.build(shape, rng=self.rng, dtype=self.dtype,
+                                    init=choose_init(self.layers, i))
+
+    def _name_layers(self) -> None:
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            key = layer.kind.lower()
+            counts[key] = counts.get(key, 0) + 1
+            layer.name = f"{key}{counts[key]}"
+
+    # --------------------------------------------------------------------------- properties
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes[-1]
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters (weights and biases; BN's gamma and beta)."""
+        if self.has_weights:
+            return sum(layer.num_params for layer in self.layers)
+        return sum(layer.count_params() for layer in self.layers)
+
+    @property
+    def spec(self) -> str:
+        """The network in the architecture language; ``cn.build(net.spec)`` rebuilds it."""
+        parts = [f"INPUT({fmt_shape(self.input_shape)})"] + [ly.to_spec() for ly in self.layers]
+        return " -> ".join(parts)
+
+    def __getitem__(self, key: int | str) -> Layer:
+        if isinstance(key, str):
+            for layer in self.layers:
+                if layer.name == key:
+                    return layer
+            names = ", ".join(ly.name for ly in self.layers)
+            raise KeyError(f"no layer named {key!r}; layers: {names}")
+        return self.layers[key]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        lines = [f"Sequential(input_shape={self.input_shape}, params={self.num_params:,})"]
+        for layer, shape in zip(self.layers, self.shapes, strict=True):
+            lines.append(f"  {layer.name:<10} {layer.to_spec():<28} -> {fmt_shape(shape)}")
+        return "\n".join(lines)
+
+    # -------------------------------------------------------------------------- computation
+    def _require_weights(self) -> None:
+        if not self.has_weights:
+            raise ConfigError("this network was built with weights=False (shapes only)")
+
+    def forward(self, x: Any, train: bool = False) -> np.ndarray:
+        """Scores for a batch ``x`` of shape ``(N, *input_shape)``.
+
+        ``train=True`` keeps what ``backward`` needs, uses batch statistics in BN and drops units
+        in DROPOUT. The input is validated: wrong shape -> ShapeError, NaN/Inf -> InputError.
+        """
+        self._require_weights()
+        out = check_array(x, self.input_shape, self.dtype,
+                          f"network input ({fmt_shape(self.input_shape)})")
+        for layer in self.layers:
+            out = layer.forward(out, train)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Backpropagate ``dout`` (gradient of the loss w.r.t. the scores); fills every layer's
+        ``grads`` and returns the gradient w.r.t. the input."""
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Scores in evaluation mode, computed in chunks of ``batch_size``."""
+        self._require_weights()
+        x = np.asarray(x)
+        outs = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), self.dtype)
+
+    # --------------------------------------------------------------------------- parameters
+    def parameters(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """``(qualified_name, param, grad)`` triples, e.g. ``("conv1.W", W, dW)``."""
+        for layer in self.layers:
+            for key, p in layer.params.items():
+                yield f"{layer.name}.{key}", p, layer.grads[key]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer as ``{"conv1.W": array, "bn1.running_mean": array}``."""
+        state = {}
+        for layer in self.layers:
+            for key, v in {**layer.params, **layer.buffers}.items():
+                state[f"{layer.name}.{key}"] = v
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into this network (in place); checks names and shapes first."""
+        self._require_weights()
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise ShapeError(
+                f"state does not match the network: missing {missing or 'nothing'}, "
+                f"unexpected {extra or 'nothing'}"
+            )
+        for key, target in own.items():
+            src = np.asarray(state[key])
+            if src.shape != target.shape:
+                raise ShapeError(f"{key}: expected shape {target.shape}, received {src.shape}")
+        for key, target in own.items():
+            target[...] = state[key]
+
+    # ---------------------------------------------------------------------------- summaries
+    def layer_info(self) -> list[dict[str, Any]]:
+        """Per-layer shapes and counts from the arithmetic module (no arrays needed)."""
+        rows = []
+        for layer, shape in zip(self.layers, self.shapes, strict=True):
+            rows.append({
+                "name": layer.name, "spec": layer.to_spec(),
+                "input_shape": layer.input_shape, "output_shape": shape,
+                "params": layer.count_params(),
+                "elements": arith.num_elements(shape),
+            })
+        return rows
+
+    def to_fully_convolutional(self) -> Sequential:
+        """The same network with every FC turned into a CONV (see :mod:`convnet.fcn`)."""
+        from convnet.fcn.convert import to_fully_convolutional
+
+        return to_fully_convolutional(self)

@@ -1,0 +1,1 @@
+"""Stateless functional core: forward(...) -> (out, cache), backward(dout, cache) -> grads."""

@@ -1,0 +1,86 @@
+"""Elementwise activation kernels: ``forward(x) -> (out, cache)``, ``backward(dout, cache) -> dx``.
+
+Memory: every cache here is the forward OUTPUT (or, for a leaky ReLU with a negative slope, a
+boolean mask). The output is the array handed to the next layer, so keeping a reference to it
+costs no extra memory, where caching the input would keep a second full-size array alive.
+The derivatives of ReLU, tanh and sigmoid can all be read from the output:
+``relu' = out > 0``, ``tanh' = 1 - out**2``, ``sigmoid' = out (1 - out)``.
+Callers must therefore not modify ``out`` in place before calling backward.
+
+Shape:
+    any shape; ``out`` and ``dx`` have the shape and dtype of ``x`` and ``dout``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "tanh_backward",
+    "tanh_forward",
+]
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``max(x, 0)``; NaN stays NaN. The cache is the output (see the module docstring)."""
+    out = np.maximum(x, x.dtype.type(0))
+    return out, out
+
+
+def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """``dout`` where the input was positive, 0 elsewhere (0 at exactly 0, like PyTorch)."""
+    return np.where(cache > 0, dout, dout.dtype.type(0))
+
+
+def leaky_relu_forward(x: np.ndarray, alpha: float = 0.01) -> tuple[np.ndarray, tuple[Any, float]]:
+    """``x`` where ``x > 0``, ``alpha*x`` elsewhere.
+
+    For ``alpha >= 0`` the sign of the output is the sign of the input, so the output serves as
+    the cache; a negative ``alpha`` flips it, and then a boolean mask (1 byte per value) is kept.
+    """
+    a = float(alpha)  # a Python float keeps x's dtype (a NumPy float64 scalar would upcast)
+    out = np.where(x > 0, x, x * a)
+    return out, (out if a >= 0 else x > 0, a)
+
+
+def leaky_relu_backward(dout: np.ndarray, cache: tuple[Any, float]) -> np.ndarray:
+    """``dout`` where the input was positive, ``alpha*dout`` elsewhere."""
+    ref, a = cache
+    return np.where(ref > 0, dout, dout * a)
+
+
+def tanh_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``tanh(x)``; the cache is the output."""
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """``dout * (1 - tanh(x)**2)``."""
+    return dout * (1 - cache * cache)
+
+
+def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``1/(1 + exp(-x))`` computed without overflow.
+
+    ``exp`` only ever sees ``-|x|`` (at most 0): for ``x >= 0`` the result is ``1/(1 + e)``, for
+    ``x < 0`` it is ``e/(1 + e)`` with ``e = exp(x)``, which keeps full relative precision for
+    very negative ``x`` (``0.5*(1 + tanh(x/2))`` would cancel to 0 there).
+    """
+    e = np.exp(-np.abs(x))
+    r = 1 / (1 + e)
+    out = np.where(x >= 0, r, e * r)
+    return out, out
+
+
+def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """``dout * s(1 - s)`` with ``s`` the forward output."""
+    return dout * cache * (1 - cache)

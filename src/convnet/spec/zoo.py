@@ -1,0 +1,125 @@
+"""Named architectures, as spec text: shapes without weights until you build them.
+
+``build("vgg16", weights=False)`` (or ``convnet summary vgg16``) infers every shape at once;
+``build("digits", seed=0)`` gives a network ready to train.
+
+>>> zoo_names()[:3]
+['lenet5', 'alexnet', 'vgg16']
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from convnet.errors import SpecError
+
+# Each entry: (spec text, what it is and where its numbers come from).
+_ENTRIES: dict[str, tuple[str, str]] = {
+    "lenet5": (
+        """INPUT(32x32x1)
+           -> CONV(6,F=5) -> TANH -> AVGPOOL
+           -> CONV(16,F=5) -> TANH -> AVGPOOL
+           -> FC(120) -> TANH -> FC(84) -> TANH -> FC(10)""",
+        "LeNet-5 style (LeCun et al. 1998) on 32x32 grayscale digits: 32 -> 28 -> 14 -> 10 -> 5, "
+        "then 5x5x16 = 400 -> 120 -> 84 -> 10; tanh and average pooling as in the original "
+        "(without its sparse C3 connections and RBF output). 61,706 parameters.",
+    ),
+    "alexnet": (
+        """INPUT(227x227x3)
+           -> CONV(96,F=11,S=4) -> RELU -> POOL(F=3,S=2)
+           -> CONV(256,F=5,P=2) -> RELU -> POOL(F=3,S=2)
+           -> CONV(384,F=3,P=1) -> RELU -> CONV(384,F=3,P=1) -> RELU
+           -> CONV(256,F=3,P=1) -> RELU -> POOL(F=3,S=2)
+           -> FC(4096) -> RELU -> DROPOUT -> FC(4096) -> RELU -> DROPOUT -> FC(1000)""",
+        "AlexNet (Krizhevsky et al. 2012) as one tower, without local response normalisation. "
+        "First layer: 227x227x3 with 96 filters 11x11 at stride 4: (227 - 11)/4 + 1 = 55, so "
+        "55x55x96 and 96*(11*11*3 + 1) = 34,944 parameters. Overlapping 3x3 stride-2 pooling: "
+        "55 -> 27 -> 13 -> 6, so the first FC layer sees 6x6x256 = 9,216 values.",
+    ),
+    "vgg16": (
+        """INPUT(224x224x3)
+           -> [CONV(64,F=3,P=1) -> RELU]*2 -> POOL
+           -> [CONV(128,F=3,P=1) -> RELU]*2 -> POOL
+           -> [CONV(256,F=3,P=1) -> RELU]*3 -> POOL
+           -> [CONV(512,F=3,P=1) -> RELU]*3 -> POOL
+           -> [CONV(512,F=3,P=1) -> RELU]*3 -> POOL
+           -> FC(4096) -> RELU -> DROPOUT -> FC(4096) -> RELU -> DROPOUT -> FC(1000)""",
+        "VGG-16 (Simonyan & Zisserman 2014, configuration D): 13 CONV layers 3x3 with P=1 that "
+        "preserve the size, five 2x2 pools (224 -> 7), then 7x7x512 = 25,088 -> 4096 -> 4096 -> "
+        "1000. 138,357,544 parameters, 102,764,544 of them in the first FC layer.",
+    ),
+    "seed004": (
+        """INPUT(32x32x1)
+           -> CONV(3,F=5) -> RELU -> POOL
+           -> CONV(6,F=5) -> RELU -> POOL
+           -> FC(100) -> RELU -> FC(10)""",
+        "The network of seed document 004: a 32x32 image, 3 filters 5x5 -> 28x28x3, 2x2 pooling "
+        "-> 14x14x3, 6 filters 5x5 -> 10x10x6, pooling -> 5x5x6, flattened to 150 values, FC "
+        "with 100 neurons, FC with 10. The seed writes 'stride length = 0'; the sizes it gives "
+        "(32 -> 28, 14 -> 10) are those of stride 1. It says 'followed by activation' without "
+        "naming one (RELU here) and gives no depth for the input (grayscale here).",
+    ),
+    "fashion": (
+        """INPUT(28x28x1)
+           -> CONV(32,F=3,P=1) -> RELU -> POOL
+           -> CONV(64,F=3,P=1) -> RELU -> POOL
+           -> FC(128) -> RELU -> FC(10)""",
+        "The reference network for MNIST and Fashion-MNIST (28x28 grayscale): two 3x3 CONV "
+        "layers that preserve the size, each followed by 2x2 pooling (28 -> 14 -> 7), then "
+        "7x7x64 = 3,136 -> 128 -> 10.",
+    ),
+    "cifar10": (
+        """INPUT(32x32x3)
+           -> [CONV(32,F=3,P=1) -> RELU]*2 -> POOL
+           -> [CONV(64,F=3,P=1) -> RELU]*2 -> POOL
+           -> FC(256) -> RELU -> FC(10)""",
+        "A CIFAR-10 network of the seeds' pattern INPUT -> [[CONV -> RELU]*N -> POOL]*M -> "
+        "[FC -> RELU]*K -> FC with N=2, M=2, K=1: 32x32x3 -> 16x16x32 -> 8x8x64 = 4,096 -> "
+        "256 -> 10.",
+    ),
+    "fcn": (
+        """INPUT(28x28x1)
+           -> CONV(16,F=3,P=1) -> RELU -> POOL
+           -> CONV(32,F=3,P=1) -> RELU -> POOL
+           -> CONV(64,F=3,P=1) -> RELU
+           -> CONV(10,F=1) -> GAP""",
+        "A fully convolutional classifier: no FC layer, so it runs on any image size "
+        "(build('fcn', input_shape=(H, W, 1))). A 1x1 CONV gives 10 score maps (7x7x10 on a "
+        "28x28 input) and global average pooling turns each map into one class score.",
+    ),
+    "digits": (
+        """INPUT(8x8x1)
+           -> CONV(16,F=3,P=1) -> RELU
+           -> CONV(32,F=3,P=1) -> RELU -> POOL
+           -> FC(64) -> RELU -> FC(10)""",
+        "The default network for the built-in 8x8 UCI handwritten digits: small enough to "
+        "train in seconds on a CPU. 8x8x1 -> 8x8x16 -> 8x8x32 -> 4x4x32 = 512 -> 64 -> 10.",
+    ),
+}
+
+#: Spec text of every named architecture.
+ZOO: dict[str, str] = {name: text for name, (text, _) in _ENTRIES.items()}
+
+
+def zoo_names() -> list[str]:
+    """Names of the zoo's architectures, smallest idea first as a course would show them."""
+    return list(ZOO)
+
+
+def get(name: str) -> str:
+    """Spec text of a zoo architecture (name case-insensitive); :class:`SpecError` if unknown."""
+    key = str(name).strip().lower()
+    if key not in ZOO:
+        close = difflib.get_close_matches(key, list(ZOO), 1, 0.6)
+        dym = f" Did you mean {close[0]!r}?" if close else ""
+        raise SpecError(f"no zoo architecture named {name!r}.{dym} Zoo: {', '.join(ZOO)}")
+    return ZOO[key]
+
+
+def describe(name: str) -> str:
+    """What a zoo architecture is and where its numbers come from."""
+    get(name)
+    return _ENTRIES[str(name).strip().lower()][1]
+
+
+__all__ = ["ZOO", "describe", "get", "zoo_names"]

@@ -1,0 +1,112 @@
+"""Classification metrics from scores and labels: accuracy, confusion matrix, per-class accuracy.
+
+Everything works on any number of leading positions: scores ``(N, C)`` with labels ``(N,)`` for
+classification, or score maps ``(N, H, W, C)`` with labels ``(N, H, W)`` for segmentation, where
+each pixel counts as one prediction. All counting is done with ``argmax`` and ``bincount``: no
+Python loop over images or pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convnet.errors import ShapeError
+
+__all__ = [
+    "accuracy",
+    "confusion_matrix",
+    "correct_count",
+    "format_confusion",
+    "per_class_accuracy",
+]
+
+
+def _check(scores: np.ndarray, y: np.ndarray, where: str) -> None:
+    if scores.ndim < 2 or scores.shape[:-1] != y.shape:
+        raise ShapeError(
+            f"{where}: scores of shape {scores.shape} need labels of their leading shape "
+            f"{scores.shape[:-1]} (one class index per position), received labels of shape "
+            f"{y.shape}"
+        )
+
+
+def correct_count(scores: np.ndarray, y: np.ndarray) -> int:
+    """How many positions have their highest score at the true class.
+
+    Shape:
+        scores ``(N, ..., C)``, y ``(N, ...)``; returns an int in ``[0, y.size]``.
+    """
+    scores, y = np.asarray(scores), np.asarray(y)
+    _check(scores, y, "correct_count")
+    return int(np.count_nonzero(scores.argmax(axis=-1) == y))
+
+
+def accuracy(scores: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of positions (images, or pixels of score maps) classified correctly.
+
+    >>> accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]))
+    0.5
+    """
+    y = np.asarray(y)
+    return correct_count(scores, y) / max(y.size, 1)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``cm[i, j]``: how many positions of true class ``i`` were predicted as class ``j``.
+
+    One ``bincount`` over ``i * C + j``.
+
+    Shape:
+        y_true, y_pred: any equal shapes of class indices in ``[0, num_classes)``;
+        returns ``(num_classes, num_classes)`` int64.
+
+    >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist()
+    [[1, 0], [1, 1]]
+    """
+    t = np.asarray(y_true).reshape(-1).astype(np.int64)
+    p = np.asarray(y_pred).reshape(-1).astype(np.int64)
+    if t.shape != p.shape:
+        raise ShapeError(
+            f"confusion_matrix: {t.size} true labels but {p.size} predictions; they must match"
+        )
+    C = int(num_classes)
+    for name, arr in (("true labels", t), ("predictions", p)):
+        if arr.size and (arr.min() < 0 or arr.max() >= C):
+            raise ShapeError(
+                f"confusion_matrix: {name} range over [{arr.min()}, {arr.max()}] but there are "
+                f"{C} classes (indices must lie in [0, {C - 1}])"
+            )
+    return np.bincount(t * C + p, minlength=C * C).reshape(C, C).astype(np.int64)
+
+
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Recall of each class from a confusion matrix: ``cm[i, i] / cm[i].sum()``; NaN for a class
+    that has no examples.
+
+    Shape:
+        cm ``(C, C)`` -> ``(C,)`` float64.
+    """
+    cm = np.asarray(cm)
+    totals = cm.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(cm) / totals, np.nan)
+
+
+def format_confusion(cm: np.ndarray, classes: list[str], max_name: int = 12) -> str:
+    """The confusion matrix as an aligned text table, rows = true class, columns = predicted.
+
+    Column headers are the class indices (names can be long); each row starts with the index and
+    the class name, so the table stays narrow enough for a terminal with 10 classes.
+    """
+    cm = np.asarray(cm)
+    C = cm.shape[0]
+    names = [str(c)[:max_name] for c in classes]
+    width = max(len(str(int(cm.max()))) if cm.size else 1, len(str(C - 1)), 1) + 1
+    name_w = max((len(n) for n in names), default=4)
+    idx_w = len(str(C - 1))
+    head_pad = " " * (idx_w + 1 + name_w + 3)
+    lines = ["true \\ predicted", head_pad + "".join(f"{j:>{width}}" for j in range(C))]
+    for i in range(C):
+        row = "".join(f"{int(v):>{width}}" for v in cm[i])
+        lines.append(f"{i:>{idx_w}} {names[i]:<{name_w}} | {row}")
+    return "\n".join(lines)
