@@ -48,8 +48,7 @@ def make_net(seed: int = 0, dtype=np.float64) -> FakeNet:
 def grad_sequence(n_steps: int, seed: int = 1, dtype=np.float64) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [
-        {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
-        for _ in range(n_steps)
+        {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()} for _ in range(n_steps)
     ]
 
 
@@ -100,7 +99,16 @@ CASES = [
         lambda ps: torch.optim.AdamW(ps, lr=5e-3, betas=(0.5, 0.9), weight_decay=0.3),
     ),
 ]
-CASE_IDS = ["sgd", "sgd-mom", "sgd-nesterov-wd", "sgd-mom-wd", "adam", "adam-wd", "adamw", "adamw-wd"]
+CASE_IDS = [
+    "sgd",
+    "sgd-mom",
+    "sgd-nesterov-wd",
+    "sgd-mom-wd",
+    "adam",
+    "adam-wd",
+    "adamw",
+    "adamw-wd",
+]
 
 
 @pytest.mark.parametrize(("ours", "theirs"), CASES, ids=CASE_IDS)
@@ -235,7 +243,9 @@ def test_load_state_dict_rejects_mismatches():
         SGD(momentum=0.9).load_state_dict(adam.state_dict())
     bad = adam.state_dict()
     bad["conv1.W.velocity"] = np.zeros(3)
-    with pytest.raises(CheckpointError, match="unexpected optimiser state entry 'conv1.W.velocity'"):
+    with pytest.raises(
+        CheckpointError, match="unexpected optimiser state entry 'conv1.W.velocity'"
+    ):
         Adam().load_state_dict(bad)
     bad = adam.state_dict()
     del bad["conv1.W.exp_avg_sq"]
@@ -471,5 +481,8 @@ def test_bad_schedule_arguments_raise(build, match):
 
 def test_schedule_reprs():
     assert repr(StepLR(0.1, 5)) == "StepLR(lr=0.1, step_size=5)"
-    assert repr(CosineLR(0.1, 50, warmup_steps=5)) == "CosineLR(lr=0.1, total_steps=50, warmup_steps=5)"
+    assert (
+        repr(CosineLR(0.1, 50, warmup_steps=5))
+        == "CosineLR(lr=0.1, total_steps=50, warmup_steps=5)"
+    )
     assert repr(OneCycleLR(0.1, 50)) == "OneCycleLR(max_lr=0.1, total_steps=50)"

@@ -56,7 +56,8 @@ def as_pair(value: int | Sequence[int], name: str, *, minimum: int = 0, where: s
     out = []
     for v in values:
         if isinstance(v, bool) or not (
-            isinstance(v, int) or (isinstance(v, float) and v.is_integer()) or hasattr(v, "__index__")
+            isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+            or hasattr(v, "__index__")
         ):
             raise ShapeError(f"{prefix}{name}={value!r} must be a whole number, received {v!r}")
         v = int(v)

@@ -26,7 +26,7 @@ import numpy as np
 
 from convnet.errors import DataError
 
-from .dataset import DataSplits, Dataset
+from .dataset import Dataset, DataSplits
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -65,10 +65,14 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         except KeyError:
             allowed = ", ".join(f"{m}.{n}" for m, n in _ALLOWED)
+            hint = ""
+            if (module, name) == ("_codecs", "encode"):
+                # Python 3 pickles bytes at protocol 2 as a call to _codecs.encode.
+                hint = "; this looks like a Python 3 protocol-2 pickle: re-save it with protocol 4"
             raise DataError(
                 f"{self.source}: refused to load: the pickle asks for {module}.{name}, but a "
                 f"data batch may only contain arrays, lists, dicts, strings and numbers "
-                f"(allowed: {allowed})"
+                f"(allowed: {allowed}){hint}"
             ) from None
 
 

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from convnet.errors import DataError
 
-from .dataset import DataSplits, Dataset, stratified_split
+from .dataset import Dataset, DataSplits, stratified_split
 
 _HIGH_DEPTH = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 _GRAY_MODES = {"1", "L", "LA", "La", *_HIGH_DEPTH}

@@ -26,7 +26,7 @@ from convnet.errors import DataError
 
 from . import cifar
 from . import download as _dl
-from .dataset import DataSplits, Dataset, stratified_split
+from .dataset import Dataset, DataSplits, stratified_split
 from .idx import load_idx_pair
 from .images import convert_images, load_image_folder
 
@@ -64,10 +64,11 @@ def load_digits(test_fraction: float = DIGITS_TEST_FRACTION, seed: int = 0) -> D
     """The UCI handwritten digits from scikit-learn, as 8x8x1 images in ``[0, 1]``.
 
     Pixels are counts 0..16 (ink in 4x4 blocks of the 32x32 scans), divided by 16. The split is
-    stratified and fixed by ``seed``: 1,437 train and 360 test images for the defaults.
+    stratified and fixed by ``seed``: 1,438 train and 359 test images for the defaults
+    (each class rounds its own 20%).
 
     Shape:
-        - train.x ``(1437, 8, 8, 1)``, test.x ``(360, 8, 8, 1)`` float32
+        - train.x ``(1438, 8, 8, 1)``, test.x ``(359, 8, 8, 1)`` float32
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -137,8 +138,10 @@ def _idx_named(
 ) -> DataSplits:
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
     hflip = name == "fashion-mnist"
-    places = ([data_dir] if data_dir else []) + [cache / name]
-    if name == "fashion-mnist":
+    # An explicit data_dir is the only place looked at: silently loading another copy from
+    # elsewhere would hide a wrong path.
+    places = [data_dir] if data_dir else [cache / name]
+    if name == "fashion-mnist" and not data_dir:
         places.append(DEBIAN_FASHION_DIR)
     for place in places:
         if _find_idx(place) is not None:
@@ -160,7 +163,7 @@ def _idx_named(
 def _cifar_named(
     data_dir: Path | None, cache: Path, do_download: bool, progress: Progress
 ) -> DataSplits:
-    places = ([data_dir] if data_dir else []) + [cache / "cifar10"]
+    places = [data_dir] if data_dir else [cache / "cifar10"]
     for place in places:
         if cifar.find_batch_dir(place) is not None:
             return cifar.load_cifar10(place)

@@ -165,15 +165,41 @@ class Sequential:
         if not self.has_weights:
             raise ConfigError("this network was built with weights=False (shapes only)")
 
+    @property
+    def fully_convolutional(self) -> bool:
+        """True when no layer needs a fixed input size (no FC, no FLATTEN): such a network
+        accepts larger images and returns a map (see :mod:`convnet.fcn`)."""
+        return len(self.input_shape) == 3 and all(
+            ly.kind not in ("FC", "FLATTEN") for ly in self.layers)
+
+    def shapes_for(self, input_shape: Sequence[int]) -> list[Shape]:
+        """Every layer's output shape for another input size (pure arithmetic; ShapeError naming
+        the layer where a stride does not fit that size). Layer names stay as built."""
+        shape = _check_input_shape(input_shape)
+        shapes = []
+        for layer in self.layers:
+            shape = layer.infer_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def _check_forward_input(self, x: Any) -> np.ndarray:
+        where = f"network input ({fmt_shape(self.input_shape)})"
+        arr = np.asarray(x)
+        if (self.fully_convolutional and arr.ndim == 4 and arr.shape[1:3] != self.input_shape[:2]
+                and arr.shape[3] == self.input_shape[2]):
+            self.shapes_for(arr.shape[1:])  # validates that every stride fits the new size
+            return check_array(arr, arr.shape[1:], self.dtype, where)
+        return check_array(arr, self.input_shape, self.dtype, where)
+
     def forward(self, x: Any, train: bool = False) -> np.ndarray:
         """Scores for a batch ``x`` of shape ``(N, *input_shape)``.
 
         ``train=True`` keeps what ``backward`` needs, uses batch statistics in BN and drops units
         in DROPOUT. The input is validated: wrong shape -> ShapeError, NaN/Inf -> InputError.
+        A :attr:`fully_convolutional` network also takes other image sizes where they fit.
         """
         self._require_weights()
-        out = check_array(x, self.input_shape, self.dtype,
-                          f"network input ({fmt_shape(self.input_shape)})")
+        out = self._check_forward_input(x)
         for layer in self.layers:
             out = layer.forward(out, train)
         return out

@@ -10,9 +10,10 @@ How it is computed (and what it costs):
   (a view: strides and dilation are slices of it) and costs one pass writing ``Fh*Fw`` times the
   input. ``cols`` is kept in the cache, so the weight gradient is one more GEMM,
   ``dout2d.T @ cols``, never a second gather. Memory: ``Fh*Fw`` copies of the input per layer.
-- **col2im.** The input gradient is the transposed convolution: ``dcols = dout2d @ W2d`` (one GEMM,
-  laid out offset-major) scattered back by ``Fh*Fw`` strided slice-adds, one per kernel offset (a Python loop over the
-  kernel only, never over pixels or batch items; ``np.add.at`` measured 16x slower).
+- **col2im.** The input gradient is the transposed convolution: ``dcols = dout2d @ W2d`` (one
+  GEMM, laid out offset-major) scattered back by ``Fh*Fw`` strided slice-adds, one per kernel
+  offset (a Python loop over the kernel only, never over pixels or batch items; ``np.add.at``
+  measured 16x slower).
 - **One kernel both ways.** :func:`conv2d_input_grad` is the only col2im. The convolution's
   backward uses it for ``dx``; :func:`conv_transpose2d_forward` IS it (plus bias). Conversely the
   transposed convolution's ``dx`` is the ordinary convolution's forward core and its ``dW`` is the
@@ -156,7 +157,7 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
 
 
 def _weight_grad(cols: np.ndarray, dout2d: np.ndarray, W_shape: tuple[int, ...]) -> np.ndarray:
-    """``dW = dout2d.T @ cols``: (K, M) x (M, FFD) lands directly in the ``(K, Fh, Fw, D)`` layout."""
+    """``dW = dout2d.T @ cols``: (K, M) x (M, FFD) lands directly in W's ``(K, Fh, Fw, D)``."""
     return (dout2d.T @ cols).reshape(W_shape)
 
 
@@ -202,7 +203,7 @@ def conv2d_backward(
     cols, W, in_hw, has_b, stride, pad, dilation = cache
     dout2d = dout.reshape(-1, W.shape[0])
     dW = _weight_grad(cols, dout2d, W.shape)
-    db = dout2d.sum(axis=0) if has_b else None
+    db = dout2d.mean(axis=0) if has_b else None
     dx = conv2d_input_grad(dout, W, in_hw, stride, pad, dilation) if need_dx else None
     return dx, dW, db
 

@@ -82,7 +82,7 @@ def maxpool2d_forward(
     # offset that equals the max writes last. Where the max is NaN nothing matches and the
     # gradient goes to offset 0 (a NaN's gradient has no meaning anyway).
     idx = np.zeros(out.shape, dtype=np.min_scalar_type(len(offsets) - 1))
-    for k in range(len(offsets)):
+    for k in range(len(offsets) - 1, -1, -1):
         i, j = offsets[k]
         np.copyto(idx, k, where=xp[_window(i, j, out_hw, S)] == out, casting="unsafe")
     return out, (idx, x.shape, F, S, P)

@@ -480,7 +480,7 @@ class Adam(Optimizer):
             }
             self.state[name] = slots
         m, v, t_arr = slots["exp_avg"], slots["exp_avg_sq"], slots["step"]
-        t_arr += 2
+        t_arr += 1
         t = int(t_arr)
 
         if wd != 0.0:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convnet.arith import fmt_shape
-from convnet.errors import ConvnetError, ShapeError, SpecError
+from convnet.errors import ConfigError, ConvnetError, ShapeError, SpecError
 
 if TYPE_CHECKING:
     from convnet.net.sequential import Sequential
@@ -54,7 +54,7 @@ MAX_SIZE = 100_000          # largest whole number accepted anywhere (sizes, K, 
 MAX_LAYERS = 10_000         # layers after expanding every [...]*N
 MAX_DEPTH = 32              # nesting of [ ... ]
 MAX_TEXT = 1_000_000        # characters of spec text
-MAX_PARAMS = 2_000_000_000  # parameters build(weights=True) will allocate (8 GB in float32)
+MAX_PARAMS = 1_000_000_000  # parameters build(weights=True) will allocate (4 GB in float32)
 
 
 # ------------------------------------------------------------------------------ layer table
@@ -130,6 +130,13 @@ _HINTS = {
     "CONVTRANSPOSE2D": "DECONV", "TRANSPOSEDCONV": "DECONV", "GLOBALAVGPOOL": "GAP",
     "BATCHNORM2D": "BN", "LEAKY_RELU": "LRELU",
 }
+# Argument names from other libraries -> the seeds' letters.
+_ARG_HINTS = {
+    "filters": "K", "out_channels": "K", "num_filters": "K", "units": "K", "out_features": "K",
+    "kernel_size": "F", "kernel": "F", "size": "F", "pool_size": "F", "extent": "F",
+    "stride": "S", "strides": "S", "padding": "P", "pad": "P", "rate": "p", "drop": "p",
+    "negative_slope": "alpha", "slope": "alpha", "use_bias": "bias", "ceil_mode": "floor",
+}
 _ALL_NAMES = ["INPUT", *LAYERS]
 _NAME_LIST = ", ".join(_ALL_NAMES)
 
@@ -148,6 +155,9 @@ class LayerSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     column: int = 1
     line: int = 1
+    # offsets in the text of the layer name and of each argument's value, for error carets
+    offset: int = field(default=0, compare=False, repr=False)
+    arg_offsets: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------- tokenizer
@@ -196,11 +206,15 @@ class _Source:
         return f"  {prefix}{shown}{suffix}\n  {' ' * (len(prefix) + col - lo)}^"
 
     def error(self, pos: int, problem: str, expected: str = "", cls: type = SpecError) -> Exception:
+        """``cls`` (SpecError by default) whose message is ``problem at column C``, the line with
+        a caret under the column, then ``expected``. ``.line`` and ``.column`` are set on it."""
         line, col = self.where(pos)
         at = f"line {line}, column {col}" if "\n" in self.text.rstrip("\n") else f"column {col}"
         if self.origin:
             at = f"{self.origin}, {at}"
-        msg = f"{problem} at {at}\n{self.caret(pos)}"
+        # A long message (a ShapeError's derivation) reads better with the place on its own line.
+        sep = "\n" if len(problem) > 80 else " "
+        msg = f"{problem}{sep}at {at}:\n{self.caret(pos)}"
         if expected:
             msg += f"\n{expected}"
         err = cls(msg)
@@ -306,9 +320,8 @@ class _Parser:
     def parse(self) -> tuple[tuple[int, ...] | None, list[LayerSpec]]:
         input_shape = None
         if self.tok.kind == "EOF":
-            raise self.error(self.tok, "the spec is empty",
-                             "expected e.g. INPUT(28x28x1) -> CONV(32,F=3,P=1) -> RELU -> POOL "
-                             "-> FC(10)")
+            raise SpecError("the spec is empty (or only comments): expected e.g. "
+                            "INPUT(28x28x1) -> CONV(32,F=3,P=1) -> RELU -> POOL -> FC(10)")
         if self.tok.kind == "NAME" and self.tok.text.upper() == "INPUT":
             input_shape = self.parse_input()
             if self.tok.kind == "EOF":
@@ -381,12 +394,12 @@ class _Parser:
         if t.kind == "NAME":
             layer = self.parse_layer()
             self.count += 1
-            self._check_count(t, 1)
+            self._check_count(t)
             return [layer]
         raise self.error(t, f"expected a layer, found {_describe(t)}",
                          f"layer names: {_NAME_LIST}; or '[' to start a repeated group")
 
-    def _check_count(self, tok: _Tok, added: int) -> None:
+    def _check_count(self, tok: _Tok) -> None:
         if self.count > MAX_LAYERS:
             raise self.error(tok, f"this spec expands to more than {MAX_LAYERS:,} layers",
                              "lower the repetition counts [...]*N")
@@ -424,7 +437,7 @@ class _Parser:
         # Layers inside were counted once while parsing; the expansion adds (reps - 1) copies.
         per = self.count - start_count
         self.count = start_count + per * reps
-        self._check_count(star, 0)
+        self._check_count(star)
         return inner * reps
 
     def parse_layer(self) -> LayerSpec:
@@ -440,8 +453,9 @@ class _Parser:
             raise self.error(t, f"unknown layer {t.text!r}{_did_you_mean(upper)}",
                              f"layer names: {_NAME_LIST}")
         kwargs: dict[str, Any] = {}
+        offsets: dict[str, int] = {}
         if self.tok.kind == "(":
-            kwargs = self.parse_args(d, t)
+            kwargs = self.parse_args(d, offsets)
         elif self.tok.kind in ("INT", "FLOAT", "DIMS"):
             raise self.error(self.tok, f"expected '(' before the arguments of {d.name}",
                              f"write {d.signature}")
@@ -449,9 +463,9 @@ class _Parser:
         if missing:
             raise self.error(t, f"{d.name} needs {' and '.join(missing)}",
                              f"write {d.signature}, e.g. {_EXAMPLES[d.name]}")
-        return LayerSpec(d.name, kwargs, col, line)
+        return LayerSpec(d.name, kwargs, col, line, t.pos, offsets)
 
-    def parse_args(self, d: _LayerDef, name_tok: _Tok) -> dict[str, Any]:
+    def parse_args(self, d: _LayerDef, offsets: dict[str, int]) -> dict[str, Any]:
         open_ = self.take()
         kwargs: dict[str, Any] = {}
         npos = 0
@@ -468,8 +482,9 @@ class _Parser:
                 arg = d.arg(t.text)
                 if arg is None:
                     names = [a.name for a in d.args]
-                    close = difflib.get_close_matches(t.text, names, 1, 0.5) or \
-                        [a for a in names if a.lower() == t.text.lower()[:1]][:1]
+                    hint = _ARG_HINTS.get(t.text.lower())
+                    close = ([hint] if hint in names else []) or \
+                        difflib.get_close_matches(t.text, names, 1, 0.5)
                     dym = f" (did you mean {close[0]}?)" if close else ""
                     raise self.error(t, f"{d.name} has no argument {t.text!r}{dym}",
                                      f"arguments of {d.signature}")
@@ -502,6 +517,7 @@ class _Parser:
             else:
                 raise self.error(t, f"expected an argument of {d.name}, found {_describe(t)}",
                                  f"arguments of {d.signature}")
+            offsets[arg.name] = self.tok.pos
             kwargs[arg.name] = self.parse_value(d, arg)
             if self.tok.kind == ",":
                 self.take()
@@ -562,8 +578,8 @@ class _Parser:
                 b = self.expect("INT", f"a whole number in the pair {arg.name}=(rows, cols)")
                 self.expect(")", "')' to close the pair (rows, cols)", f"e.g. {arg.name}=(3,5)")
                 return (self.whole(a, what), self.whole(b, what))
-            raise self.error(t, f"{what} must be a whole number or a pair like 3x5, found "
-                             f"{_describe(t)}")
+            raise self.error(t, f"{what} must be a whole number or a pair, found {_describe(t)}",
+                             f"e.g. {arg.name}=3, or {arg.name}=3x5 (rows x cols)")
         raise self.error(t, f"{what} must be a whole number, found {_describe(t)}",
                          f"e.g. {_EXAMPLES[d.name]}")
 
@@ -707,6 +723,9 @@ def build(
     """
     from convnet.net.sequential import Sequential
 
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+                             or seed < 0):
+        raise ConfigError(f"seed={seed!r} must be a whole number >= 0, or None")
     text, origin = resolve(spec)
     src = _Source(text, origin)
     if len(text) > MAX_TEXT:
@@ -721,13 +740,15 @@ def build(
     layers = []
     positions = {}
     for s in specs:
-        pos = _offset(text, s.line, s.column)
+        pos = s.offset
         try:
             layer = classes[s.kind](**s.kwargs)
         except ConvnetError as e:
-            # constructors name their kind already ("CONV: received S=0 ...")
-            text = str(e) if str(e).startswith(f"{s.kind}:") else f"{s.kind}: {e}"
-            raise src.error(pos, text) from None
+            # constructors name their kind already ("CONV: received S=0 ..."); point at the
+            # argument the message names when there is one
+            msg = str(e) if str(e).startswith(f"{s.kind}:") else f"{s.kind}: {e}"
+            named = [s.arg_offsets[m] for m in re.findall(r"(\w+)=", msg) if m in s.arg_offsets]
+            raise src.error(named[0] if named else pos, msg) from None
         except (TypeError, ValueError, OverflowError) as e:  # a constructor that lets one slip
             raise src.error(pos, f"{s.kind}: invalid arguments ({e})") from None
         positions[id(layer)] = pos
@@ -762,13 +783,6 @@ def _failing_layer(layers: list[Any], message: str) -> Any:
         if name and re.match(rf"{re.escape(name)}\b", message):
             best = layer
     return best
-
-
-def _offset(text: str, line: int, column: int) -> int:
-    pos = 0
-    for _ in range(line - 1):
-        pos = text.index("\n", pos) + 1
-    return pos + column - 1
 
 
 def _check_input_shape(shape: Any) -> tuple[int, ...]:

@@ -1,0 +1,100 @@
+"""Reports on a network's shapes and counts, built on :mod:`convnet.arith` (no weights needed).
+
+- :func:`summary`: a table of every layer (volume, parameters, MACs, receptive field,
+  activation memory) with totals, as text, markdown, csv or json.
+- :func:`explain`: the derivation of every layer in words and numbers, including a
+  configuration that does not fit.
+
+Both take a :class:`~convnet.net.sequential.Sequential`, spec text, a spec file, a zoo name
+("vgg16") or a saved model (a path ending in ``.npz``); see :func:`load_network`.
+
+>>> from convnet.report import summary
+>>> "138,357,544" in summary("vgg16")
+True
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from convnet.errors import CheckpointError, ConfigError
+from convnet.net.sequential import Sequential
+
+Source = Any  # Sequential | str | os.PathLike: spec text, spec file, zoo name, or saved .npz
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"224x224x3" -> (224, 224, 3)``; ``"64" -> (64,)``. :class:`ConfigError` otherwise.
+
+    >>> parse_input_shape("32x32x3")
+    (32, 32, 3)
+    """
+    s = str(text).strip().lower().replace(" ", "")
+    if not re.fullmatch(r"\d+(x\d+x\d+)?", s):
+        raise ConfigError(
+            f"input size {text!r} must read HxWxD (e.g. 224x224x3) or n for a vector"
+        )
+    dims = tuple(int(d) for d in s.split("x"))
+    if not all(d >= 1 for d in dims):
+        raise ConfigError(f"input size {text!r}: every dimension must be at least 1")
+    return dims
+
+
+def _is_saved_model(source: Any) -> bool:
+    return isinstance(source, str | os.PathLike) and os.fspath(source).strip().lower() \
+        .endswith(".npz")
+
+
+def _load_saved(path: str) -> Sequential:
+    try:
+        from convnet.train.checkpoint import load
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(
+            f"cannot read {path}: reading saved models needs convnet.train.checkpoint, which "
+            "this build does not have"
+        ) from exc
+    return load(path)
+
+
+def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> Sequential:
+    """The network ``source`` names, with shapes inferred and, where we build it, no weights.
+
+    ``source`` is a :class:`Sequential`, spec text, a spec file, a zoo name, or a saved model
+    (``.npz``, read with ``convnet.train.checkpoint.load``). ``input_shape`` replaces the input
+    size (a network is rebuilt from its spec for that).
+
+    Raises:
+        SpecError, ShapeError: from :func:`convnet.spec.build`.
+        CheckpointError: a saved model that cannot be read.
+    """
+    from convnet.spec import build
+
+    if isinstance(source, Sequential):
+        net = source
+    elif _is_saved_model(source):
+        net = _load_saved(os.fspath(source).strip())
+    else:
+        return build(source, input_shape=input_shape, weights=False)
+    if input_shape is not None and tuple(input_shape) != tuple(net.input_shape):
+        return build(net.spec, input_shape=input_shape, weights=False)
+    return net
+
+
+def summary(source: Source, batch: int = 1, format: str = "table",
+            input_shape: tuple[int, ...] | None = None) -> str:
+    """See :func:`convnet.report.summary.summary`."""
+    from convnet.report.summary import summary as _summary
+
+    return _summary(source, batch=batch, format=format, input_shape=input_shape)
+
+
+def explain(source: Source, input_shape: tuple[int, ...] | None = None) -> str:
+    """See :func:`convnet.report.explain.explain`."""
+    from convnet.report.explain import explain as _explain
+
+    return _explain(source, input_shape=input_shape)
+
+
+__all__ = ["explain", "load_network", "parse_input_shape", "summary"]
