@@ -502,3 +502,20 @@ def test_default_augmentation_flip_policy():
     assert default_augmentation("cifar10") .flip and default_augmentation("cifar10").pad == 4
     assert not default_augmentation("/some/folder").flip
     assert default_augmentation("/some/folder", hflip=True).flip
+
+
+def test_named_dataset_resized_and_recoloured():
+    train, test = load_dataset("digits", image_size=12, grayscale=False)
+    assert train.x.shape[1:] == (12, 12, 3) and test.x.shape[1:] == (12, 12, 3)
+    np.testing.assert_array_equal(train.x[..., 0], train.x[..., 2])  # gray repeated
+    assert train.x.min() >= 0 and train.x.max() <= 1.0 + 1e-6
+    base, _ = load_dataset("digits")
+    np.testing.assert_array_equal(train.y, base.y)
+
+
+def test_batches_cover_every_image_once():
+    train, _ = load_dataset("digits")
+    seen = np.concatenate([y for _, y in train.batches(100, np.random.default_rng(0))])
+    assert len(seen) == len(train)
+    np.testing.assert_array_equal(np.sort(seen), np.sort(train.y))
+    assert [len(y) for _, y in train.batches(1000)] == [1000, len(train) - 1000]

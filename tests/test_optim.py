@@ -422,16 +422,18 @@ def test_onecycle_matches_torch(total, pct, div, final_div):
 )
 def test_schedules_match_torch_property(total, pct, min_frac):
     lr = 0.3
-    theirs = torch_lrs(
-        lambda o: torch.optim.lr_scheduler.OneCycleLR(
-            o, max_lr=lr, total_steps=total, pct_start=pct, cycle_momentum=False
-        ),
-        lr,
-        total,
-    )
     ours = OneCycleLR(lr, total, pct_start=pct)
     if pct * total != 1.0:  # torch divides by zero on a zero-length first phase
+        theirs = torch_lrs(
+            lambda o: torch.optim.lr_scheduler.OneCycleLR(
+                o, max_lr=lr, total_steps=total, pct_start=pct, cycle_momentum=False
+            ),
+            lr,
+            total,
+        )
         assert_lrs_close([ours(i) for i in range(total)], theirs)
+    else:
+        assert ours(0) == lr  # our zero-length first phase gives its end value
     cos = CosineLR(lr, total, min_lr=lr * min_frac)
     theirs = torch_lrs(
         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total, eta_min=lr * min_frac),

@@ -439,11 +439,19 @@ def training_memory(num_params: int, activation_elements: int, batch: int = 1,
 
 
 def fmt_bytes(n: int) -> str:
-    """``1536 -> '1.5 KiB'``: binary units, three significant digits."""
+    """``1536 -> '1.5 KiB'``: binary units, three significant digits (no exponent).
+
+    >>> fmt_bytes(1536), fmt_bytes(1023), fmt_bytes(1047552), fmt_bytes(138357544 * 4)
+    ('1.5 KiB', '1023 B', '1023 KiB', '528 MiB')
+    """
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.3g} {unit}"
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    for i, unit in enumerate(units):
+        if unit == "B" and abs(value) < 1024:
+            return f"{int(value)} B"
+        text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        if float(text) < 1024 or i == len(units) - 1:
+            return f"{text} {unit}"
         value /= 1024
     return f"{n} B"  # pragma: no cover
 

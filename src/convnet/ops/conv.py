@@ -203,7 +203,7 @@ def conv2d_backward(
     cols, W, in_hw, has_b, stride, pad, dilation = cache
     dout2d = dout.reshape(-1, W.shape[0])
     dW = _weight_grad(cols, dout2d, W.shape)
-    db = dout2d.mean(axis=0) if has_b else None
+    db = dout2d.sum(axis=0) if has_b else None
     dx = conv2d_input_grad(dout, W, in_hw, stride, pad, dilation) if need_dx else None
     return dx, dW, db
 

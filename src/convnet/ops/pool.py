@@ -81,10 +81,15 @@ def maxpool2d_forward(
     # The first maximum in row-major order: visit the offsets last to first so the earliest
     # offset that equals the max writes last. Where the max is NaN nothing matches and the
     # gradient goes to offset 0 (a NaN's gradient has no meaning anyway).
+    # The write is arithmetic, ``idx += (k - idx) * hit`` in wrapping unsigned integers: a
+    # masked np.copyto(..., where=hit) was 40x slower here on the irregular masks maxima make.
     idx = np.zeros(out.shape, dtype=np.min_scalar_type(len(offsets) - 1))
+    step = np.empty_like(idx)
     for k in range(len(offsets) - 1, -1, -1):
         i, j = offsets[k]
-        np.copyto(idx, k, where=xp[_window(i, j, out_hw, S)] == out, casting="unsafe")
+        np.subtract(idx.dtype.type(k), idx, out=step)
+        step *= xp[_window(i, j, out_hw, S)] == out
+        idx += step
     return out, (idx, x.shape, F, S, P)
 
 
@@ -99,10 +104,9 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...]) -> np.ndarray:
     out_hw = idx.shape[1:3]
     overlap = F[0] > S[0] or F[1] > S[1]
     dxp = np.zeros((N, H + 2 * P[0], W + 2 * P[1], D), dtype=dout.dtype)
-    zero = dout.dtype.type(0)
     for k in range(F[0] * F[1]):
         i, j = divmod(k, F[1])
-        g = np.where(idx == k, dout, zero)
+        g = dout * (idx == k)  # branch-free; np.where is slower on irregular masks
         if overlap:
             # Overlapping windows (e.g. 3x3 S=2) share pixels across offsets: accumulate.
             dxp[_window(i, j, out_hw, S)] += g

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from fractions import Fraction
 from typing import Any
 
@@ -112,7 +113,10 @@ def _table(data: dict[str, Any]) -> str:
 
     rule = "-" * len(line(header))
     out = [f"Network: {data['spec']}", "", line(header), rule, *map(line, body), rule]
-    return "\n".join(out + _totals_lines(data)) + "\n"
+    totals = []
+    for t in _totals_lines(data):
+        totals += textwrap.wrap(t, 100, subsequent_indent="  ", break_on_hyphens=False)
+    return "\n".join(out + totals) + "\n"
 
 
 def _markdown(data: dict[str, Any]) -> str:

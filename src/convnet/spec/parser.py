@@ -438,7 +438,7 @@ class _Parser:
         per = self.count - start_count
         self.count = start_count + per * reps
         self._check_count(star)
-        return inner * reps
+        return inner * max(reps, 1)
 
     def parse_layer(self) -> LayerSpec:
         t = self.take()
@@ -664,8 +664,8 @@ def _looks_like_path(spec: str) -> bool:
     s = spec.strip()
     if not s or "\n" in s or "\0" in s or len(s) > 4096:
         return False
-    if s.lower().endswith((".txt", ".spec")):
-        return True
+    if s.lower().endswith((".txt", ".spec")) and "->" not in s and "→" not in s:
+        return True  # named like a spec file: a missing one is reported as such
     try:
         return Path(s).is_file()
     except (OSError, ValueError):

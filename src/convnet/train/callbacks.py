@@ -1,0 +1,305 @@
+"""Callbacks: what happens around the training loop, Keras style.
+
+A callback overrides any of ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
+``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)`` (``epoch``
+and ``batch`` are 0-based; ``logs["epoch"]`` is the 1-based number of the completed epoch).
+``self.trainer`` is the running :class:`~convnet.train.fit.Trainer`: callbacks read its state,
+save checkpoints through it, and stop it.
+
+Callbacks here keep no state of their own that a resumed run would need: the best epoch and the
+epochs without improvement are recomputed from ``trainer.history``, which is checkpointed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from convnet.errors import ConfigError
+from convnet.train.checkpoint import BEST, LAST
+
+if TYPE_CHECKING:
+    from convnet.train.fit import Trainer
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "MetricsLog",
+    "ModelCheckpoint",
+    "ProgressBar",
+    "StopOnSignal",
+    "best_epoch",
+]
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    trainer: Trainer
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None: ...
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, logs: dict[str, Any]) -> None: ...
+
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ConfigError(f"mode={mode!r} must be 'auto', 'min' or 'max'")
+    if mode == "auto":
+        return "min" if "loss" in monitor else "max"
+    return mode
+
+
+def best_epoch(history: Sequence[dict[str, Any]], monitor: str, mode: str = "auto",
+               min_delta: float = 0.0) -> int | None:
+    """Index (0-based) of the best record of ``monitor`` in ``history``, or None when no record
+    has it. A later record must beat the best by more than ``min_delta`` to replace it."""
+    sign = -1.0 if _mode(monitor, mode) == "min" else 1.0
+    best, best_value = None, -math.inf
+    for i, rec in enumerate(history):
+        v = rec.get(monitor)
+        if v is None or not math.isfinite(v):
+            continue
+        if best is None or sign * v > best_value + min_delta:
+            best, best_value = i, sign * v
+    return best
+
+
+# -------------------------------------------------------------------------------- progress
+def _fmt_rate(r: float) -> str:
+    return f"{r:,.0f} img/s"
+
+
+class ProgressBar(Callback):
+    """A progress bar per epoch: batches done, running loss and accuracy, images/s.
+
+    On a terminal the bar redraws in place (at most 10 times a second); otherwise (a log file,
+    a pipe) one plain line is printed per epoch. Writes to ``stream`` (default stderr), so the
+    results printed on stdout stay clean.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, width: int = 24) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self._last_draw = 0.0
+
+    def _line(self, logs: dict[str, Any], done: int, total: int) -> str:
+        t = self.trainer
+        fill = self.width * done // max(total, 1)
+        bar = "=" * fill + (">" if fill < self.width else "") + " " * (self.width - fill - 1)
+        return (
+            f"epoch {t.epoch + 1}/{t.epochs} [{bar[:self.width]}] {done}/{total} "
+            f"loss {logs['loss']:.4f} acc {100 * logs['accuracy']:.2f}% "
+            f"{_fmt_rate(logs['images_per_s'])}"
+        )
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        if not self.tty:
+            return
+        now = time.perf_counter()
+        if now - self._last_draw < 0.1 and logs["batch"] < logs["batches"]:
+            return
+        self._last_draw = now
+        self.stream.write("\r" + self._line(logs, logs["batch"], logs["batches"]) + "\x1b[K")
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        t = self.trainer
+        n = t.steps_per_epoch
+        line = (
+            f"epoch {logs['epoch']}/{t.epochs} {n}/{n} loss {logs['loss']:.4f} "
+            f"acc {100 * logs['accuracy']:.2f}%"
+        )
+        if "val_loss" in logs:
+            line += f" | val_loss {logs['val_loss']:.4f} val_acc {100 * logs['val_accuracy']:.2f}%"
+        line += f" | {logs['time_s']:.1f}s {_fmt_rate(logs['images_per_s'])} lr {logs['lr']:.3g}"
+        self.stream.write(("\r" if self.tty else "") + line + ("\x1b[K" if self.tty else "")
+                          + "\n")
+        self.stream.flush()
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self.tty and self.trainer.in_epoch:
+            self.stream.write("\n")  # leave the partial bar visible
+            self.stream.flush()
+
+
+# ----------------------------------------------------------------------------- metrics log
+CSV_FIELDS = ("epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time_s",
+              "images_per_s")
+
+
+class MetricsLog(Callback):
+    """``metrics.csv`` and ``metrics.jsonl`` in ``run_dir``: one row / JSON object per epoch.
+
+    At the start of training both files are rewritten from ``trainer.history`` (empty for a new
+    run; the epochs so far for a resumed one), so a resumed run's log has each epoch once even if
+    the previous process died between logging and checkpointing.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(run_dir)
+        self.csv_path = self.dir / "metrics.csv"
+        self.jsonl_path = self.dir / "metrics.jsonl"
+
+    def _row(self, rec: dict[str, Any]) -> list[Any]:
+        return [rec.get(k, "") for k in CSV_FIELDS]
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        history = self.trainer.history.epochs
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(CSV_FIELDS)
+            w.writerows(self._row(r) for r in history)
+        with open(self.jsonl_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in history)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(self._row(logs))
+        with open(self.jsonl_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(logs) + "\n")
+
+
+# ------------------------------------------------------------------------------ checkpoints
+class ModelCheckpoint(Callback):
+    """Save ``last.npz`` after every epoch and ``best.npz`` whenever ``monitor`` improves.
+
+    ``monitor`` falls back to the training ``accuracy`` when the logs lack it (no validation
+    data). When training is interrupted (:meth:`Trainer.request_stop`) ``last.npz`` is saved
+    with the position inside the epoch, so ``--resume`` continues from that very batch. After a
+    NaN loss nothing is saved: the last good checkpoint stays.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], monitor: str = "val_accuracy",
+                 mode: str = "auto", save_best: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.monitor = monitor
+        self.mode = _mode(monitor, mode)
+        self.save_best = save_best
+        self.last_path = self.dir / LAST
+        self.best_path = self.dir / BEST
+
+    def _key(self, logs: dict[str, Any]) -> str:
+        return self.monitor if self.monitor in logs else "accuracy"
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        t = self.trainer
+        if self.save_best:
+            key = self._key(logs)
+            mode = self.mode if key == self.monitor else "max"
+            if best_epoch(t.history.epochs, key, mode) == len(t.history.epochs) - 1:
+                t.save(self.best_path, best_monitor=key)
+        # last, so that trainer.last_saved (quoted when training stops on NaN) is last.npz
+        t.save(self.last_path)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if logs.get("stop_reason") == "interrupted" and self.trainer.in_epoch:
+            self.trainer.save(self.last_path)
+
+
+# --------------------------------------------------------------------------- early stopping
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs.
+
+    Args:
+        monitor: a key of the epoch logs: ``val_loss`` (default), ``val_accuracy``, ``loss``...
+        patience: epochs without improvement to tolerate (>= 1).
+        min_delta: the smallest change that counts as an improvement.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (min for losses, max otherwise).
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto") -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"EarlyStopping: patience must be a whole number >= 1, received "
+                              f"{patience!r}")
+        if not (isinstance(min_delta, int | float) and math.isfinite(min_delta)
+                and min_delta >= 0):
+            raise ConfigError(f"EarlyStopping: min_delta must be >= 0, received {min_delta!r}")
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.mode = _mode(monitor, mode)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self.monitor not in logs:
+            have = ", ".join(k for k in logs if k not in ("epoch", "step"))
+            raise ConfigError(
+                f"EarlyStopping monitors {self.monitor!r}, which the epoch logs lack (they hold "
+                f"{have}); pass validation data or monitor one of those"
+            )
+        history = self.trainer.history.epochs
+        best = best_epoch(history, self.monitor, self.mode, self.min_delta)
+        waited = len(history) - 1 - (best if best is not None else -1)
+        if waited >= self.patience:
+            best_txt = "never improved" if best is None else \
+                f"best {history[best][self.monitor]:.4f} at epoch {history[best]['epoch']}"
+            self.trainer.stop(
+                "early_stop",
+                f"early stopping: {self.monitor} has not improved for {waited} epochs "
+                f"({best_txt}, patience {self.patience})",
+            )
+
+
+# ---------------------------------------------------------------------------------- signals
+class StopOnSignal(Callback):
+    """First Ctrl-C (SIGINT) or SIGTERM: finish the batch, save, stop; a second one kills.
+
+    Installs the handlers in ``on_train_begin`` and restores the previous ones in
+    ``on_train_end``. Meant for the command line: a library should not take over a program's
+    signals, so :func:`~convnet.train.fit.fit` never installs it by itself. Only works in the
+    main thread (a limit of Python's ``signal``).
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+                 stream: IO[str] | None = None) -> None:
+        self.signals = tuple(signals)
+        self.stream = stream if stream is not None else sys.stderr
+        self._previous: dict[int, Any] = {}
+        self.received: int | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        self.trainer.request_stop()
+        # The next signal gets the old behaviour (KeyboardInterrupt, or termination).
+        self._restore()
+        try:
+            name = signal.Signals(signum).name
+            self.stream.write(f"\n{name} received: finishing the batch, then saving "
+                              "(send it again to stop at once)\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous = {}
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        for s in self.signals:
+            self._previous[s] = signal.signal(s, self._handler)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        self._restore()

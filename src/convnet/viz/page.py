@@ -1,0 +1,721 @@
+"""``convnet visualize``: one self-contained HTML page to look inside a model.
+
+The page is built in two steps:
+
+1. :func:`build_data` runs the engine in Python and collects everything the page shows as
+   plain JSON: the architecture (shapes, K/F/S/P, parameters, MACs, receptive fields from
+   :mod:`convnet.arith`), the weights, and for each embedded input image the activation volume
+   of *every* layer (base64 float32, NHWC order). The activations are the engine's own, so the
+   page never recomputes a forward pass of its own to show a map; when a unit is clicked, the
+   page recomputes only that unit's dot product in float64 from the embedded float32 values and
+   shows it beside the engine's value.
+2. :func:`render_html` inlines the data, the stylesheet and the script of ``viz/assets`` into one
+   HTML file that works offline from disk: no CDN, no network, no external URL.
+
+Sizes are kept reasonable for large networks: at most ``max_maps`` maps per layer are drawn
+(the others still take part in every explanation), the number of embedded images is cut to fit
+``budget_floats``, and weight tensors over ``max_weights`` values are not embedded (the page says
+so where it matters).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convnet import arith
+from convnet.arith import fmt_shape
+from convnet.errors import ConfigError
+from convnet.net.sequential import Sequential
+
+ASSETS = Path(__file__).parent / "assets"
+
+#: Floats of activations (all layers, all embedded images) a page may hold: 3M floats is 12 MB
+#: of float32, about 16 MB of base64. Past it, fewer images are embedded.
+DEFAULT_BUDGET_FLOATS = 3_000_000
+#: A weight tensor larger than this is not embedded (an FC of a VGG: 100M values).
+DEFAULT_MAX_WEIGHTS = 2_000_000
+DEFAULT_MAX_MAPS = 32
+#: Test images run through the model for the confusion matrix and the worst mistakes.
+DEFAULT_MAX_EVAL = 2000
+
+
+# ------------------------------------------------------------------------------ the inputs
+@dataclass
+class Sample:
+    """One input image to embed.
+
+    Args:
+        image: ``(H, W, D)`` in the model's raw range (``[0, 1]``), before normalisation.
+        title: how the page names it ("test #12", a file name).
+        label: the true class index, when known.
+        source: ``"file"``, ``"test"`` or ``"wrong"`` (a confident mistake on the test set).
+        notes: conversions done while loading the file (resize, grayscale), shown on the page.
+    """
+
+    image: np.ndarray
+    title: str
+    label: int | None = None
+    source: str = "test"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TestEval:
+    """The model's results on (a part of) the test set: the confusion matrix and its worst
+    mistakes (indices into the evaluated images, most confident first)."""
+
+    confusion: np.ndarray
+    accuracy: float
+    count: int
+    total: int
+    wrong: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------- helpers
+def b64_float32(a: np.ndarray) -> str:
+    """Little-endian float32 bytes of ``a`` (C order) as base64: what the page decodes into a
+    ``Float32Array``."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_float32(text: str, shape: Sequence[int] | None = None) -> np.ndarray:
+    """Inverse of :func:`b64_float32` (used by the tests)."""
+    a = np.frombuffer(base64.b64decode(text), dtype="<f4")
+    return a.reshape(tuple(shape)) if shape is not None else a
+
+
+def _normalize(net: Sequential, images: np.ndarray) -> np.ndarray:
+    norm = getattr(net, "normalizer", None)
+    x = np.asarray(images, dtype=np.float32)
+    if norm is None:
+        return x
+    mean = np.asarray(norm["mean"] if isinstance(norm, Mapping) else norm.mean, np.float32)
+    std = np.asarray(norm["std"] if isinstance(norm, Mapping) else norm.std, np.float32)
+    return ((x - mean) / std).astype(np.float32, copy=False)
+
+
+def layer_activations(net: Sequential, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output for the (already normalised) batch ``x``, in evaluation mode.
+
+    The same calls as :meth:`Sequential.forward`, keeping each intermediate volume.
+
+    Shape:
+        x ``(N, *net.input_shape)`` -> one ``(N, *layer.output_shape)`` array per layer.
+    """
+    from convnet.layers.base import check_array
+
+    out = check_array(x, net.input_shape, net.dtype, f"network input ({fmt_shape(net.input_shape)})")
+    acts = []
+    for layer in net.layers:
+        out = layer.forward(out, train=False)
+        acts.append(out)
+    return acts
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    z = scores.astype(np.float64) - scores.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _is_classifier(net: Sequential) -> bool:
+    return len(net.output_shape) == 1
+
+
+def evaluate_test(net: Sequential, x: np.ndarray, y: np.ndarray, num_wrong: int = 8,
+                  batch_size: int = 256) -> TestEval:
+    """Confusion matrix, accuracy and the most confident mistakes of ``net`` on ``(x, y)``.
+
+    Shape:
+        x ``(N, H, W, D)`` raw images, y ``(N,)`` -> confusion ``(C, C)``.
+    """
+    from convnet.train.metrics import confusion_matrix
+
+    C = int(net.output_shape[-1])
+    scores = net.predict(_normalize(net, x), batch_size=batch_size)
+    probs = _softmax(scores)
+    pred = probs.argmax(axis=1)
+    y = np.asarray(y, dtype=np.int64)
+    if y.size and (y.min() < 0 or y.max() >= C):
+        raise ConfigError(
+            f"the test labels range over [{y.min()}, {y.max()}] but the model has {C} outputs"
+        )
+    cm = confusion_matrix(y, pred, C)
+    wrong_idx = np.flatnonzero(pred != y)
+    conf = probs[wrong_idx, pred[wrong_idx]]
+    order = wrong_idx[np.argsort(-conf, kind="stable")][:num_wrong]
+    wrong = [{"index": int(i), "label": int(y[i]), "pred": int(pred[i]),
+              "confidence": float(probs[i, pred[i]])} for i in order]
+    return TestEval(cm, float((pred == y).mean()) if y.size else float("nan"), int(y.size),
+                    int(y.size), wrong)
+
+
+def _frac(v: Any) -> float:
+    return float(v)
+
+
+# ---------------------------------------------------------------------------- the data
+def _layer_meta(net: Sequential, max_weights: int, max_maps: int) -> list[dict[str, Any]]:
+    rows = arith.layer_rows(net)
+    metas = []
+    for layer, row in zip(net.layers, rows, strict=True):
+        meta: dict[str, Any] = {
+            "name": layer.name, "kind": layer.kind, "spec": layer.to_spec(),
+            "describe": layer.describe(),
+            "in_shape": list(layer.input_shape), "out_shape": list(layer.output_shape),
+            "params": row.params, "macs": row.macs,
+            "rf": {"size": [_frac(v) for v in row.rf.size], "jump": [_frac(v) for v in row.rf.jump],
+                   "start": [_frac(v) for v in row.rf.start], "whole": bool(row.rf.whole)},
+        }
+        window = getattr(layer, "window", None)
+        if window is not None and layer.kind != "GAP":
+            meta["window"] = {"F": list(window.F), "S": list(window.S), "P": list(window.P),
+                              "dilation": list(window.dilation)}
+        if hasattr(layer, "K"):
+            meta["K"] = int(layer.K)
+        if hasattr(layer, "output_padding"):
+            meta["output_padding"] = list(layer.output_padding)
+        if layer.kind == "LRELU":
+            meta["alpha"] = float(layer.alpha)
+        if layer.kind == "BN":
+            meta["eps"] = float(layer.eps)
+        if layer.kind == "DROPOUT":
+            meta["p"] = float(layer.p)
+        out = layer.output_shape
+        if len(out) == 3:
+            meta["maps_shown"] = min(out[2], max_maps)
+        weights: dict[str, Any] = {}
+        too_big = []
+        for key, value in {**layer.params, **layer.buffers}.items():
+            if value.size > max_weights:
+                too_big.append(key)
+                continue
+            weights[key] = {"shape": list(value.shape), "data": b64_float32(value)}
+        meta["weights"] = weights
+        if too_big:
+            meta["weights_missing"] = too_big
+        metas.append(meta)
+    return metas
+
+
+def _flatten_info(net: Sequential) -> dict[str, Any] | None:
+    """Where a volume becomes a vector (the first FC, FLATTEN or GAP after a volume)."""
+    for i, layer in enumerate(net.layers):
+        ins = layer.input_shape
+        if layer.kind in ("FC", "FLATTEN") and len(ins) == 3:
+            return {"layer": i, "name": layer.name, "kind": layer.kind, "shape": list(ins),
+                    "n": arith.num_elements(ins)}
+    return None
+
+
+def _sample_floats(net: Sequential) -> int:
+    return 2 * arith.num_elements(net.input_shape) + sum(
+        arith.num_elements(s) for s in net.shapes
+    )
+
+
+def read_metrics_log(run_dir: str | os.PathLike[str] | None,
+                     history: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per-epoch records: ``metrics.jsonl`` (else ``metrics.csv``) of the run directory, else
+    the checkpoint's ``history``. Non-numeric fields are dropped."""
+    records: list[dict[str, Any]] = []
+    if run_dir is not None:
+        d = Path(run_dir)
+        jsonl, csv_path = d / "metrics.jsonl", d / "metrics.csv"
+        if jsonl.is_file():
+            for line in jsonl.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interrupted run
+                if isinstance(rec, dict):
+                    records.append(rec)
+        elif csv_path.is_file():
+            import csv
+
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                records = [dict(r) for r in csv.DictReader(f)]
+    if not records and history:
+        records = [dict(h) for h in history]
+    out = []
+    for rec in records:
+        clean = {}
+        for k, v in rec.items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(fv):
+                clean[str(k)] = fv
+        if clean:
+            out.append(clean)
+    # keep only the last record of each epoch (a resumed run repeats epochs, and some logs add
+    # a line per evaluation)
+    if out and all("epoch" in r for r in out):
+        by_epoch: dict[float, dict[str, Any]] = {}
+        for r in out:
+            by_epoch.setdefault(r["epoch"], {}).update(r)
+        out = [by_epoch[e] for e in sorted(by_epoch)]
+    return out
+
+
+def build_data(
+    net: Sequential,
+    samples: Sequence[Sample],
+    *,
+    classes: Sequence[str] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    test_eval: TestEval | None = None,
+    title: str = "convnet",
+    notes: Sequence[str] = (),
+    max_maps: int = DEFAULT_MAX_MAPS,
+    budget_floats: int = DEFAULT_BUDGET_FLOATS,
+    max_weights: int = DEFAULT_MAX_WEIGHTS,
+) -> dict[str, Any]:
+    """Everything the page shows, as JSON-serialisable data.
+
+    ``samples`` are embedded in order until ``budget_floats`` is reached (at least one). Each
+    embedded sample carries ``acts[i]``: the engine's output of layer ``i`` for that image,
+    base64 float32 in NHWC order, and ``input``: the normalised network input.
+
+    Shape:
+        each ``Sample.image`` is ``(H, W, D)`` = ``net.input_shape``.
+    """
+    if len(net.input_shape) != 3:
+        raise ConfigError(
+            f"visualize needs a network on images (H x W x D input), not on vectors of "
+            f"{net.input_shape[0]} features"
+        )
+    if not samples:
+        raise ConfigError("visualize needs at least one input image (--image FILE or --data NAME)")
+    if max_maps < 1:
+        raise ConfigError(f"max_maps={max_maps} must be at least 1")
+    if classes is None:
+        classes = getattr(net, "classes", None)
+    C = int(net.output_shape[-1])
+    if classes is None or len(classes) != C:
+        classes = [str(i) for i in range(C)]
+    per = _sample_floats(net)
+    keep = max(1, min(len(samples), budget_floats // max(per, 1)))
+    notes = list(notes)
+    if keep < len(samples):
+        notes.append(
+            f"{len(samples) - keep} of {len(samples)} images were left out to keep the page small "
+            f"(each embeds {per:,} floats of activations; budget {budget_floats:,})."
+        )
+    chosen = list(samples[:keep])
+    raw = np.stack([np.asarray(s.image, np.float32) for s in chosen])
+    if raw.shape[1:] != tuple(net.input_shape):
+        raise ConfigError(
+            f"an image of shape {fmt_shape(raw.shape[1:])} cannot feed a network whose input is "
+            f"{fmt_shape(net.input_shape)}"
+        )
+    x = _normalize(net, raw)
+    acts = layer_activations(net, x)
+    probs = _softmax(acts[-1]) if _is_classifier(net) else None
+    sample_data = []
+    for n, s in enumerate(chosen):
+        entry: dict[str, Any] = {
+            "title": s.title, "label": s.label, "source": s.source, "notes": list(s.notes),
+            "raw": b64_float32(raw[n]), "input": b64_float32(x[n]),
+            "acts": [b64_float32(a[n]) for a in acts],
+        }
+        if probs is not None:
+            entry["probs"] = [float(p) for p in probs[n]]
+            entry["pred"] = int(probs[n].argmax())
+        sample_data.append(entry)
+
+    rows = arith.layer_rows(net)
+    layers = _layer_meta(net, max_weights, max_maps)
+    capped = [m["name"] for m in layers if m.get("maps_shown", 0) < (m["out_shape"] + [0])[2]]
+    if capped:
+        notes.append(
+            f"At most {max_maps} activation maps are drawn per layer ({', '.join(capped)} have "
+            "more); every map still takes part in the numbers of a clicked unit."
+        )
+    missing = [m["name"] for m in layers if m.get("weights_missing")]
+    if missing:
+        notes.append(
+            f"The weights of {', '.join(missing)} are larger than {max_weights:,} values and are "
+            "not embedded: clicking their units shows the engine's value only."
+        )
+    total_params = sum(r.params for r in rows)
+    data: dict[str, Any] = {
+        "format": "convnet-viz", "version": 1,
+        "title": title,
+        "model": {
+            "spec": net.spec, "input_shape": list(net.input_shape),
+            "output_shape": list(net.output_shape), "params": int(total_params),
+            "macs": int(sum(r.macs for r in rows)),
+            "normalizer": _normalizer_json(net),
+        },
+        "classes": [str(c) for c in classes],
+        "layers": layers,
+        "flatten": _flatten_info(net),
+        "samples": sample_data,
+        "history": [dict(h) for h in history] if history else [],
+        "notes": notes,
+    }
+    if test_eval is not None:
+        data["test"] = {
+            "confusion": test_eval.confusion.tolist(), "accuracy": test_eval.accuracy,
+            "count": test_eval.count, "total": test_eval.total, "wrong": test_eval.wrong,
+        }
+    return data
+
+
+def _normalizer_json(net: Sequential) -> dict[str, list[float]] | None:
+    norm = getattr(net, "normalizer", None)
+    if norm is None:
+        return None
+    mean = norm["mean"] if isinstance(norm, Mapping) else norm.mean
+    std = norm["std"] if isinstance(norm, Mapping) else norm.std
+    return {"mean": [float(v) for v in np.ravel(mean)], "std": [float(v) for v in np.ravel(std)]}
+
+
+# ------------------------------------------------------------------------- static pieces
+def _fmt_count(n: int) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def architecture_svg(layers: Sequence[Mapping[str, Any]], input_shape: Sequence[int]) -> str:
+    """The network as a row of volumes: each ``H x W x D`` output drawn as a box (height from H,
+    oblique depth from W, thickness from D, all on a log scale so that 224 and 7 both fit),
+    vectors as bars, each labelled with the layer's K, F, S, P."""
+
+    def side(v: int) -> float:
+        return 14 + 22 * math.log2(max(v, 1))
+
+    def thick(v: int) -> float:
+        return 3 + 9 * math.log2(max(v, 1))
+
+    vols: list[tuple[str, str, str, Sequence[int], str]] = [
+        ("input", "INPUT", "", list(input_shape), "input")]
+    for i, m in enumerate(layers):
+        w = m.get("window")
+        hyper = ""
+        if m["kind"] in ("CONV", "DECONV"):
+            hyper = (f"K={m['K']} F={arith.fmt_pair(tuple(w['F']))} "
+                     f"S={arith.fmt_pair(tuple(w['S']))} P={arith.fmt_pair(tuple(w['P']))}")
+        elif w is not None:
+            hyper = (f"F={arith.fmt_pair(tuple(w['F']))} S={arith.fmt_pair(tuple(w['S']))} "
+                     f"P={arith.fmt_pair(tuple(w['P']))}")
+        elif m["kind"] == "FC":
+            hyper = f"K={m['K']}"
+        vols.append((m["name"], m["kind"], hyper, m["out_shape"], str(i)))
+    pad, gap, top = 16, 26, 46
+    heights = []
+    for *_, shape, _ in vols:
+        if len(shape) == 3:
+            heights.append(side(shape[0]) + 0.5 * side(shape[1]) * 0.6)
+        else:
+            heights.append(min(200.0, 20 + 30 * math.log2(max(shape[0], 1))))
+    box_h = max(heights) + top
+    parts = []
+    x = pad
+    for (name, kind, hyper, shape, idx), _h in zip(vols, heights, strict=True):
+        if len(shape) == 3:
+            h, d = side(shape[0]), thick(shape[2])
+            o = 0.3 * side(shape[1])  # oblique offset: the W axis going back
+            width = d + o
+            y0 = top + (box_h - top - (h + o)) / 2 + o
+            front = f"{x:.1f},{y0:.1f} {x + d:.1f},{y0:.1f} {x + d:.1f},{y0 + h:.1f} {x:.1f},{y0 + h:.1f}"
+            topf = (f"{x:.1f},{y0:.1f} {x + o:.1f},{y0 - o:.1f} {x + d + o:.1f},{y0 - o:.1f} "
+                    f"{x + d:.1f},{y0:.1f}")
+            sidef = (f"{x + d:.1f},{y0:.1f} {x + d + o:.1f},{y0 - o:.1f} {x + d + o:.1f},"
+                     f"{y0 - o + h:.1f} {x + d:.1f},{y0 + h:.1f}")
+            shape_txt = fmt_shape(tuple(shape))
+            body = (f'<polygon class="vol-top" points="{topf}"/>'
+                    f'<polygon class="vol-side" points="{sidef}"/>'
+                    f'<polygon class="vol-front" points="{front}"/>')
+        else:
+            h = min(200.0, 20 + 30 * math.log2(max(shape[0], 1)))
+            width = 10.0
+            y0 = top + (box_h - top - h) / 2
+            body = f'<rect class="vol-vec" x="{x:.1f}" y="{y0:.1f}" width="10" height="{h:.1f}"/>'
+            shape_txt = str(shape[0])
+        col_w = max(width, 7.0 * max(len(shape_txt), len(name), len(kind)), 56.0)
+        cx = x + width / 2
+        label = (f'<text class="arch-name" x="{cx:.1f}" y="14">{html.escape(name)}</text>'
+                 f'<text class="arch-kind" x="{cx:.1f}" y="27">{html.escape(kind)}</text>'
+                 f'<text class="arch-hyper" x="{cx:.1f}" y="39">{html.escape(hyper)}</text>'
+                 f'<text class="arch-shape" x="{cx:.1f}" y="{box_h + 14:.1f}">'
+                 f'{html.escape(shape_txt)}</text>')
+        if len(hyper) * 5.6 > col_w:
+            col_w = len(hyper) * 5.6
+        parts.append(f'<g class="arch-col" data-layer="{idx}">'
+                     f'<title>{html.escape(name)} {html.escape(kind)} {html.escape(hyper)} '
+                     f'-&gt; {html.escape(shape_txt)}</title>{body}{label}</g>')
+        x += col_w + gap
+        # the columns are centred on the volume: shift the labels we just placed
+        shift = (col_w - width) / 2
+        parts[-1] = parts[-1].replace('<g class="arch-col"', f'<g transform="translate('
+                                      f'{shift:.1f},0)" class="arch-col"', 1)
+    total_w = x - gap + pad
+    return (f'<svg class="arch" width="{total_w:.0f}" height="{box_h + 24:.0f}" '
+            f'viewBox="0 0 {total_w:.0f} {box_h + 24:.0f}" role="img" '
+            f'aria-label="architecture">{"".join(parts)}</svg>')
+
+
+def curves_svg(history: Sequence[Mapping[str, float]], which: str) -> str:
+    """A line chart of every metric whose name contains ``which`` (``"loss"`` or ``"acc"``)
+    against the epoch, as inline SVG; empty string when the log has none."""
+    if not history:
+        return ""
+    keys = sorted({k for h in history for k in h if which in k.lower() and k != "epoch"})
+    if not keys:
+        return ""
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    values = [v for h in history for k in keys if (v := h.get(k)) is not None]
+    lo, hi = min(values), max(values)
+    if which == "acc" and hi <= 1.0:
+        lo, hi = min(lo, 0.0), 1.0
+    if hi - lo < 1e-12:
+        hi = lo + 1.0
+    e0, e1 = min(epochs), max(epochs)
+    if e1 == e0:
+        e1 = e0 + 1
+    W, H, L, R, T, B = 420, 240, 56, 12, 22, 36
+    pw, ph = W - L - R, H - T - B
+
+    def X(e: float) -> float:
+        return L + (e - e0) / (e1 - e0) * pw
+
+    def Y(v: float) -> float:
+        return T + (1 - (v - lo) / (hi - lo)) * ph
+
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+    parts = [f'<rect class="plot-bg" x="{L}" y="{T}" width="{pw}" height="{ph}"/>']
+    for t in range(5):
+        v = lo + (hi - lo) * t / 4
+        parts.append(f'<line class="grid" x1="{L}" x2="{L + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}"/>'
+                     f'<text class="tick" x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">'
+                     f'{v:.3g}</text>')
+    n_ticks = min(len(set(epochs)), 8)
+    for t in range(n_ticks):
+        e = e0 + (e1 - e0) * t / max(n_ticks - 1, 1)
+        parts.append(f'<text class="tick" x="{X(e):.1f}" y="{T + ph + 14}" text-anchor="middle">'
+                     f'{e:.3g}</text>')
+    parts.append(f'<text class="axis" x="{L + pw / 2}" y="{H - 4}" text-anchor="middle">'
+                 'epoch</text>')
+    for j, k in enumerate(keys):
+        pts = [(X(e), Y(h[k])) for e, h in zip(epochs, history, strict=True) if k in h]
+        c = colors[j % len(colors)]
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>')
+        parts.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{c}"/>' for px, py in pts)
+        parts.append(f'<text x="{L + 8 + 110 * j}" y="{T - 7}" fill="{c}" class="legend">'
+                     f'&#9632; {html.escape(k)}</text>')
+    return (f'<svg class="curve" data-metric="{which}" width="{W}" height="{H}" '
+            f'viewBox="0 0 {W} {H}" role="img" aria-label="{which} per epoch">'
+            f'{"".join(parts)}</svg>')
+
+
+def confusion_html(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """The confusion matrix as an HTML table, each cell shaded by its share of the true class's
+    row (rows: true class; columns: predicted class)."""
+    rows_html = []
+    head = "".join(f"<th title='predicted {html.escape(c)}'>{html.escape(c)}</th>" for c in classes)
+    for i, row in enumerate(cm):
+        total = max(sum(row), 1)
+        cells = []
+        for j, v in enumerate(row):
+            share = v / total
+            cls = "diag" if i == j else "off"
+            cells.append(f'<td class="{cls}" style="--share:{share:.3f}" '
+                         f'title="true {html.escape(classes[i])}, predicted '
+                         f'{html.escape(classes[j])}: {v}">{v}</td>')
+        rows_html.append(f"<tr><th>{html.escape(classes[i])}</th>{''.join(cells)}</tr>")
+    return (f'<table class="confusion"><thead><tr><th class="corner">true \\ predicted</th>'
+            f'{head}</tr></thead><tbody>{"".join(rows_html)}</tbody></table>')
+
+
+def layer_table_html(data: Mapping[str, Any]) -> str:
+    """One row per layer: the summary's numbers (shape, parameters, MACs, receptive field)."""
+    from fractions import Fraction
+
+    rows = [
+        f"<tr><td>input</td><td>INPUT</td><td>{fmt_shape(tuple(data['model']['input_shape']))}"
+        "</td><td></td><td></td><td></td></tr>"
+    ]
+    for m in data["layers"]:
+        rf = m["rf"]
+        size = arith.fmt_frac_pair(tuple(Fraction(v).limit_denominator(64) for v in rf["size"]))
+        jump = arith.fmt_frac_pair(tuple(Fraction(v).limit_denominator(64) for v in rf["jump"]))
+        rf_txt = f"{size} (jump {jump})" + (" whole input" if rf["whole"] else "")
+        rows.append(
+            f"<tr><td>{html.escape(m['name'])}</td><td><code>{html.escape(m['spec'])}</code></td>"
+            f"<td>{fmt_shape(tuple(m['out_shape']))}</td><td class='num'>{m['params']:,}</td>"
+            f"<td class='num'>{m['macs']:,}</td><td>{html.escape(rf_txt)}</td></tr>"
+        )
+    model = data["model"]
+    rows.append(
+        f"<tr class='total'><td>total</td><td></td><td></td><td class='num'>{model['params']:,}"
+        f"</td><td class='num'>{model['macs']:,}</td><td></td></tr>"
+    )
+    return ("<table class='layers'><thead><tr><th>layer</th><th>spec</th><th>output</th>"
+            "<th>params</th><th>MACs</th><th>receptive field</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+# ---------------------------------------------------------------------------- the page
+def _json_for_script(data: Mapping[str, Any]) -> str:
+    # "</" would end the <script> element early; "<!--" could start a comment state.
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def render_html(data: Mapping[str, Any]) -> str:
+    """The whole page as one string: template, CSS, script and data inlined."""
+    template = (ASSETS / "page.html").read_text(encoding="utf-8")
+    css = (ASSETS / "page.css").read_text(encoding="utf-8")
+    js = (ASSETS / "page.js").read_text(encoding="utf-8")
+    hist = data.get("history") or []
+    curves = curves_svg(hist, "loss") + curves_svg(hist, "acc")
+    if not curves:
+        curves = "<p class='muted'>No metrics log was found next to the model (metrics.jsonl or " \
+                 "metrics.csv in the run directory), so there are no training curves.</p>"
+    test = data.get("test")
+    if test:
+        acc = test["accuracy"]
+        confusion = (f"<p>Accuracy on {test['count']:,} test images: <b>{100 * acc:.2f}%</b>.</p>"
+                     + confusion_html(test["confusion"], data["classes"]))
+    else:
+        confusion = "<p class='muted'>No test set was given (--data NAME), so there is no " \
+                    "confusion matrix.</p>"
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.get("notes", []))
+    m = data["model"]
+    summary = (f"{fmt_shape(tuple(m['input_shape']))} &rarr; {fmt_shape(tuple(m['output_shape']))}"
+               f" &middot; {m['params']:,} parameters &middot; {_fmt_count(m['macs'])} MACs per "
+               f"image &middot; {len(data['layers'])} layers")
+    pieces = {
+        "TITLE": html.escape(str(data.get("title", "convnet"))),
+        "SPEC": html.escape(m["spec"]),
+        "SUMMARY": summary,
+        "NOTES": f"<ul class='notes'>{notes}</ul>" if notes else "",
+        "ARCH": architecture_svg(data["layers"], m["input_shape"]),
+        "LAYER_TABLE": layer_table_html(data),
+        "CURVES": curves,
+        "CONFUSION": confusion,
+        "CSS": css,
+        "JS": js,
+        "DATA": _json_for_script(data),
+    }
+    out = template
+    for key, value in pieces.items():
+        out = out.replace(f"%%{key}%%", value)
+    return out
+
+
+def write_page(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Render ``data`` and write the page to ``path`` (its directory is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(data), encoding="utf-8")
+    return path
+
+
+def serve(path: str | os.PathLike[str], port: int = 8000,
+          announce: Any = print) -> None:  # pragma: no cover - interactive
+    """Serve the page's directory on ``127.0.0.1:port`` until Ctrl-C (``port=0``: any free one)."""
+    import functools
+    import http.server
+
+    path = Path(path).resolve()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as httpd:
+        host, real_port = httpd.server_address[:2]
+        announce(f"serving {path.name} at http://{host}:{real_port}/{path.name} (Ctrl-C to stop)")
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+
+
+# ------------------------------------------------------------------------- from a model
+def visualize(
+    net: Sequential,
+    output: str | os.PathLike[str],
+    *,
+    images: Sequence[Sample] = (),
+    test_set: Any = None,
+    samples: int = 16,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    classes: Sequence[str] | None = None,
+    title: str = "convnet",
+    notes: Sequence[str] = (),
+    seed: int = 0,
+    max_maps: int = DEFAULT_MAX_MAPS,
+    max_eval: int = DEFAULT_MAX_EVAL,
+    budget_floats: int = DEFAULT_BUDGET_FLOATS,
+) -> Path:
+    """Write the page for ``net``: the given ``images`` first, then (with a ``test_set``, a
+    :class:`~convnet.data.Dataset`) its most confident mistakes and ``samples`` test images.
+
+    >>> import convnet as cn, numpy as np, tempfile, os
+    >>> net = cn.build("INPUT(8x8x1) -> CONV(2,F=3) -> RELU -> FC(3)", seed=0)
+    >>> img = Sample(np.zeros((8, 8, 1), np.float32), "blank")
+    >>> visualize(net, os.path.join(tempfile.mkdtemp(), "r.html"), images=[img]).suffix
+    '.html'
+    """
+    chosen = list(images)
+    test_eval = None
+    if test_set is not None:
+        if classes is None and getattr(test_set, "classes", None) is not None \
+                and len(test_set.classes) == net.output_shape[-1]:
+            classes = list(test_set.classes)
+        rng = np.random.default_rng(seed)
+        n_eval = min(len(test_set), max_eval)
+        eval_idx = np.sort(rng.permutation(len(test_set))[:n_eval])
+        if test_set.x.shape[1:] != tuple(net.input_shape):
+            raise ConfigError(
+                f"the test images are {fmt_shape(test_set.x.shape[1:])} but the model's input is "
+                f"{fmt_shape(net.input_shape)}: choose the data set it was trained on"
+            )
+        if _is_classifier(net):
+            test_eval = evaluate_test(net, test_set.x[eval_idx], test_set.y[eval_idx])
+            test_eval.total = len(test_set)
+            for w in test_eval.wrong:
+                w["index"] = int(eval_idx[w["index"]])
+        names = classes if classes is not None else [str(i) for i in range(net.output_shape[-1])]
+        wrong_samples = []
+        for w in (test_eval.wrong if test_eval else []):
+            i = w["index"]
+            wrong_samples.append(Sample(
+                test_set.x[i], f"test #{i}: a {names[w['label']]} taken for a "
+                f"{names[w['pred']]} ({100 * w['confidence']:.1f}%)", int(test_set.y[i]),
+                "wrong"))
+        wrong_ids = {w["index"] for w in (test_eval.wrong if test_eval else [])}
+        picks = [int(i) for i in rng.permutation(len(test_set)) if int(i) not in wrong_ids]
+        test_samples = [Sample(test_set.x[i], f"test #{i}", int(test_set.y[i]), "test")
+                        for i in picks[:samples]]
+        # files first, then a few test images, then the mistakes; interleaved so a budget cut
+        # keeps some of each
+        chosen += test_samples[:8] + wrong_samples + test_samples[8:]
+    data = build_data(net, chosen, classes=classes, history=history, test_eval=test_eval,
+                      title=title, notes=notes, max_maps=max_maps, budget_floats=budget_floats)
+    return write_page(data, output)
+
+
+__all__ = [
+    "DEFAULT_BUDGET_FLOATS", "DEFAULT_MAX_EVAL", "DEFAULT_MAX_MAPS", "DEFAULT_MAX_WEIGHTS",
+    "Sample", "TestEval", "architecture_svg", "b64_float32", "build_data", "confusion_html",
+    "curves_svg", "decode_float32", "evaluate_test", "layer_activations", "layer_table_html",
+    "read_metrics_log", "render_html", "serve", "visualize", "write_page",
+]

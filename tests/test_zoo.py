@@ -1,0 +1,98 @@
+"""The zoo: every named architecture builds, and its numbers are the published ones."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from convnet.errors import SpecError
+from convnet.spec import ZOO, build, describe, zoo_names
+from convnet.spec.zoo import get
+
+
+def test_names():
+    assert zoo_names() == ["lenet5", "alexnet", "vgg16", "seed004", "fashion", "cifar10", "fcn",
+                           "digits"]
+    for name in zoo_names():
+        assert len(describe(name)) > 80
+    assert describe("VGG16") == describe("vgg16")
+
+
+def test_unknown_name():
+    with pytest.raises(SpecError, match="no zoo architecture named 'vgg19'. Did you mean 'vgg16'"):
+        get("vgg19")
+    with pytest.raises(SpecError):
+        describe("resnet50")
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_entry_builds_and_round_trips(name):
+    net = build(name, weights=False)
+    assert net.output_shape == ((1000,) if name in ("alexnet", "vgg16") else (10,))
+    again = build(net.spec, weights=False)
+    assert (again.spec, again.shapes, again.num_params) == (net.spec, net.shapes, net.num_params)
+
+
+def test_vgg16_138357544_parameters_instantly():
+    t0 = time.perf_counter()
+    net = build("vgg16", weights=False)
+    assert time.perf_counter() - t0 < 1.0
+    assert net.num_params == 138_357_544
+    fc1 = next(i for i, layer in enumerate(net.layers) if layer.kind == "FC")
+    assert net.shapes[fc1 - 1] == (7, 7, 512)
+    assert net.layers[fc1].count_params() == 25088 * 4096 + 4096
+    assert sum(layer.kind == "CONV" for layer in net.layers) == 13
+
+
+def test_alexnet_first_layer():
+    net = build("alexnet", weights=False)
+    assert net.shapes[0] == (55, 55, 96)
+    assert net.layers[0].count_params() == 34_944
+    fc1 = next(i for i, layer in enumerate(net.layers) if layer.kind == "FC")
+    assert net.shapes[fc1 - 1] == (6, 6, 256)
+
+
+def test_seed004_shapes():
+    net = build("seed004", weights=False)
+    shapes = {layer.name: shape for layer, shape in zip(net.layers, net.shapes, strict=True)}
+    assert net.input_shape == (32, 32, 1)
+    assert shapes["conv1"] == (28, 28, 3)
+    assert shapes["pool1"] == (14, 14, 3)
+    assert shapes["conv2"] == (10, 10, 6)
+    assert shapes["pool2"] == (5, 5, 6)       # flattened: 150 values
+    assert shapes["fc1"] == (100,)
+    assert shapes["fc2"] == (10,)
+    assert net["fc1"].count_params() == 150 * 100 + 100
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("lenet5", 61_706), ("seed004", 16_644), ("fashion", 421_642), ("digits", 38_282)],
+)
+def test_parameter_counts(name, params):
+    assert build(name, weights=False).num_params == params
+
+
+def test_lenet5_shapes():
+    net = build("lenet5", weights=False)
+    convs_pools = [s for layer, s in zip(net.layers, net.shapes, strict=True)
+                   if layer.kind in ("CONV", "AVGPOOL")]
+    assert convs_pools == [(28, 28, 6), (14, 14, 6), (10, 10, 16), (5, 5, 16)]
+
+
+def test_fcn_is_fully_convolutional_on_any_size():
+    net = build("fcn", weights=False)
+    assert not any(layer.kind == "FC" for layer in net.layers)
+    assert net.shapes[-2] == (7, 7, 10)
+    assert build("fcn", input_shape=(36, 44, 1), weights=False).output_shape == (10,)
+
+
+def test_small_nets_run():
+    rng = np.random.default_rng(0)
+    for name, shape in (("digits", (8, 8, 1)), ("seed004", (32, 32, 1))):
+        net = build(name, seed=0)
+        out = net.forward(rng.standard_normal((2, *shape)).astype(np.float32))
+        assert out.shape == (2, 10)
+        assert np.isfinite(out).all()
