@@ -438,7 +438,7 @@ class _Parser:
         per = self.count - start_count
         self.count = start_count + per * reps
         self._check_count(star)
-        return inner * max(reps, 1)
+        return inner * reps
 
     def parse_layer(self) -> LayerSpec:
         t = self.take()
