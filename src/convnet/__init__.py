@@ -55,6 +55,7 @@ _LAZY = {
     "build": "convnet.spec",
     "parse": "convnet.spec",
     "zoo": "convnet.spec",
+    "zoo_names": "convnet.spec",
     "summary": "convnet.report",
     "explain": "convnet.report",
     "fit": "convnet.train",

@@ -53,7 +53,7 @@ class LeakyReLU(Layer):
         return dx
 
     def _spec_args(self) -> list[str]:
-        return [] if self.alpha == 0.01 else [f"alpha={self.alpha:g}"]
+        return [] if self.alpha == 0.01 else [f"alpha={self.alpha!r}"]
 
 
 class Tanh(Layer):

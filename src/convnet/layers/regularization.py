@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, ShapeError
 from convnet.layers.base import Layer, Shape
 from convnet.ops import norm as F_norm
 
@@ -58,7 +58,7 @@ class Dropout(Layer):
         return dout * keep * dout.dtype.type(1.0 / (1.0 - self.p))
 
     def _spec_args(self) -> list[str]:
-        return [f"p={self.p:g}"]
+        return [f"p={self.p!r}"]
 
 
 class BatchNorm(Layer):
@@ -94,6 +94,11 @@ class BatchNorm(Layer):
         self.buffers["running_var"] = np.ones(D, dtype=self.dtype)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        if train and x.size // x.shape[-1] < 2:
+            raise ShapeError(
+                f"{self.describe()}: training needs more than one value per channel to compute "
+                f"batch statistics, received input of shape {x.shape} (use a batch of 2 or more)"
+            )
         out, self._cache = F_norm.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
             self.buffers["running_var"], self.momentum, self.eps, train,
@@ -110,7 +115,7 @@ class BatchNorm(Layer):
     def _spec_args(self) -> list[str]:
         args = []
         if self.momentum != 0.1:
-            args.append(f"momentum={self.momentum:g}")
+            args.append(f"momentum={self.momentum!r}")
         if self.eps != 1e-5:
-            args.append(f"eps={self.eps:g}")
+            args.append(f"eps={self.eps!r}")
         return args

@@ -96,7 +96,10 @@ class Sequential:
                     "its own layer object (use [...]*N in a spec to repeat a pattern)"
                 )
             seen.add(id(layer))
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise ConfigError(f"dtype must be float32 or float64, not {dtype!r}") from None
         if self.dtype not in (np.float32, np.float64):
             raise ConfigError(f"dtype must be float32 or float64, not {dtype}")
         self.seed = seed

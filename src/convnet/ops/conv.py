@@ -71,22 +71,28 @@ def _padded_input(x: np.ndarray, pad: Pair, need_hw: Pair) -> np.ndarray:
 
 
 def _im2col(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
-            out_hw: Pair) -> np.ndarray:
+            out_hw: Pair, ones_column: bool = False) -> np.ndarray:
     """Gather every receptive field: ``(N*Ho*Wo, Fh*Fw*D)``, columns in ``(fh, fw, d)`` order.
 
     ``out_hw`` is given rather than derived so that callers on a grid smaller than the largest
     one that fits (the transposed conv with ``output_padding >= S``) read only the positions they
-    need.
+    need. ``ones_column=True`` appends a column of ones (see :func:`_conv_core`); the 1x1 fast
+    path ignores it, since adding it would cost the very copy that path avoids.
     """
     N, H, W, D = x.shape
     (Fh, Fw), (sh, sw), (dh, dw), (Ho, Wo) = F, stride, dilation, out_hw
-    M = N * Ho * Wo
-    if Fh == Fw == 1 and pad == (0, 0):
+    M, FFD = N * Ho * Wo, Fh * Fw * D
+    if Fh == Fw == 1 and tuple(pad) == (0, 0):
         # 1x1 unpadded: the receptive field is one pixel. At stride 1 this is a free reshape of x.
         return x[:, : (Ho - 1) * sh + 1 : sh, : (Wo - 1) * sw + 1 : sw].reshape(M, D)
     feh, few = effective_extent(Fh, dh), effective_extent(Fw, dw)
     xp = _padded_input(x, pad, ((Ho - 1) * sh + feh, (Wo - 1) * sw + few))
-    cols = np.empty((N, Ho, Wo, Fh, Fw, D), dtype=x.dtype)
+    buf = np.empty((M, FFD + ones_column), dtype=x.dtype)
+    if ones_column:
+        buf[:, FFD] = 1
+    # A view of buf's first FFD columns split into (N, Ho, Wo, Fh, Fw, D): both splits follow
+    # the existing strides, so numpy reshapes without copying and the gather writes into buf.
+    cols = buf[:, :FFD].reshape(N, Ho, Wo, Fh, Fw, D)
     if D == 1:
         # One depth slice: the window view's innermost contiguous run is only Fw elements, so a
         # loop of Fh*Fw strided copies (each an N*Ho*Wo-long run) is ~3x faster (0.7 vs 2.2 ms
@@ -99,7 +105,13 @@ def _im2col(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
         win = sliding_window_view(xp, (feh, few), axis=(1, 2))   # (N, ., ., D, feh, few), a view
         win = win[:, ::sh, ::sw, :, ::dh, ::dw]                  # stride and dilation: still a view
         np.copyto(cols, win.transpose(0, 1, 2, 4, 5, 3))         # the one gather pass
-    return cols.reshape(M, Fh * Fw * D)
+    return buf
+
+
+def _sum_rows(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=0)`` for a tall ``(M, K)`` matrix as a BLAS matrix-vector product: 6x faster
+    than numpy's row-by-row reduction on (100352, 32) float32 (0.34 vs 2.2 ms), same dtype."""
+    return np.ones(a.shape[0], dtype=a.dtype) @ a
 
 
 def _axis_span(offset: int, S: int, n_out: int, n_in: int) -> tuple[int, int, int] | None:
@@ -147,18 +159,35 @@ def _col2im(dcols: np.ndarray, out_hw: Pair, in_hw: Pair, F: Pair, stride: Pair,
 
 def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair, pad: Pair,
                dilation: Pair, out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """The convolution on the grid ``out_hw``: ``(out (N, Ho, Wo, K), cols)``."""
+    """The convolution on the grid ``out_hw``: ``(out (N, Ho, Wo, K), cols)``.
+
+    With a bias, ``cols`` gets a column of ones and the GEMM multiplies by ``[W2d | b]``: the bias
+    is added inside the GEMM (saving a read-write pass over the output, 1.5 ms of 3.2 for the
+    reference network's first layer), and the weight-gradient GEMM then yields ``db`` as its
+    last column for free.
+    """
     K, Fh, Fw, _ = W.shape
-    cols = _im2col(x, (Fh, Fw), stride, pad, dilation, out_hw)
-    out = cols @ W.reshape(K, -1).T                       # the one GEMM: (M, FFD) x (FFD, K)
-    if b is not None:
-        out += b                                          # in place: no second (M, K) array
+    cols = _im2col(x, (Fh, Fw), stride, pad, dilation, out_hw, ones_column=b is not None)
+    W2d = W.reshape(K, -1)
+    if b is not None and cols.shape[1] > W2d.shape[1]:
+        W2d = np.concatenate([W2d, b.reshape(K, 1).astype(W.dtype, copy=False)], axis=1)
+    out = cols @ W2d.T                                    # the one GEMM: (M, FFD) x (FFD, K)
+    if b is not None and cols.shape[1] == W.shape[1] * W.shape[2] * W.shape[3]:
+        out += b                                          # 1x1 path: cols is x itself, no ones
     return out.reshape(x.shape[0], out_hw[0], out_hw[1], K), cols
 
 
-def _weight_grad(cols: np.ndarray, dout2d: np.ndarray, W_shape: tuple[int, ...]) -> np.ndarray:
-    """``dW = dout2d.T @ cols``: (K, M) x (M, FFD) lands directly in W's ``(K, Fh, Fw, D)``."""
-    return (dout2d.T @ cols).reshape(W_shape)
+def _weight_grad(cols: np.ndarray, dout2d: np.ndarray, W_shape: tuple[int, ...],
+                 has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dW = dout2d.T @ cols``: (K, M) x (M, FFD) lands directly in W's ``(K, Fh, Fw, D)``.
+
+    When ``cols`` carries the ones column, its product is ``db``; otherwise ``db`` is summed.
+    """
+    FFD = W_shape[1] * W_shape[2] * W_shape[3]
+    g = dout2d.T @ cols
+    if g.shape[1] == FFD:
+        return g.reshape(W_shape), (_sum_rows(dout2d) if has_b else None)
+    return np.ascontiguousarray(g[:, :FFD]).reshape(W_shape), (g[:, FFD].copy() if has_b else None)
 
 
 # ----------------------------------------------------------------------------------- conv2d
@@ -201,9 +230,7 @@ def conv2d_backward(
         - dout: ``(N, Ho, Wo, K)`` -> dx ``(N, H, W, D)``, dW ``(K, Fh, Fw, D)``, db ``(K,)``
     """
     cols, W, in_hw, has_b, stride, pad, dilation = cache
-    dout2d = dout.reshape(-1, W.shape[0])
-    dW = _weight_grad(cols, dout2d, W.shape)
-    db = dout2d.sum(axis=0) if has_b else None
+    dW, db = _weight_grad(cols, dout.reshape(-1, W.shape[0]), W.shape, has_b)
     dx = conv2d_input_grad(dout, W, in_hw, stride, pad, dilation) if need_dx else None
     return dx, dW, db
 
@@ -246,7 +273,7 @@ def conv2d_weight_grad(
     """
     N, Ho, Wo, K = dout.shape
     cols = _im2col(x, F, stride, pad, dilation, (Ho, Wo))
-    return _weight_grad(cols, dout.reshape(-1, K), (K, F[0], F[1], x.shape[3]))
+    return _weight_grad(cols, dout.reshape(-1, K), (K, F[0], F[1], x.shape[3]), False)[0]
 
 
 # ------------------------------------------------------------------------ conv_transpose2d
@@ -306,8 +333,8 @@ def conv_transpose2d_backward(
         dx, cols = _conv_core(dout, W, None, stride, pad, dilation, (H, Wd))
     else:
         dx, cols = None, _im2col(dout, W.shape[1:3], stride, pad, dilation, (H, Wd))
-    dW = _weight_grad(cols, x.reshape(-1, D), W.shape)
-    db = dout.reshape(-1, W.shape[3]).sum(axis=0) if has_b else None
+    dW, _ = _weight_grad(cols, x.reshape(-1, D), W.shape, False)
+    db = _sum_rows(dout.reshape(-1, W.shape[3])) if has_b else None
     return dx, dW, db
 
 

@@ -43,8 +43,16 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 
 def _is_saved_model(source: Any) -> bool:
-    return isinstance(source, str | os.PathLike) and os.fspath(source).strip().lower() \
-        .endswith(".npz")
+    """A path ending in ``.npz``, or a directory (a training run holding a checkpoint)."""
+    if not isinstance(source, str | os.PathLike):
+        return False
+    path = os.fspath(source).strip()
+    if path.lower().endswith(".npz"):
+        return True
+    try:
+        return "\n" not in path and os.path.isdir(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _load_saved(path: str) -> Sequential:
@@ -62,8 +70,8 @@ def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> 
     """The network ``source`` names, with shapes inferred and, where we build it, no weights.
 
     ``source`` is a :class:`Sequential`, spec text, a spec file, a zoo name, or a saved model
-    (``.npz``, read with ``convnet.train.checkpoint.load``). ``input_shape`` replaces the input
-    size (a network is rebuilt from its spec for that).
+    (a ``.npz`` file or a run directory, read with ``convnet.train.checkpoint.load``).
+    ``input_shape`` replaces the input size (a network is rebuilt from its spec for that).
 
     Raises:
         SpecError, ShapeError: from :func:`convnet.spec.build`.
