@@ -123,7 +123,7 @@ def _assert_grads(forward, backward, arrays, names):
         np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_conv2d_gradients_central_difference(cfg, seed):
     x, W, b = _arrays(cfg, np.random.default_rng(seed), np.float64)
@@ -132,7 +132,7 @@ def test_conv2d_gradients_central_difference(cfg, seed):
                   (x, W, b), ("dx", "dW", "db"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(cfg=deconv_configs(), seed=st.integers(0, 2**16))
 def test_conv_transpose2d_gradients_central_difference(cfg, seed):
     x, W, b = _arrays(cfg, np.random.default_rng(seed), np.float64, transpose=True)

@@ -120,10 +120,10 @@ def test_bad_arguments():
 
 
 def test_deconv_receptive_field_in_json():
-    doc = _json("INPUT(8x8x1) -> CONV(2,F=3,S=2,P=1) -> DECONV(1,F=3,S=2,P=1,output_padding=1)")
+    doc = _json("INPUT(9x9x1) -> CONV(2,F=3,S=2,P=1) -> DECONV(1,F=3,S=2,P=1)")
     conv, deconv = doc["layers"]
     assert conv["receptive_field"]["stride"] == [2, 2]
-    assert deconv["output_shape"] == [8, 8, 1]
+    assert deconv["output_shape"] == [9, 9, 1]
     assert deconv["receptive_field"]["stride"] == [1, 1]
     assert deconv["receptive_field"]["size"] == [5, 5]  # 3 + (3 - 1)*1
 
@@ -207,3 +207,21 @@ def test_explain_a_network_object_matches_its_spec():
     net = cn.Sequential([cn.Conv(K=6, F=5), cn.ReLU(), cn.MaxPool(), cn.FC(10)],
                         input_shape=(32, 32, 3), seed=0, dtype=np.float64)
     assert explain(net) == explain(net.spec)
+
+
+def test_top_level_names_are_the_functions():
+    import convnet.report.explain  # noqa: F401  (the submodules must not shadow the functions)
+    import convnet.report.summary  # noqa: F401
+
+    assert callable(cn.summary) and callable(cn.explain)
+    assert "760" in cn.summary(CS231N) and "760" in cn.explain(CS231N)
+
+
+@pytest.mark.parametrize("name", list(__import__("convnet.spec", fromlist=["ZOO"]).ZOO))
+def test_every_zoo_net_summarises_and_explains(name):
+    net = cn.build(name, weights=False)
+    doc = _json(name)
+    assert doc["totals"]["params"] == net.num_params
+    result = derive(name)
+    assert result.ok and f"Total: {net.num_params:,} parameters" in " ".join(result.text.split())
+    assert summary(name, format="markdown").count("\n|") == len(net.layers) + 3  # header, rule, input

@@ -90,19 +90,9 @@ def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> 
     return net
 
 
-def summary(source: Source, batch: int = 1, format: str = "table",
-            input_shape: tuple[int, ...] | None = None) -> str:
-    """See :func:`convnet.report.summary.summary`."""
-    from convnet.report.summary import summary as _summary
-
-    return _summary(source, batch=batch, format=format, input_shape=input_shape)
-
-
-def explain(source: Source, input_shape: tuple[int, ...] | None = None) -> str:
-    """See :func:`convnet.report.explain.explain`."""
-    from convnet.report.explain import explain as _explain
-
-    return _explain(source, input_shape=input_shape)
-
+# Imported last: the submodules use load_network above. Binding the functions after the imports
+# also keeps ``convnet.report.summary`` the function, not the submodule of the same name.
+from convnet.report.explain import explain  # noqa: E402
+from convnet.report.summary import summary  # noqa: E402
 
 __all__ = ["explain", "load_network", "parse_input_shape", "summary"]

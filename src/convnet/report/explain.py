@@ -14,7 +14,6 @@ with status 2 when the network does not fit (as for any other error), 0 otherwis
 
 from __future__ import annotations
 
-import os
 import textwrap
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -57,7 +56,7 @@ def _partial(source: Source, input_shape: tuple[int, ...] | None) -> tuple[Any, 
         first_error = exc
     if isinstance(source, Sequential) or _is_saved_model(source):
         raise first_error  # only input_shape can fail here, and it is no spec to walk through
-    from convnet.layers import __dict__ as layer_classes
+    import convnet.layers as layer_module
     from convnet.spec.parser import LAYERS, parse, resolve
 
     text, origin = resolve(source)
@@ -66,7 +65,8 @@ def _partial(source: Source, input_shape: tuple[int, ...] | None) -> tuple[Any, 
         shape = tuple(input_shape)
     if shape is None:  # pragma: no cover - load_network raised a SpecError for that already
         raise first_error
-    layers = [layer_classes[LAYERS[s.kind].cls](**s.kwargs) for s in specs]
+    # the constructors accepted these arguments already (build got as far as the shapes)
+    layers = [getattr(layer_module, LAYERS[s.kind].cls)(**s.kwargs) for s in specs]
     counts: dict[str, int] = {}
     for layer in layers:  # named as Sequential names them: conv1, relu1, pool1, ...
         key = layer.kind.lower()
@@ -113,7 +113,7 @@ def _formula_text(layer: Any) -> str:
 def _rf_sentence(row: LayerRow) -> str:
     rf = row.rf
     if rf.whole:
-        return "Receptive field: every output sees the whole input image."
+        return "Receptive field: every output sees the whole input."
     size, jump = fmt_frac_pair(rf.size), fmt_frac_pair(rf.jump)
     box = size if "x" in size else f"{size}x{size}"
     pixels = "pixel" if jump == "1" else "pixels"
@@ -137,7 +137,7 @@ def _conv_lines(layer: Any, row: LayerRow) -> list[str]:
         f"Output side: (W1 - F + 2P)/S + 1 = {_formula_text(layer)}.{dil}",
         f"Depth: D2 = K = {K}. Each of the {K} filters slides over the whole input and gives one "
         f"{_hw(outs)} activation map; the {K} maps are stacked into {fmt_shape(outs)}.",
-        f"Each filter is {fmt_pair(w.F) if fh != fw else f'{fh}x{fw}'}x{D} (its depth always "
+        f"Each filter is {fh}x{fw}x{D} (its depth always "
         f"equals the input depth {D}): {fh}*{fw}*{D} = {_n(per_filter)} weights, {bias}.",
         f"Parameters: ({fh}*{fw}*{D})*{K} weights"
         + (f" + {K} biases" if layer.bias else "")
@@ -155,11 +155,10 @@ def _deconv_lines(layer: Any, row: LayerRow) -> list[str]:
     ins, outs, w = layer.input_shape, layer.output_shape, layer.window
     D, K = ins[2], layer.K
     parts = []
-    for i, axis in enumerate(("rows", "columns")):
+    for i in range(2):
         a = layer.output_padding[i]
         parts.append(f"{w.S[i]}*({ins[i]} - 1) + {w.extent[i]} - 2*{w.P[i]} + {a} = {outs[i]}")
-    formula = parts[0] if parts[0] == parts[1] and ins[0] == ins[1] else \
-        f"rows {parts[0]}; columns {parts[1]}"
+    formula = parts[0] if parts[0] == parts[1] else f"rows {parts[0]}; columns {parts[1]}"
     fh, fw = w.F
     return [
         f"Input volume: {fmt_shape(ins)}. A transposed convolution (DECONV) upsamples: each input "
@@ -179,9 +178,9 @@ def _pool_lines(layer: Any, row: LayerRow) -> list[str]:
     ins, outs, w = layer.input_shape, layer.output_shape, layer.window
     what = "maximum" if layer.kind == "POOL" else "mean"
     return [
-        f"Input volume: {fmt_shape(ins)}. Each {fmt_pair(w.F) if w.F[0] != w.F[1] else f'{w.F[0]}x{w.F[1]}'} "
-        f"window (stride {fmt_pair(w.S)}) of each of the {ins[2]} depth slices is replaced by its "
-        f"{what}; the slices are pooled independently, so the depth stays {ins[2]}.",
+        f"Input volume: {fmt_shape(ins)}. Each {w.F[0]}x{w.F[1]} window (stride {fmt_pair(w.S)}) "
+        f"of each of the {ins[2]} depth slices is replaced by its {what}; the slices are pooled "
+        f"independently, so the depth stays {ins[2]}.",
         f"Output side: (W1 - F + 2P)/S + 1 = {_formula_text(layer)}: {_hw(ins)} -> {_hw(outs)} "
         f"per slice, {fmt_shape(outs)} in all.",
         f"No parameters: the {what} is a fixed operation, nothing to learn.",
@@ -255,63 +254,53 @@ def _layer_block(layer: Any, row: LayerRow) -> list[str]:
 
 # ---------------------------------------------------------------- fully convolutional
 def _fully_convolutional(net: Any, rows: list[LayerRow]) -> list[str]:
-    """Each FC as a CONV whose filter covers its whole input: pure arithmetic on the shapes."""
+    """Each FC as a CONV whose filter covers its whole input: pure arithmetic on the shapes.
+
+    FLATTEN disappears (a CONV reads the volume directly) and a GAP followed by FC layers
+    becomes the average pool of the same window, so every layer keeps a volume. The weights
+    themselves are converted by :mod:`convnet.fcn`; this only describes the result.
+    """
     if len(net.input_shape) != 3:
         return []
-    fcs = [r for r in rows if r.kind == "FC"]
-    if not fcs:
-        if rows and len(rows[-1].output_shape) == 1 and rows[-1].kind == "GAP" or \
-                all(len(r.output_shape) == 3 for r in rows):
-            return ["Fully convolutional: there is no FC layer, so the network runs on any "
-                    "input large enough for its windows."]
-        return []
+    if not any(r.kind == "FC" for r in rows):
+        if any(r.kind == "FLATTEN" for r in rows):
+            return []
+        return ["Fully convolutional: there is no FC layer, so the network runs on any input "
+                "large enough for its windows."]
     out = ["Fully convolutional equivalent: each FC becomes a CONV whose filter covers its "
            "whole input, with the same weights reshaped (so the same parameter count):"]
-    parts: list[str] = []
+    chain: list[str] = []
+    short: list[str] = []
     grid = (net.input_shape[0], net.input_shape[1])
-    convertible = True
     for layer, r in zip(net.layers, rows, strict=True):
         ins = r.input_shape
         if r.kind == "FC":
             h, w = (ins[0], ins[1]) if len(ins) == 3 else grid
-            D = ins[2] if len(ins) == 3 else arith.num_elements(ins) // (h * w)
-            bias = "" if layer.bias else ",bias=false"
-            conv = f"CONV({layer.K},F={fmt_pair((h, w))}{bias})"
+            D = arith.num_elements(ins) // (h * w)
+            conv = f"CONV({layer.K},F={fmt_pair((h, w))}{'' if layer.bias else ',bias=false'})"
             out += _wrap(f"{r.name}: {r.spec} on {h}x{w}x{D} -> {conv}: ({h} - {h} + 2*0)/1 + 1 "
                          f"= 1, so {h}x{w}x{D} -> 1x1x{layer.K}; {h}*{w}*{D}*{layer.K}"
-                         + ("" if not layer.bias else f" + {layer.K}")
+                         + (f" + {layer.K}" if layer.bias else "")
                          + f" = {_n(r.params)} parameters either way.")
-            parts.append(conv)
+            if not short:
+                short.append(f"{h}x{w}x{D}")
+            short.append(f"CONV F={fmt_pair((h, w))} K={layer.K}")
+            chain.append(conv)
             grid = (1, 1)
         elif r.kind == "FLATTEN":
-            parts.append(None)  # dropped: a CONV reads the volume directly
+            continue
         elif r.kind == "GAP":
-            convertible = False  # a GAP stays a GAP; the FC after it is a 1x1 CONV on 1x1xD
-            parts.append(layer.to_spec())
+            chain.append(f"AVGPOOL(F={fmt_pair((ins[0], ins[1]))})")
             grid = (1, 1)
         else:
-            parts.append(layer.to_spec())
+            chain.append(layer.to_spec())
         if len(r.output_shape) == 3:
             grid = (r.output_shape[0], r.output_shape[1])
-    chain = [p for p in parts if p is not None]
-    first = next(i for i, r in enumerate(rows) if r.kind == "FC")
     # the seeds' short form: 7x7x512 -> CONV F=7 K=4096 -> CONV F=1 K=4096 -> CONV F=1 K=1000
-    short = [fmt_shape(rows[first - 1].output_shape if first else net.input_shape)]
-    grid = None
-    for layer, r in zip(net.layers[first:], rows[first:], strict=True):
-        if r.kind == "FC":
-            ins = r.input_shape
-            hw = (ins[0], ins[1]) if len(ins) == 3 else (grid or (1, 1))
-            short.append(f"CONV F={fmt_pair(hw)} K={layer.K}")
-            grid = (1, 1)
-        elif len(r.output_shape) == 3:
-            grid = (r.output_shape[0], r.output_shape[1])
     out += _wrap("In short: " + " -> ".join(short) + f" -> 1x1x{rows[-1].output_shape[-1]}.")
     spec = " -> ".join([f"INPUT({fmt_shape(net.input_shape)})", *chain])
     out += _wrap(f"As a spec: {spec}")
-    if convertible:
-        out += _larger_input(net, rows, spec)
-    return out
+    return out + _larger_input(net, rows, spec)
 
 
 def _larger_input(net: Any, rows: list[LayerRow], spec: str) -> list[str]:
@@ -330,8 +319,9 @@ def _larger_input(net: Any, rows: list[LayerRow], spec: str) -> list[str]:
     except ShapeError:
         return []
     out = conv_net.output_shape
+    step = fmt_pair((int(jump[0]), int(jump[1])))
     return _wrap(f"On a larger {fmt_shape(bigger)} image it slides, in one pass, over every "
-                 f"position {fmt_pair((int(jump[0]), int(jump[1])))} input pixels apart: the "
+                 f"position {step} input pixel{'' if step == '1' else 's'} apart: the "
                  f"output is a {fmt_shape(out)} map of scores instead of one {out[-1]}-vector.")
 
 
@@ -344,9 +334,7 @@ def derive(source: Source, input_shape: tuple[int, ...] | None = None) -> Deriva
     """
     net, layers, error = _partial(source, input_shape)
     rows = arith.layer_rows(net, batch=1, itemsize=4) if layers else []
-    spec = getattr(net, "spec", "")
-    if os.linesep in str(spec) or "\n" in str(spec):
-        spec = " ".join(str(spec).split())
+    spec = " ".join(str(getattr(net, "spec", "")).split())  # a spec file may span lines
     lines = [f"Network: {spec}", f"Input: {fmt_shape(net.input_shape)}"
              + (" (H x W x D: rows x columns x depth)" if len(net.input_shape) == 3 else ""), ""]
     for layer, row in zip(layers, rows, strict=True):

@@ -340,7 +340,8 @@ def build_data(
 
     rows = arith.layer_rows(net)
     layers = _layer_meta(net, max_weights, max_maps)
-    capped = [m["name"] for m in layers if m.get("maps_shown", 0) < (m["out_shape"] + [0])[2]]
+    capped = [m["name"] for m in layers
+              if len(m["out_shape"]) == 3 and m["maps_shown"] < m["out_shape"][2]]
     if capped:
         notes.append(
             f"At most {max_maps} activation maps are drawn per layer ({', '.join(capped)} have "
@@ -520,7 +521,8 @@ def curves_svg(history: Sequence[Mapping[str, float]], which: str) -> str:
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
         parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>')
         parts.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{c}"/>' for px, py in pts)
-        parts.append(f'<text x="{L + 8 + 110 * j}" y="{T - 7}" fill="{c}" class="legend">'
+        # inline style: a stylesheet's `text { fill }` would override a fill attribute
+        parts.append(f'<text x="{L + 8 + 110 * j}" y="{T - 7}" style="fill:{c}" class="key">'
                      f'&#9632; {html.escape(k)}</text>')
     return (f'<svg class="curve" data-metric="{which}" width="{W}" height="{H}" '
             f'viewBox="0 0 {W} {H}" role="img" aria-label="{which} per epoch">'
@@ -649,6 +651,93 @@ def serve(path: str | os.PathLike[str], port: int = 8000,
 
 
 # ------------------------------------------------------------------------- from a model
+@dataclass
+class ModelInfo:
+    """A model to look at and what came with it (see :func:`load_model`)."""
+
+    net: Sequential
+    title: str
+    classes: list[str] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    data_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _data_name(ckpt: Any) -> str | None:
+    # the training issue stores the data set's name in the input info or the run config; accept
+    # the spellings it may use
+    for source in (ckpt.input, ckpt.config, ckpt.extra):
+        for key in ("dataset", "data", "data_set", "name"):
+            value = source.get(key) if isinstance(source, Mapping) else None
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def load_model(model: str | os.PathLike[str], seed: int = 0) -> ModelInfo:
+    """The network a ``MODEL`` argument names, with its class names and metrics log.
+
+    ``model`` is a checkpoint (``.npz``) or a run directory (its ``best.npz``, else
+    ``last.npz``; ``metrics.jsonl`` or ``metrics.csv`` there give the curves). An architecture
+    (a zoo name or spec text such as ``"INPUT(8x8x1) -> CONV(4,F=3) -> FC(10)"``) that is not an
+    existing path is built with random weights, which the page says.
+
+    Raises :class:`~convnet.errors.CheckpointError` for a missing or unreadable checkpoint.
+    """
+    from convnet.errors import CheckpointError, SpecError
+    from convnet.train.checkpoint import load_checkpoint
+
+    text = str(model)
+    path = Path(text).expanduser()
+    if not path.exists():
+        looks_like_spec = "->" in text or "(" in text
+        names: list[str] = []
+        try:
+            from convnet.spec import build, zoo_names
+
+            names = list(zoo_names())
+        except ImportError:  # pragma: no cover - the spec module ships with the package
+            build = None  # type: ignore[assignment]
+        if build is not None and (looks_like_spec or text.lower() in names):
+            try:
+                net = build(text, seed=seed)
+            except SpecError as exc:
+                raise CheckpointError(f"{text}: no such checkpoint file, and not an "
+                                      f"architecture either: {exc}") from None
+            return ModelInfo(net, text if text.lower() in names else "untrained network",
+                             notes=["This network is untrained: its weights are random "
+                                    f"(seed {seed}), so its maps show no learnt features."])
+        raise CheckpointError(f"{text}: no such checkpoint file or run directory")
+    ckpt = load_checkpoint(path)
+    net = ckpt.net
+    net.classes = ckpt.classes  # type: ignore[attr-defined]
+    net.normalizer = ckpt.normalizer  # type: ignore[attr-defined]
+    run_dir = ckpt.path.parent
+    history = read_metrics_log(run_dir, ckpt.history)
+    title = run_dir.name if ckpt.path.name in ("best.npz", "last.npz") else ckpt.path.stem
+    notes = []
+    if ckpt.normalizer is not None:
+        notes.append("Inputs are normalised per channel with the training set's mean and std "
+                     "before conv1: the numbers of the first layer's windows are normalised "
+                     "values, the pictures show the raw image.")
+    return ModelInfo(net, f"{title} (epoch {ckpt.epoch})" if ckpt.epoch else title,
+                     ckpt.classes, history, _data_name(ckpt), notes)
+
+
+def load_test_set(name: str, net: Sequential) -> Any:
+    """The test split of data set ``name`` (or a directory), converted to the model's input
+    size and depth; :class:`~convnet.errors.DataError` when it cannot be had."""
+    from convnet.data import load_dataset
+
+    h, w, d = net.input_shape
+    _, test = load_dataset(name)
+    if test.input_shape != (h, w, d):
+        from convnet.data import convert_images
+
+        test.x = convert_images(test.x, (h, w), d)
+    return test
+
+
 def visualize(
     net: Sequential,
     output: str | os.PathLike[str],
@@ -715,7 +804,7 @@ def visualize(
 
 __all__ = [
     "DEFAULT_BUDGET_FLOATS", "DEFAULT_MAX_EVAL", "DEFAULT_MAX_MAPS", "DEFAULT_MAX_WEIGHTS",
-    "Sample", "TestEval", "architecture_svg", "b64_float32", "build_data", "confusion_html",
+    "ModelInfo", "Sample", "load_model", "load_test_set", "TestEval", "architecture_svg", "b64_float32", "build_data", "confusion_html",
     "curves_svg", "decode_float32", "evaluate_test", "layer_activations", "layer_table_html",
     "read_metrics_log", "render_html", "serve", "visualize", "write_page",
 ]

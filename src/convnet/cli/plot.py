@@ -1,0 +1,80 @@
+"""Draw a model's filters, activation maps, training curves or confusion matrix as a PNG.
+
+The same pictures as `convnet visualize`, for notes and papers (Pillow only).
+
+examples:
+  convnet plot runs/digits --what filters -o filters.png
+  convnet plot runs/digits --what activations --image seven.png -o acts.png
+  convnet plot runs/digits --what curves -o curves.png
+  convnet plot runs/digits --what confusion --data digits -o confusion.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+WHAT = ("filters", "activations", "curves", "confusion")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="checkpoint (.npz) or run directory; or a zoo name / spec text")
+    parser.add_argument("--what", choices=WHAT, default="filters",
+                        help="which picture (default filters)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="PNG to write (default WHAT.png)")
+    parser.add_argument("--image", metavar="FILE",
+                        help="activations: the input image (default: the first test image)")
+    parser.add_argument("--data", metavar="NAME",
+                        help="test set for confusion (and activations without --image); default: "
+                             "the model's training data set when the checkpoint names it")
+    parser.add_argument("--layer", metavar="NAME", help="filters: only this CONV layer")
+    parser.add_argument("--max-maps", type=int, default=16, metavar="N",
+                        help="activations: maps per layer (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="random weights for a spec")
+
+
+def _test_set(args: argparse.Namespace, info: object, what: str):  # noqa: ANN202
+    from convnet.errors import ConfigError
+    from convnet.viz.page import load_test_set
+
+    name = args.data or info.data_name  # type: ignore[attr-defined]
+    if not name:
+        raise ConfigError(f"--what {what} needs a test set: pass --data NAME")
+    return load_test_set(name, info.net)  # type: ignore[attr-defined]
+
+
+def run(args: argparse.Namespace) -> int:
+    from convnet.errors import ConfigError
+    from convnet.viz import plots
+    from convnet.viz.page import evaluate_test, load_model
+
+    info = load_model(args.model, seed=args.seed)
+    net = info.net
+    if args.what == "filters":
+        img = plots.plot_filters(net, layer=args.layer)
+    elif args.what == "activations":
+        if args.max_maps < 1:
+            raise ConfigError(f"--max-maps {args.max_maps}: expected at least 1")
+        if args.image:
+            from convnet.data import load_image
+
+            image, _ = load_image(args.image, net.input_shape)
+            title = f"activations for {args.image}"
+        else:
+            test = _test_set(args, info, "activations (without --image)")
+            image, title = test.x[0], "activations for test image #0"
+        img = plots.plot_activations(net, image, max_maps=args.max_maps, title=title)
+    elif args.what == "curves":
+        img = plots.plot_curves(info.history)
+    else:
+        if len(net.output_shape) != 1:
+            raise ConfigError("--what confusion needs a classifier (class scores out)")
+        test = _test_set(args, info, "confusion")
+        result = evaluate_test(net, test.x, test.y)
+        classes = info.classes or (test.classes if len(test.classes) == net.output_shape[0]
+                                   else [str(i) for i in range(net.output_shape[0])])
+        img = plots.plot_confusion(result.confusion, classes,
+                                   title=f"confusion matrix: {info.title}")
+    out = plots.save_png(img, args.output or f"{args.what}.png")
+    print(f"wrote {out} ({img.size[0]}x{img.size[1]})")
+    return 0

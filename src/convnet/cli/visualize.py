@@ -1,0 +1,88 @@
+"""Write one self-contained HTML page to look inside a model.
+
+The page (works offline, opened from disk) shows the architecture as volumes with K, F, S, P,
+parameters, MACs and receptive fields; for a chosen image every activation map of every layer,
+the filters and the class probabilities; click any unit to see its receptive field on the input
+and the window, filter, dot product and bias that produced it; how the last volume is flattened;
+and from the run's metrics log the loss and accuracy curves, the confusion matrix and the test
+images the model gets most confidently wrong.
+
+examples:
+  convnet visualize runs/digits -o report.html
+  convnet visualize runs/digits/best.npz --image seven.png --data digits --serve
+  convnet visualize lenet5 --image photo.png          (an architecture: random weights)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from convnet.errors import DataError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="checkpoint (.npz) or run directory; or a zoo name / spec text for "
+                             "random weights")
+    parser.add_argument("--image", metavar="FILE", action="append", default=[],
+                        help="an image to show (repeatable); resized and converted to the "
+                             "model's input")
+    parser.add_argument("--data", metavar="NAME",
+                        help="test set to sample from and to evaluate on (digits, mnist, "
+                             "fashion-mnist, cifar10 or a directory); default: the one the model "
+                             "was trained on, when the checkpoint names it")
+    parser.add_argument("--samples", type=int, default=16, metavar="N",
+                        help="test images embedded in the page (default 16)")
+    parser.add_argument("--max-maps", type=int, default=32, metavar="N",
+                        help="activation maps drawn per layer (default 32)")
+    parser.add_argument("-o", "--output", default="report.html", metavar="FILE",
+                        help="the page to write (default report.html)")
+    parser.add_argument("--title", help="the page's title (default: the run's name)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="chooses the test images shown (and random weights for a spec)")
+    parser.add_argument("--serve", action="store_true",
+                        help="then serve the page on 127.0.0.1 until Ctrl-C")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="port for --serve (default 8000; 0 picks a free one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from convnet.data import load_image
+    from convnet.errors import ConfigError
+    from convnet.viz.page import Sample, load_model, load_test_set, serve, visualize
+
+    if args.samples < 0:
+        raise ConfigError(f"--samples {args.samples}: expected 0 or more")
+    if args.max_maps < 1:
+        raise ConfigError(f"--max-maps {args.max_maps}: expected at least 1")
+    info = load_model(args.model, seed=args.seed)
+    net = info.net
+    if len(net.input_shape) != 3:
+        raise ConfigError("visualize needs a network on images (INPUT(HxWxD))")
+    images = []
+    for path in args.image:
+        img, notes = load_image(path, net.input_shape)
+        images.append(Sample(img, str(path), None, "file", list(notes)))
+    notes = list(info.notes)
+    test = None
+    name = args.data or info.data_name
+    if name:
+        try:
+            test = load_test_set(name, net)
+        except DataError as exc:
+            if args.data:
+                raise
+            notes.append(f"The training data set {name!r} could not be loaded ({exc}); pass "
+                         "--data to show test images and the confusion matrix.")
+    if not images and test is None:
+        raise ConfigError("nothing to show: give an image (--image FILE) or a test set "
+                          "(--data NAME)")
+    out = visualize(net, args.output, images=images, test_set=test, samples=args.samples,
+                    history=info.history, classes=info.classes, title=args.title or info.title,
+                    notes=notes, seed=args.seed, max_maps=args.max_maps)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); open it in a browser")
+    sys.stdout.flush()
+    if args.serve:
+        serve(out, args.port)
+    return 0

@@ -1,0 +1,317 @@
+"""FC -> CONV conversion, score maps on larger images, and the zero-padding caveat (issue 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convnet as cn
+from convnet.fcn import maps
+from convnet.fcn.convert import conversion_plan, scores_from_map
+from convnet.fcn.explain import conversion_text
+
+RNG = np.random.default_rng(0)
+
+
+def rand_images(n, h, w, d, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, h, w, d)).astype(np.float32)
+
+
+def randomize_bn(net, seed=1):
+    """Non-trivial BN statistics and affine parameters (fresh BN layers are the identity)."""
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if layer.kind == "BN":
+            D = layer.params["gamma"].shape[0]
+            layer.params["gamma"][...] = rng.uniform(0.5, 1.5, D)
+            layer.params["beta"][...] = rng.normal(0, 0.2, D)
+            layer.buffers["running_mean"][...] = rng.normal(0, 0.2, D)
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, D)
+
+
+# ------------------------------------------------------------------------------ conversion
+CONVERTIBLE = [
+    "INPUT(8x8x1) -> CONV(4,F=3) -> RELU -> POOL -> FC(16) -> RELU -> FC(3)",
+    "INPUT(12x12x3) -> CONV(6,F=3,P=1) -> BN -> RELU -> POOL -> CONV(8,F=(3,2),S=(1,2)) -> RELU"
+    " -> FLATTEN -> DROPOUT(0.3) -> FC(20) -> BN -> RELU -> DROPOUT(0.5) -> FC(5)",
+    "INPUT(9x9x2) -> CONV(8,F=3,S=2,P=1) -> RELU -> CONV(6,F=3,P=1) -> GAP -> FC(4)",
+    "INPUT(28x28x1) -> CONV(16,F=3,P=1) -> RELU -> POOL -> CONV(32,F=3,P=1) -> RELU -> POOL "
+    "-> CONV(64,F=3,P=1) -> RELU -> CONV(10,F=1) -> GAP",
+    "INPUT(6x6x2) -> FLATTEN -> FC(7) -> TANH -> FC(2,bias=false)",
+]
+
+
+@pytest.mark.parametrize("spec", CONVERTIBLE)
+def test_conversion_equals_original_on_random_networks(spec):
+    net = cn.build(spec, seed=3)
+    randomize_bn(net)
+    fcn = net.to_fully_convolutional()
+    assert fcn.fully_convolutional and len(fcn.output_shape) == 3
+    assert fcn.output_shape[:2] == (1, 1)
+    assert fcn.num_params == net.num_params  # the same numbers, reshaped
+    assert not any(ly.kind in ("FC", "FLATTEN", "GAP") for ly in fcn.layers)
+    x = rand_images(5, *net.input_shape)
+    want = net.forward(x)
+    got = fcn.forward(x)
+    assert got.shape == (5, 1, 1, net.output_shape[0])
+    np.testing.assert_allclose(scores_from_map(got), want, atol=1e-5, rtol=0)
+    # the original is untouched and still agrees
+    np.testing.assert_array_equal(net.forward(x), want)
+
+
+def test_conversion_float64_is_exact_to_rounding():
+    net = cn.build(CONVERTIBLE[1], seed=1, dtype=np.float64)
+    randomize_bn(net)
+    fcn = net.to_fully_convolutional()
+    x = rand_images(3, *net.input_shape).astype(np.float64)
+    assert fcn.dtype == np.float64
+    np.testing.assert_allclose(scores_from_map(fcn.forward(x)), net.forward(x), atol=1e-12)
+
+
+def test_fc_weights_are_reshaped_in_flatten_order():
+    net = cn.build("INPUT(4x5x3) -> CONV(2,F=1) -> FC(6) -> FC(2)", seed=0)
+    fcn = net.to_fully_convolutional()
+    W_fc = net["fc1"].params["W"]  # (4*5*2, 6), rows (row, col, depth)
+    W_conv = fcn["conv2"].params["W"]  # (6, 4, 5, 2)
+    assert W_conv.shape == (6, 4, 5, 2)
+    for k in range(6):
+        for r in range(4):
+            for c in range(5):
+                for d in range(2):
+                    assert W_conv[k, r, c, d] == W_fc[(r * 5 + c) * 2 + d, k]
+    assert fcn["conv3"].params["W"].shape == (2, 1, 1, 6)
+    assert fcn.spec == "INPUT(4x5x3) -> CONV(2,F=1) -> CONV(6,F=4x5) -> CONV(2,F=1)"
+
+
+def test_conversion_of_a_shapes_only_network_and_vgg():
+    vgg = cn.build("vgg16", weights=False)
+    fcn = vgg.to_fully_convolutional()
+    assert fcn.num_params == vgg.num_params
+    kinds = [ly.to_spec() for ly in fcn.layers if ly.kind == "CONV"][-3:]
+    assert kinds == ["CONV(4096,F=7)", "CONV(4096,F=1)", "CONV(1000,F=1)"]
+    # CS231n: 224 -> 384 gives a 6x6 map of 1000 scores = 36 crops at stride 32
+    assert fcn.shapes_for((384, 384, 3))[-1] == (6, 6, 1000)
+    assert maps.total_stride(fcn) == (32, 32)
+
+
+def test_conversion_refuses_what_has_no_conv_form():
+    with pytest.raises(cn.ConfigError, match="vector"):
+        cn.build("INPUT(20) -> FC(5)", seed=0).to_fully_convolutional()
+    with pytest.raises(cn.ConfigError, match="per-position|FLATTEN"):
+        cn.build("INPUT(4x4x2) -> FLATTEN -> BN -> FC(3)", seed=0).to_fully_convolutional()
+
+
+def test_conversion_on_a_trained_network_with_bn_and_dropout():
+    train, _ = cn.load_dataset("digits")
+    net = cn.build("INPUT(8x8x1) -> CONV(8,F=3,P=1) -> BN -> RELU -> POOL -> DROPOUT(0.25) "
+                   "-> FC(32) -> RELU -> DROPOUT(0.5) -> FC(10)", seed=0)
+    h = cn.fit(net, (train.x[:256], train.y[:256]), epochs=2, batch_size=32, lr=0.01)
+    assert h.last["loss"] < 2.3
+    assert np.abs(net["bn1"].buffers["running_mean"]).max() > 0  # it really trained
+    fcn = net.to_fully_convolutional()
+    x = train.x[256:320]
+    np.testing.assert_allclose(scores_from_map(fcn.forward(x)), net.forward(x), atol=1e-5)
+    # and a converted net trains too: per-position labels on its (N, 1, 1, K) output
+    h2 = cn.fit(fcn, (x, train.y[256:320, None, None]), epochs=1, batch_size=16, lr=1e-3)
+    assert np.isfinite(h2.last["loss"])
+
+
+def test_conversion_survives_a_checkpoint(tmp_path):
+    net = cn.build(CONVERTIBLE[0], seed=0)
+    fcn = net.to_fully_convolutional()
+    path = cn.save(fcn, tmp_path / "fcn.npz")
+    again = cn.load(path)
+    x = rand_images(2, 16, 16, 1)
+    np.testing.assert_array_equal(again.forward(x), fcn.forward(x))
+
+
+# ------------------------------------------------------------------- score maps vs crops
+@st.composite
+def unpadded_nets(draw):
+    """A random CONV/POOL stack without padding, then FC layers, GAP or a 1x1 CONV head, with an
+    input size that fits, built backwards from the final volume."""
+    n_blocks = draw(st.integers(1, 3))
+    layers, hw = [], draw(st.integers(1, 3))
+    sizes = [hw]
+    for _ in range(n_blocks):
+        block = []
+        if draw(st.booleans()):
+            S = draw(st.sampled_from([1, 2]))
+            block.append((f"POOL(F={S},S={S})" if S > 1 else "POOL(F=2,S=1)", 2 if S == 1 else S, S))
+        F = draw(st.integers(1, 3))
+        S = draw(st.sampled_from([1, 1, 2, 3]))
+        block.append((f"RELU", None, None))
+        block.append((f"CONV({draw(st.integers(2, 5))},F={F},S={S})", F, S))
+        for text, F_, S_ in block:  # from output towards input
+            if F_ is not None:
+                hw = S_ * (hw - 1) + F_
+            layers.insert(0, text)
+    head = draw(st.sampled_from(["FC(6) -> RELU -> FC(3)", "GAP", "CONV(3,F=1) -> GAP",
+                                 "FLATTEN -> FC(3)"]))
+    spec = f"INPUT({hw}x{hw}x{draw(st.integers(1, 2))}) -> " + " -> ".join(layers) + f" -> {head}"
+    extra = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    return spec, extra
+
+
+@settings(max_examples=25, deadline=None)
+@given(unpadded_nets(), st.integers(0, 2**16))
+def test_map_equals_every_crop_without_padding(case, seed):
+    spec, (k_rows, k_cols) = case
+    net = cn.build(spec, seed=seed % 100)
+    fcn = net.to_fully_convolutional()
+    T = maps.total_stride(fcn)
+    H0, W0, D = net.input_shape
+    H, W = H0 + k_rows * T[0], W0 + k_cols * T[1]
+    x = rand_images(2, H, W, D, seed)
+    one_pass = maps.score_map(fcn, x)
+    assert one_pass.shape == (2, k_rows + 1, k_cols + 1, net.output_shape[-1])
+    loop = maps.crop_scores(net, x)
+    np.testing.assert_allclose(one_pass, loop, atol=2e-5, rtol=1e-5)
+
+
+def test_cs231n_analogue_28_to_48_gives_36_crops_at_stride_4():
+    # VGG: 224 -> 384 at stride 32 -> 6x6. Here 28 -> 48 at stride 4 -> 6x6, no padding.
+    net = cn.build("INPUT(28x28x1) -> CONV(8,F=5) -> RELU -> POOL -> CONV(16,F=5) -> RELU -> POOL"
+                   " -> FC(32) -> RELU -> FC(10)", seed=0)
+    fcn = net.to_fully_convolutional()
+    assert maps.total_stride(fcn) == (4, 4)
+    x = rand_images(1, 48, 48, 1)
+    m = fcn.forward(x)
+    assert m.shape == (1, 6, 6, 10)
+    for i, j in [(0, 0), (2, 5), (5, 5)]:
+        crop = x[:, 4 * i:4 * i + 28, 4 * j:4 * j + 28]
+        np.testing.assert_allclose(m[0, i, j], net.forward(crop)[0], atol=1e-5)
+
+
+def test_crop_scores_at_another_stride_subsamples_the_dense_map():
+    net = cn.build("INPUT(6x6x1) -> CONV(3,F=3) -> RELU -> FC(2)", seed=0)
+    x = rand_images(1, 12, 12, 1)
+    dense = maps.score_map(net, x)  # stride 1: 7x7
+    np.testing.assert_allclose(maps.crop_scores(net, x, (2, 3)), dense[:, ::2, ::3], atol=1e-5)
+
+
+# ---------------------------------------------------------------------- zero padding
+PADDED = ("INPUT(12x12x1) -> CONV(4,F=3,P=1) -> RELU -> POOL -> CONV(6,F=3,P=1) -> RELU -> POOL"
+          " -> FC(5)")
+
+
+def test_with_zero_padding_the_map_is_not_the_crops():
+    net = cn.build(PADDED, seed=0)
+    fcn = net.to_fully_convolutional()
+    x = np.abs(rand_images(1, 24, 24, 1))
+    m, loop = maps.score_map(fcn, x), maps.crop_scores(net, x)
+    assert m.shape == loop.shape == (1, 4, 4, 5)
+    assert np.abs(m - loop).max() > 1e-3  # every crop sees zeros where the image has pixels
+    # on the original size they agree exactly
+    np.testing.assert_allclose(scores_from_map(fcn.forward(x[:, :12, :12])),
+                               net.forward(x[:, :12, :12]), atol=1e-5)
+
+
+def test_with_zero_padding_interior_feature_units_agree_and_the_border_ring_differs():
+    net = cn.build(PADDED, seed=0)
+    fi = maps.feature_layer_index(net)
+    assert net.layers[fi].name == "pool2"
+    rows, cols = maps.interior_units(net)
+    assert (rows, cols) == (slice(1, 2), slice(1, 2))  # 3x3 volume: 1 interior unit, ring of 8
+    x = np.abs(rand_images(1, 24, 24, 1, seed=4))
+    fcn = net.to_fully_convolutional()
+
+    def trunk(z):  # the layers up to the volume the FC reads (layers take any size)
+        for layer in fcn.layers[:fi + 1]:
+            z = layer.forward(z)
+        return z
+
+    big = trunk(x)  # features of the whole image, stride 4
+    T = 4
+    for i, j in [(0, 0), (1, 2), (3, 3)]:
+        crop = x[:, T * i:T * i + 12, T * j:T * j + 12]
+        small = trunk(crop)  # the crop's own 3x3 volume, zero-padded at its border
+        window = big[:, i:i + 3, j:j + 3]
+        inside = np.zeros((3, 3), bool)
+        inside[rows, cols] = True
+        np.testing.assert_allclose(small[:, inside], window[:, inside], atol=1e-5)
+        assert np.abs(small[:, ~inside] - window[:, ~inside]).max() > 1e-4
+
+
+def test_map_unit_sees_its_receptive_field_box_and_nothing_else():
+    net = cn.build(PADDED, seed=0)
+    fcn = net.to_fully_convolutional()
+    rf = maps.map_receptive_field(fcn)
+    assert [int(v) for v in rf.jump] == [4, 4]
+    (top, bottom), (left, right) = rf.box((1, 1))
+    assert (top, bottom) == (-1, 16) and (left, right) == (-1, 16)  # crop is rows 4..15
+    x = np.abs(rand_images(1, 24, 24, 1, seed=5))
+    base = fcn.forward(x)[0, 1, 1]
+    for r, c, changes in [(3, 8, True),  # outside the crop (rows 4..15), inside the box
+                          (17, 8, False), (8, 18, False), (2, 2, False)]:  # outside the box
+        y = x.copy()
+        y[0, r, c, 0] += 5.0
+        moved = np.abs(fcn.forward(y)[0, 1, 1] - base).max() > 1e-6
+        assert moved == changes, (r, c)
+
+
+# ------------------------------------------------------------------------ sizes that fit
+def test_size_that_does_not_fit_lists_the_sizes_that_do():
+    net = cn.build("INPUT(28x28x1) -> CONV(8,F=3,P=1) -> RELU -> POOL -> CONV(8,F=3,P=1) -> POOL"
+                   " -> FC(10)", seed=0)
+    fcn = net.to_fully_convolutional()
+    assert maps.sizes_that_fit(fcn, upto=44) == [28, 32, 36, 40, 44]
+    with pytest.raises(cn.ShapeError) as err:
+        maps.score_map(fcn, np.zeros((1, 30, 32, 1), np.float32))
+    msg = str(err.value)
+    assert "30x32x1" in msg and "pool2" in msg and "7.50" in msg
+    assert "rows: sizes that fit: 28 + 4k: 28, 32, 36, 40" in msg
+    assert "nearest to 30: 28 or 32" in msg and "cols:" not in msg
+    with pytest.raises(cn.ShapeError, match="cols: sizes that fit: 28 \\+ 4k"):
+        maps.check_input_size(fcn, (32, 29, 1))
+    with pytest.raises(cn.ShapeError, match="smaller|larger than the padded input|sizes that fit"):
+        maps.check_input_size(fcn, (20, 28, 1))
+    with pytest.raises(cn.ShapeError, match="H x W x 1"):
+        maps.check_input_size(fcn, (32, 32, 3))
+    assert maps.map_shape(net, (36, 40)) == (3, 4, 10)
+
+
+def test_score_map_converts_a_classifier_and_keeps_a_map_network():
+    net = cn.build("INPUT(8x8x1) -> CONV(3,F=3) -> RELU -> FC(4)", seed=0)
+    x = rand_images(3, 10, 9, 1)
+    m = maps.score_map(net, x, batch_size=2)
+    assert m.shape == (3, 3, 2, 4)
+    seg = cn.build("INPUT(8x8x1) -> CONV(3,F=3,P=1) -> POOL -> DECONV(4,F=2,S=2)", seed=0)
+    assert maps.as_fully_convolutional(seg) is seg
+    with pytest.raises(cn.ConfigError, match="DECONV"):
+        maps.total_stride(seg)
+
+
+# ------------------------------------------------------------------------- explanation
+def test_conversion_text_without_padding():
+    net = cn.build("INPUT(8x8x1) -> CONV(4,F=3) -> POOL -> FLATTEN -> FC(16) -> FC(3)",
+                   weights=False)
+    text = conversion_text(net, (12, 12))
+    assert "FLATTEN is dropped" in text
+    assert "fc1: FC(16) reads 3x3x4 = 36 numbers -> CONV(16,F=3): (3 - 3 + 2*0)/1 + 1 = 1" in text
+    assert "3*3*4*16 + 16 = 592 parameters either way" in text
+    assert "fc2: FC(3) reads 1x1x16" in text and "CONV(3,F=1)" in text
+    assert "(12 - 8)/2 + 1 = 3, a 3x3x3 map" in text and "9 crops of 8x8" in text
+    assert "unit (i, j) sees rows 2i + [0, 7]" in text
+    assert "No zero padding" in text and "exactly" in text
+
+
+def test_conversion_text_with_padding_states_the_caveat():
+    text = conversion_text(cn.build("fashion", weights=False))
+    assert "(48 - 28)/4 + 1 = 6, a 6x6x10 map" in text and "36 crops" in text
+    assert "Receptive field of each map unit: 34 input pixels" in text
+    assert "rows 4i + [-3, 30]" in text
+    assert "NOT exactly the crop-by-crop scores" in text and "conv1, conv2" in text
+    assert "the 25 whose receptive field lies inside the crop" in text
+    vgg = conversion_text(cn.build("vgg16", weights=False), (384, 384))
+    assert "(384 - 224)/32 + 1 = 6, a 6x6x1000 map" in vgg
+    assert "CONV(4096,F=7)" in vgg and "7*7*512*4096 + 4096 = 102,764,544" in vgg
+
+
+def test_conversion_plan_names_each_replacement():
+    net = cn.build("INPUT(9x9x2) -> CONV(8,F=3,S=2,P=1) -> RELU -> GAP -> FC(4)", weights=False)
+    plan = [(old.kind, new.to_spec() if new else None) for old, new in conversion_plan(net)]
+    assert plan == [("CONV", "CONV(8,F=3,S=2,P=1)"), ("RELU", "RELU"),
+                    ("GAP", "AVGPOOL(F=5,S=1)"), ("FC", "CONV(4,F=1)")]
