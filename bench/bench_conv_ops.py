@@ -13,16 +13,21 @@ import os
 import time
 
 
-def _best_ms(fn, repeats: int) -> float:
-    """Best of ``repeats`` wall-clock runs: on a shared machine the minimum is the run that other
-    processes disturbed least (timeit's advice), so ours and torch's are compared fairly."""
-    fn()                                                  # warm-up: first-touch pages, BLAS init
-    times = []
+def _best_ms(fns, repeats: int) -> list[float]:
+    """Best of ``repeats`` wall-clock runs of each function, run in alternation.
+
+    On a shared machine the minimum is the run other processes disturbed least (timeit's advice),
+    and alternating exposes ours and torch's to the same background load.
+    """
+    for fn in fns:
+        fn()                                              # warm-up: first-touch pages, BLAS init
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return [1e3 * b for b in best]
 
 
 def main() -> None:
@@ -74,8 +79,8 @@ def main() -> None:
             with torch.no_grad():
                 torch.nn.functional.conv2d(xt, Wt, bt, 1, 1)
 
-        o, t = _best_ms(ours, args.repeats), _best_ms(theirs, args.repeats)
-        of, tf = _best_ms(fwd_only, args.repeats), _best_ms(torch_fwd, args.repeats)
+        o, t = _best_ms([ours, theirs], args.repeats)
+        of, tf = _best_ms([fwd_only, torch_fwd], args.repeats)
         total_ours += o
         total_torch += t
         print(f"{name:32s} ours {o:7.2f}  torch {t:7.2f}  (forward only: ours {of:6.2f}, "

@@ -241,11 +241,12 @@ def test_map_unit_sees_its_receptive_field_box_and_nothing_else():
     rf = maps.map_receptive_field(fcn)
     assert [int(v) for v in rf.jump] == [4, 4]
     (top, bottom), (left, right) = rf.box((1, 1))
-    assert (top, bottom) == (-1, 16) and (left, right) == (-1, 16)  # crop is rows 4..15
+    # the crop of unit (1, 1) is rows 4..15; the unit sees 3 more pixels on each side
+    assert (top, bottom) == (1, 18) and (left, right) == (1, 18)
     x = np.abs(rand_images(1, 24, 24, 1, seed=5))
     base = fcn.forward(x)[0, 1, 1]
-    for r, c, changes in [(3, 8, True),  # outside the crop (rows 4..15), inside the box
-                          (17, 8, False), (8, 18, False), (2, 2, False)]:  # outside the box
+    for r, c, changes in [(2, 8, True), (17, 8, True), (8, 1, True),  # outside the crop, in the box
+                          (19, 8, False), (8, 0, False), (0, 8, False)]:  # outside the box
         y = x.copy()
         y[0, r, c, 0] += 5.0
         moved = np.abs(fcn.forward(y)[0, 1, 1] - base).max() > 1e-6
@@ -280,8 +281,9 @@ def test_score_map_converts_a_classifier_and_keeps_a_map_network():
     assert m.shape == (3, 3, 2, 4)
     seg = cn.build("INPUT(8x8x1) -> CONV(3,F=3,P=1) -> POOL -> DECONV(4,F=2,S=2)", seed=0)
     assert maps.as_fully_convolutional(seg) is seg
+    assert maps.total_stride(seg) == (1, 1)  # POOL halves, DECONV doubles
     with pytest.raises(cn.ConfigError, match="DECONV"):
-        maps.total_stride(seg)
+        maps.total_stride(cn.build("INPUT(8x8x1) -> DECONV(2,F=2,S=2)", weights=False))
 
 
 # ------------------------------------------------------------------------- explanation

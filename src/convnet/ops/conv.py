@@ -142,20 +142,30 @@ def _col2im(dcols: np.ndarray, out_hw: Pair, in_hw: Pair, F: Pair, stride: Pair,
     (Ho, Wo), (H, W), (Fh, Fw) = out_hw, in_hw, F
     (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilation
     N = M // (Ho * Wo)
-    dx = np.zeros((N, H, W, D), dtype=dcols.dtype)
+    spans = []
     for i in range(Fh):
         r = _axis_span(i * dh - ph, sh, Ho, H)
-        if r is None:
-            continue
-        ho, nh, ih = r
         for j in range(Fw):
             c = _axis_span(j * dw - pw, sw, Wo, W)
-            if c is None:
-                continue
-            wo, nw, iw = c
-            block = dcols[i * Fw + j].reshape(N, Ho, Wo, D)
-            dx[:, ih : ih + (nh - 1) * sh + 1 : sh, iw : iw + (nw - 1) * sw + 1 : sw] += \
-                block[:, ho : ho + nh, wo : wo + nw]
+            if r is not None and c is not None:
+                spans.append((i * Fw + j, r, c))
+    # At stride 1 an offset usually covers every input pixel (the centre one under "same"
+    # padding): it is written first with a plain copy into an uninitialised dx, which saves
+    # zero-filling dx and reading those zeros back (one pass over dx of Fh*Fw + 1).
+    full = [k for k, (_, r, c) in enumerate(spans)
+            if sh == sw == 1 and r[1] == H and c[1] == W]
+    if full:
+        spans.insert(0, spans.pop(full[0]))
+        dx = np.empty((N, H, W, D), dtype=dcols.dtype)
+    else:
+        dx = np.zeros((N, H, W, D), dtype=dcols.dtype)
+    for n, (f, (ho, nh, ih), (wo, nw, iw)) in enumerate(spans):
+        block = dcols[f].reshape(N, Ho, Wo, D)[:, ho : ho + nh, wo : wo + nw]
+        target = dx[:, ih : ih + (nh - 1) * sh + 1 : sh, iw : iw + (nw - 1) * sw + 1 : sw]
+        if n == 0 and full:
+            np.copyto(target, block)
+        else:
+            target += block
     return dx
 
 

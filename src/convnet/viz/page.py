@@ -44,6 +44,8 @@ ASSETS = Path(__file__).parent / "assets"
 DEFAULT_BUDGET_FLOATS = 3_000_000
 #: A weight tensor larger than this is not embedded (an FC of a VGG: 100M values).
 DEFAULT_MAX_WEIGHTS = 2_000_000
+#: All the weights a page may embed (12 MB of float32): past it, later layers' weights are left out.
+DEFAULT_WEIGHT_BUDGET = 3_000_000
 DEFAULT_MAX_MAPS = 32
 #: Test images run through the model for the confusion matrix and the worst mistakes.
 DEFAULT_MAX_EVAL = 2000
@@ -114,7 +116,8 @@ def layer_activations(net: Sequential, x: np.ndarray) -> list[np.ndarray]:
     """
     from convnet.layers.base import check_array
 
-    out = check_array(x, net.input_shape, net.dtype, f"network input ({fmt_shape(net.input_shape)})")
+    out = check_array(x, net.input_shape, net.dtype,
+                      f"network input ({fmt_shape(net.input_shape)})")
     acts = []
     for layer in net.layers:
         out = layer.forward(out, train=False)
@@ -165,9 +168,11 @@ def _frac(v: Any) -> float:
 
 
 # ---------------------------------------------------------------------------- the data
-def _layer_meta(net: Sequential, max_weights: int, max_maps: int) -> list[dict[str, Any]]:
+def _layer_meta(net: Sequential, max_weights: int, max_maps: int,
+                weight_budget: int = DEFAULT_WEIGHT_BUDGET) -> list[dict[str, Any]]:
     rows = arith.layer_rows(net)
     metas = []
+    left = weight_budget
     for layer, row in zip(net.layers, rows, strict=True):
         meta: dict[str, Any] = {
             "name": layer.name, "kind": layer.kind, "spec": layer.to_spec(),
@@ -197,9 +202,10 @@ def _layer_meta(net: Sequential, max_weights: int, max_maps: int) -> list[dict[s
         weights: dict[str, Any] = {}
         too_big = []
         for key, value in {**layer.params, **layer.buffers}.items():
-            if value.size > max_weights:
+            if value.size > max_weights or value.size > left:
                 too_big.append(key)
                 continue
+            left -= value.size
             weights[key] = {"shape": list(value.shape), "data": b64_float32(value)}
         meta["weights"] = weights
         if too_big:
@@ -350,8 +356,9 @@ def build_data(
     missing = [m["name"] for m in layers if m.get("weights_missing")]
     if missing:
         notes.append(
-            f"The weights of {', '.join(missing)} are larger than {max_weights:,} values and are "
-            "not embedded: clicking their units shows the engine's value only."
+            f"The weights of {', '.join(missing)} are not embedded (over {max_weights:,} values "
+            "in one layer, or past the page's budget): clicking their units shows the engine's "
+            "value only."
         )
     total_params = sum(r.params for r in rows)
     data: dict[str, Any] = {
@@ -436,7 +443,8 @@ def architecture_svg(layers: Sequence[Mapping[str, Any]], input_shape: Sequence[
             o = 0.3 * side(shape[1])  # oblique offset: the W axis going back
             width = d + o
             y0 = top + (box_h - top - (h + o)) / 2 + o
-            front = f"{x:.1f},{y0:.1f} {x + d:.1f},{y0:.1f} {x + d:.1f},{y0 + h:.1f} {x:.1f},{y0 + h:.1f}"
+            front = (f"{x:.1f},{y0:.1f} {x + d:.1f},{y0:.1f} {x + d:.1f},{y0 + h:.1f} "
+                     f"{x:.1f},{y0 + h:.1f}")
             topf = (f"{x:.1f},{y0:.1f} {x + o:.1f},{y0 - o:.1f} {x + d + o:.1f},{y0 - o:.1f} "
                     f"{x + d:.1f},{y0:.1f}")
             sidef = (f"{x + d:.1f},{y0:.1f} {x + d + o:.1f},{y0 - o:.1f} {x + d + o:.1f},"
@@ -804,7 +812,8 @@ def visualize(
 
 __all__ = [
     "DEFAULT_BUDGET_FLOATS", "DEFAULT_MAX_EVAL", "DEFAULT_MAX_MAPS", "DEFAULT_MAX_WEIGHTS",
-    "ModelInfo", "Sample", "load_model", "load_test_set", "TestEval", "architecture_svg", "b64_float32", "build_data", "confusion_html",
-    "curves_svg", "decode_float32", "evaluate_test", "layer_activations", "layer_table_html",
-    "read_metrics_log", "render_html", "serve", "visualize", "write_page",
+    "ModelInfo", "Sample", "TestEval", "architecture_svg", "b64_float32", "build_data",
+    "confusion_html", "curves_svg", "decode_float32", "evaluate_test", "layer_activations",
+    "layer_table_html", "load_model", "load_test_set", "read_metrics_log", "render_html", "serve",
+    "visualize", "write_page",
 ]

@@ -653,8 +653,8 @@
       return;
     }
     const [H, W, D] = fl.shape;
-    const src = fl.layer - 1;
-    const srcName = src < 0 ? "the input" : LAYERS[src].name;
+    const from = fl.layer - 1;
+    const srcName = from < 0 ? "the input" : LAYERS[from].name;
     const n = fl.n;
     let rows = "";
     const shown = Math.min(n, Math.max(D + 4, 8), 20);
@@ -670,9 +670,9 @@
     cv.id = "cn-flat-canvas";
     cv.addEventListener("click", (ev) => {
       const i = Math.min(n - 1, Math.max(0, Math.floor(ev.offsetX / cv.clientWidth * n)));
-      if (src < 0) return;
+      if (from < 0) return;
       const d = i % D, p = (i - d) / D, c = p % W, r = (p - c) / W;
-      explainUnit(src, r, c, d);
+      explainUnit(from, r, c, d);
     });
     document.getElementById("cn-flat-strip").appendChild(cv);
   }
