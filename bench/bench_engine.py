@@ -94,7 +94,7 @@ def main() -> None:
 
         def ours_train():
             loss, d = cn.softmax_cross_entropy(net.forward(x, train=True), y)
-            net.backward(d)
+            net.backward(d, need_dx=False)
             opt.step(net)
 
         def torch_train():

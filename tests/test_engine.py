@@ -305,3 +305,15 @@ def test_state_dict_roundtrip_and_mismatch():
     c = cn.Sequential([cn.Conv(5, 3), cn.BatchNorm(), cn.FC(2)], (5, 5, 1), seed=1)
     with pytest.raises(cn.ShapeError, match="conv1.W: expected shape"):
         c.load_state_dict(a.state_dict())
+
+
+def test_backward_without_input_gradient_gives_same_param_grads():
+    a = cn.Sequential([cn.Conv(4, 3, P=1), cn.ReLU(), cn.FC(3)], (6, 6, 2), seed=0)
+    x = np.random.default_rng(0).random((3, 6, 6, 2), dtype=np.float32)
+    _, d = cn.softmax_cross_entropy(a.forward(x, train=True), np.array([0, 1, 2]))
+    assert a.backward(d).shape == x.shape
+    full = {k: g.copy() for k, _, g in a.parameters()}
+    a.forward(x, train=True)
+    assert a.backward(d, need_dx=False) is None
+    for k, _, g in a.parameters():
+        np.testing.assert_array_equal(g, full[k])

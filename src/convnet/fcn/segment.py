@@ -25,7 +25,7 @@ SEGNET = """INPUT(64x64x1)
     -> CONV(64,F=3,P=2,dilation=2) -> RELU
     -> DECONV(32,F=2,S=2) -> RELU
     -> DECONV(16,F=2,S=2) -> RELU
-    -> CONV(11,F=3,P=1)"""
+    -> CONV(11,F=1)"""
 
 #: a smaller version for tests (32x32 canvases would not hold 2x2 items; same 64x64 input)
 SEGNET_SMALL = """INPUT(64x64x1)

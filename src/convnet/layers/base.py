@@ -103,6 +103,11 @@ class Layer:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def backward_params(self, dout: np.ndarray) -> None:
+        """Fill ``grads`` without computing ``dx`` (for the first layer of a network in training,
+        whose input gradient nobody reads). Layers where ``dx`` is costly override this."""
+        self.backward(dout)
+
     def _check_built(self) -> None:
         if self.output_shape is None:
             raise ShapeError(

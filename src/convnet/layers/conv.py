@@ -50,7 +50,13 @@ class _WindowLayer(Layer):
         return args
 
 
-class Conv(_WindowLayer):
+class _ConvBase(_WindowLayer):
+    def backward_params(self, dout: np.ndarray) -> None:
+        # the input gradient is more than half of a CONV's backward: skip it when unused
+        self.backward(dout, need_dx=False)
+
+
+class Conv(_ConvBase):
     """CONV: ``K`` filters of spatial extent ``F``, stride ``S``, zero padding ``P``.
 
     Each filter is ``F x F x D`` where ``D`` is the input depth (inferred at build, never given);
@@ -139,8 +145,8 @@ class Conv(_WindowLayer):
         )
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dW, db = F_conv.conv2d_backward(dout, self._cache)
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dx, dW, db = F_conv.conv2d_backward(dout, self._cache, need_dx=need_dx)
         self._cache = None
         self.grads["W"] = dW
         if self.bias:
@@ -156,7 +162,7 @@ class Conv(_WindowLayer):
         return args
 
 
-class ConvTranspose(_WindowLayer):
+class ConvTranspose(_ConvBase):
     """Transposed CONV (DECONV): ``K`` output maps; upsamples by the stride ``S``.
 
     It computes the input gradient of the CONV that has the same ``W``: that CONV maps a
@@ -247,8 +253,8 @@ class ConvTranspose(_WindowLayer):
         )
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dW, db = F_conv.conv_transpose2d_backward(dout, self._cache)
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dx, dW, db = F_conv.conv_transpose2d_backward(dout, self._cache, need_dx=need_dx)
         self._cache = None
         self.grads["W"] = dW
         if self.bias:

@@ -207,12 +207,19 @@ class Sequential:
             out = layer.forward(out, train)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Backpropagate ``dout`` (gradient of the loss w.r.t. the scores); fills every layer's
-        ``grads`` and returns the gradient w.r.t. the input."""
-        for layer in reversed(self.layers):
+        ``grads`` and returns the gradient w.r.t. the input.
+
+        ``need_dx=False`` (what training uses) skips the input gradient of the first layer, as
+        PyTorch does for an input that does not require grad, and returns None.
+        """
+        for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
-        return dout
+        if not need_dx:
+            self.layers[0].backward_params(dout)
+            return None
+        return self.layers[0].backward(dout)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Scores in evaluation mode, computed in chunks of ``batch_size``."""
