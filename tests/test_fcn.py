@@ -134,7 +134,6 @@ def unpadded_nets(draw):
     input size that fits, built backwards from the final volume."""
     n_blocks = draw(st.integers(1, 3))
     layers, hw = [], draw(st.integers(1, 3))
-    sizes = [hw]
     for _ in range(n_blocks):
         block = []
         if draw(st.booleans()):
@@ -142,7 +141,7 @@ def unpadded_nets(draw):
             block.append((f"POOL(F={S},S={S})" if S > 1 else "POOL(F=2,S=1)", 2 if S == 1 else S, S))
         F = draw(st.integers(1, 3))
         S = draw(st.sampled_from([1, 1, 2, 3]))
-        block.append((f"RELU", None, None))
+        block.append(("RELU", None, None))
         block.append((f"CONV({draw(st.integers(2, 5))},F={F},S={S})", F, S))
         for text, F_, S_ in block:  # from output towards input
             if F_ is not None:
@@ -317,3 +316,63 @@ def test_conversion_plan_names_each_replacement():
     plan = [(old.kind, new.to_spec() if new else None) for old, new in conversion_plan(net)]
     assert plan == [("CONV", "CONV(8,F=3,S=2,P=1)"), ("RELU", "RELU"),
                     ("GAP", "AVGPOOL(F=5,S=1)"), ("FC", "CONV(4,F=1)")]
+
+
+def test_explain_adds_the_receptive_field_and_the_padding_caveat():
+    text = " ".join(cn.explain("fashion").split())
+    assert "Receptive field of each map unit: 34 input pixels" in text
+    assert "NOT exactly the crop-by-crop scores" in text
+    plain = " ".join(cn.explain("INPUT(8x8x1) -> CONV(4,F=3) -> POOL -> FC(3)").split())
+    assert "No zero padding" in plain
+    assert "Receptive field of each map unit" not in cn.explain("INPUT(8x8x1) -> CONV(2,F=3)")
+
+
+# -------------------------------------------------------------------------------- the CLI
+def test_cli_convert_and_scan(tmp_path, capsys):
+    from PIL import Image
+
+    from convnet.cli.main import main
+
+    net = cn.build("INPUT(12x12x1) -> CONV(4,F=3) -> RELU -> POOL -> FC(8) -> RELU -> FC(3)",
+                   seed=0)
+    model = cn.save(net, tmp_path / "m.npz", classes=["a", "b/c", "d"],
+                    normalizer={"mean": np.array([0.5]), "std": np.array([0.25])})
+    assert main(["convert", str(model), "--fully-convolutional", "-o",
+                 str(tmp_path / "f.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "CONV(8,F=5)" in out and "No zero padding" in out and "wrote" in out
+    fcn = cn.load(tmp_path / "f.npz")
+    assert fcn.classes == ["a", "b/c", "d"] and fcn.normalizer is not None
+    x = rand_images(2, 12, 12, 1)
+    np.testing.assert_allclose(scores_from_map(fcn.forward(x)), net.forward(x), atol=1e-5)
+
+    img = (np.random.default_rng(0).random((21, 17)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "big.png")
+    assert main(["scan", str(model), str(tmp_path / "big.png"), "-o", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "cropped 21x17 -> 20x16" in out and "5x3 map of 3 classes" in out
+    probs = np.load(tmp_path / "s" / "probs.npy")
+    assert probs.shape == (5, 3, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
+    # the map is the classifier on each (normalised) crop
+    crop = (img[None, 4:16, 2:14, None].astype(np.float32) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(probs[2, 1], cn.softmax(net.forward(crop))[0], atol=1e-5)
+    heat = np.asarray(Image.open(tmp_path / "s" / "heat_1_b_c.png"))
+    assert heat.shape == (20, 16, 3)
+    assert "P(b/c)" in (tmp_path / "s" / "scores.txt").read_text()
+
+    assert main(["scan", str(model), str(tmp_path / "big.png"), "-o", str(tmp_path / "t"),
+                 "--no-crop"]) == 2
+    assert "sizes that fit: 12 + 2k" in capsys.readouterr().err
+    assert main(["convert", "vgg16", "--fully-convolutional", "-o", "x.npz"]) == 2
+    assert main(["convert", str(model)]) == 2
+
+
+def test_heat_map_averages_the_crops_covering_each_pixel():
+    from convnet.fcn.scan import heat_map
+
+    values = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
+    heat = heat_map(values, (6, 6), stride=(2, 2), crop=(4, 4))
+    assert heat[0, 0] == 1.0 and heat[5, 5] == 0.0
+    assert heat[2, 2] == pytest.approx(0.25)  # covered by all four crops, one of them 1
+    assert heat[2, 0] == pytest.approx(0.5)  # covered by crops (0,0) and (1,0)

@@ -19,6 +19,7 @@ import os
 import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,8 @@ ALIASES = {
     "digits": "digits", "mnist": "mnist", "fashion-mnist": "fashion-mnist",
     "fashion": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
     "cifar10": "cifar10", "cifar-10": "cifar10", "cifar": "cifar10",
+    "fashion-seg": "fashion-seg", "fashion-segmentation": "fashion-seg",
+    "fashion_seg": "fashion-seg",
 }
 #: Share of the digits held out as the test set, and the seed of that split.
 DIGITS_TEST_FRACTION = 0.2
@@ -207,6 +210,7 @@ def load_dataset(
     test_fraction: float = 0.2,
     seed: int = 0,
     progress: Progress = None,
+    **options: Any,
 ) -> DataSplits:
     """Load a data set by name or path as ``(train, test)``, images float32 in ``[0, 1]``.
 
@@ -226,6 +230,10 @@ def load_dataset(
         seed: seed of those splits. Keep it fixed (it is not the training seed): the test set
             must be the same from run to run.
         progress: called with a line of text before each download.
+        **options: settings of a generated data set: ``fashion-seg`` (Fashion-MNIST items on
+            64x64 canvases, one label per pixel; see :mod:`convnet.data.segmentation`) takes
+            ``n_train``, ``n_test``, ``canvas``, ``items``, ``threshold``; its canvases are drawn
+            from ``seed``.
 
     Returns:
         :class:`DataSplits` ``(train, test)``; each :class:`Dataset` has ``classes`` and
@@ -237,6 +245,9 @@ def load_dataset(
     Raises :class:`DataError` for an unknown name, missing files, or any invalid file.
     """
     key = str(name_or_path).lower()
+    if options and ALIASES.get(key) != "fashion-seg":
+        raise DataError(f"{name_or_path}: unexpected options {sorted(options)} (only generated "
+                        "data sets such as fashion-seg take options)")
     cache = _dl.cache_dir(cache_dir)
     ddir = Path(data_dir).expanduser() if data_dir is not None else None
     canonical = ALIASES.get(key)
@@ -246,6 +257,10 @@ def load_dataset(
         splits = _idx_named(canonical, ddir, cache, download, progress)
     elif canonical == "cifar10":
         splits = _cifar_named(ddir, cache, download, progress)
+    elif canonical == "fashion-seg":
+        from .segmentation import load_fashion_segmentation
+
+        return load_fashion_segmentation(data_dir=data_dir, seed=seed, **options)
     else:
         path = Path(name_or_path).expanduser()
         if not path.exists():

@@ -1,6 +1,7 @@
 """Fully convolutional networks: FC -> CONV conversion, score maps, segmentation.
 
-- :mod:`~convnet.fcn.convert`: :func:`to_fully_convolutional` (also ``net.to_fully_convolutional()``).
+- :mod:`~convnet.fcn.convert`: :func:`to_fully_convolutional` (or
+  ``net.to_fully_convolutional()``).
 - :mod:`~convnet.fcn.maps`: :func:`score_map` (one pass over a larger image), :func:`crop_scores`
   (the crop-by-crop reference), :func:`total_stride`, :func:`sizes_that_fit`,
   :func:`check_input_size`, :func:`interior_units`.

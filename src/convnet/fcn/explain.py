@@ -123,8 +123,8 @@ def conversion_text(net: Sequential, image_size: Sequence[int] | None = None) ->
 
     >>> import convnet as cn
     >>> net = cn.build("INPUT(8x8x1) -> CONV(4,F=3) -> POOL -> FC(16) -> FC(3)", weights=False)
-    >>> print(conversion_text(net, (12, 12)).splitlines()[-3])
-    On a 12x12x1 image: (12 - 8)/2 + 1 = 3, a 3x3x3 map of scores: the 9 crops of 8x8, 2 pixels apart, in one pass.
+    >>> "On a 12x12x1 image: (12 - 8)/2 + 1 = 3, a 3x3x3 map" in conversion_text(net, (12, 12))
+    True
     """
     from convnet.fcn import maps
 
@@ -167,4 +167,20 @@ def conversion_text(net: Sequential, image_size: Sequence[int] | None = None) ->
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["conversion_steps", "conversion_text", "padding_caveat"]
+def map_notes(net: Sequential) -> list[str]:
+    """What ``convnet explain`` adds after its FC -> CONV section: the receptive field of each
+    score-map unit and the zero-padding caveat. Empty for a network without a whole-pixel crop
+    grid (a vector input, or DECONV upsampling past the input's resolution)."""
+    from convnet.fcn import maps
+
+    if len(net.input_shape) != 3:
+        return []
+    try:
+        fcn = maps.as_fully_convolutional(net)
+        T = maps.total_stride(fcn)
+    except ConfigError:
+        return []
+    return [_rf_text(fcn, T), padding_caveat(net)]
+
+
+__all__ = ["conversion_steps", "conversion_text", "map_notes", "padding_caveat"]

@@ -2,20 +2,24 @@
 
 How it is computed (and what it costs):
 
-- **im2col.** Every receptive field of the (zero-padded) input is gathered ONCE into a contiguous
+- **im2col.** Every receptive field of the (zero-padded) input is gathered into a contiguous
   matrix ``cols`` of shape ``(N*Ho*Wo, Fh*Fw*D)``, columns ordered ``(fh, fw, d)`` to match the
   weight layout ``W (K, Fh, Fw, D)``, so ``W.reshape(K, -1)`` is the weight matrix with no transpose
-  copy. The convolution is then one GEMM, ``cols @ W2d.T`` (BLAS reads the transposed view through
+  copy. The convolution is then a GEMM, ``cols @ W2d.T`` (BLAS reads the transposed view through
   its ``trans`` flag). The gather reads a :func:`~numpy.lib.stride_tricks.sliding_window_view`
   (a view: strides and dilation are slices of it) and costs one pass writing ``Fh*Fw`` times the
-  input. ``cols`` is kept in the cache, so the weight gradient is one more GEMM,
-  ``dout2d.T @ cols``, never a second gather. Memory: ``Fh*Fw`` copies of the input per layer.
-  With a bias, ``cols`` carries one extra column of ones, so the bias is added inside the GEMM
-  and ``db`` falls out of the weight-gradient GEMM (no separate pass over ``(M, K)`` for either).
-- **col2im.** The input gradient is the transposed convolution: ``dcols = dout2d @ W2d`` (one
-  GEMM, laid out offset-major) scattered back by ``Fh*Fw`` strided slice-adds, one per kernel
-  offset (a Python loop over the kernel only, never over pixels or batch items; ``np.add.at``
-  measured 16x slower, 65 vs 4 ms).
+  input. With a bias, ``cols`` carries one extra column of ones, so the bias is added inside the
+  GEMM and ``db`` falls out of the weight-gradient GEMM (no separate pass over ``(M, K)``).
+- **Blocks, not whole matrices.** ``cols`` is gathered and consumed :data:`BLOCK_BYTES` (a few
+  images) at a time, in a reused per-thread scratch buffer: the GEMM reads it from cache, and a
+  layer keeps only its input for the backward pass, not ``Fh*Fw`` copies of it (the whole matrix
+  was 151 MB for cifar10's second layer at batch 128; PyTorch's whole training step peaks below
+  that). The price is a second gather for the weight gradient, ``cols.T @ dout2d``; measured,
+  the blocked forward + backward was faster than the cached whole matrix anyway.
+- **col2im.** The input gradient is the transposed convolution: ``dcols = dout2d @ W2d`` (a
+  GEMM per block) scattered back by ``Fh*Fw`` strided slice-adds, one per kernel offset (a
+  Python loop over the kernel only, never over pixels or batch items; ``np.add.at`` measured
+  16x slower, 65 vs 4 ms).
 - **One kernel both ways.** :func:`conv2d_input_grad` is the only col2im. The convolution's
   backward uses it for ``dx``; :func:`conv_transpose2d_forward` IS it (plus bias). Conversely the
   transposed convolution's ``dx`` is the ordinary convolution's forward core and its ``dW`` is the
@@ -37,6 +41,9 @@ Shape conventions (pairs are ``(rows, cols)``):
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -55,41 +62,87 @@ def _out_hw(in_hw: Pair, F: Pair, stride: Pair, pad: Pair, dilation: Pair) -> Pa
     )
 
 
+#: Target size of one block of the im2col matrix. The gather and the GEMMs that read it run
+#: block by block over the batch: the block is still in cache when BLAS reads it, and a layer
+#: never holds more than this (plus its input) instead of ``Fh*Fw`` copies of its whole input.
+#: 4 MiB measured best on this machine among 1, 2, 4, 8, 16 MiB and the whole batch at once.
+BLOCK_BYTES = 4 * 2**20
+
+# Scratch arrays are reused across calls (per thread, so two networks in two threads never
+# share one): a fresh multi-MiB np.empty is an mmap whose pages the kernel must zero on first
+# touch, every call. Buffers above _SCRATCH_KEEP (a single huge image) are not kept.
+_SCRATCH_KEEP = 64 * 2**20
+_tls = threading.local()
+
+
+def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array of ``shape`` backed by this thread's reusable buffer ``slot``.
+
+    Valid until the next call with the same slot: callers use it within one kernel call only.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    buf = bufs.get(slot)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+        if nbytes <= _SCRATCH_KEEP:
+            bufs[slot] = buf
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def _blocks(N: int, bytes_per_image: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` ranges of images whose im2col block is about :data:`BLOCK_BYTES`."""
+    step = max(1, BLOCK_BYTES // max(1, bytes_per_image))
+    for start in range(0, N, step):
+        yield start, min(N, start + step)
+
+
 def _padded_input(x: np.ndarray, pad: Pair, need_hw: Pair) -> np.ndarray:
     """The rows/cols ``-P .. need - P - 1`` of ``x``, zeros outside: exactly what the windows read.
 
     ``need_hw`` can be smaller than ``H + 2P`` (floor mode never reads the last rows), so only the
     part that is read is copied. Without padding or cropping ``x`` itself is returned (no copy).
+    The copy lives in a scratch buffer (only its border is zeroed, the interior written once).
     """
     N, H, W, D = x.shape
     (ph, pw), (nh, nw) = pad, need_hw
     if ph == pw == 0 and nh <= H and nw <= W:
         return x[:, :nh, :nw]
-    # np.zeros is calloc'd (lazily zeroed pages); only the interior is written, once.
-    xp = np.zeros((N, nh, nw, D), dtype=x.dtype)
+    xp = _scratch("pad", (N, nh, nw, D), x.dtype)
     h, w = max(0, min(H, nh - ph)), max(0, min(W, nw - pw))
+    xp[:, :ph] = 0
+    xp[:, ph + h:] = 0
+    xp[:, ph:ph + h, :pw] = 0
+    xp[:, ph:ph + h, pw + w:] = 0
     xp[:, ph:ph + h, pw:pw + w] = x[:, :h, :w]
     return xp
 
 
+def _is_pointwise(F: Pair, pad: Pair) -> bool:
+    """A 1x1 unpadded window: the receptive field is one pixel, im2col is (a view of) x."""
+    return tuple(F) == (1, 1) and tuple(pad) == (0, 0)
+
+
 def _im2col(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
-            out_hw: Pair, ones_column: bool = False) -> np.ndarray:
+            out_hw: Pair, ones_column: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Gather every receptive field: ``(N*Ho*Wo, Fh*Fw*D)``, columns in ``(fh, fw, d)`` order.
 
     ``out_hw`` is given rather than derived so that callers on a grid smaller than the largest
     one that fits (the transposed conv with ``output_padding >= S``) read only the positions they
-    need. ``ones_column=True`` appends a column of ones (see :func:`_conv_core`); the 1x1 fast
-    path ignores it, since adding it would cost the very copy that path avoids.
+    need. ``ones_column=True`` appends a column of ones (see :func:`_conv_gemms`); the 1x1 path
+    ignores it, since adding it would cost the very copy that path avoids. ``out`` is where to
+    write (a fresh array if None).
     """
     N, H, W, D = x.shape
     (Fh, Fw), (sh, sw), (dh, dw), (Ho, Wo) = F, stride, dilation, out_hw
     M, FFD = N * Ho * Wo, Fh * Fw * D
-    if Fh == Fw == 1 and tuple(pad) == (0, 0):
-        # 1x1 unpadded: the receptive field is one pixel. At stride 1 this is a free reshape of x.
+    if _is_pointwise(F, pad):
+        # At stride 1 this is a free reshape of x.
         return x[:, : (Ho - 1) * sh + 1 : sh, : (Wo - 1) * sw + 1 : sw].reshape(M, D)
     feh, few = effective_extent(Fh, dh), effective_extent(Fw, dw)
     xp = _padded_input(x, pad, ((Ho - 1) * sh + feh, (Wo - 1) * sw + few))
-    buf = np.empty((M, FFD + ones_column), dtype=x.dtype)
+    buf = np.empty((M, FFD + ones_column), dtype=x.dtype) if out is None else out
     if ones_column:
         buf[:, FFD] = 1
     # A view of buf's first FFD columns split into (N, Ho, Wo, Fh, Fw, D): both splits follow
@@ -116,6 +169,45 @@ def _sum_rows(a: np.ndarray) -> np.ndarray:
     return np.ones(a.shape[0], dtype=a.dtype) @ a
 
 
+def _conv_gemms(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair, out_hw: Pair,
+                *, W2d: np.ndarray | None = None, ones_column: bool = False,
+                gout: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The GEMMs that read the im2col matrix ``cols`` of ``x`` on the grid ``out_hw``.
+
+    - ``W2d`` given: ``out = cols @ W2d.T``, the convolution, ``(N, Ho, Wo, K)``.
+    - ``gout`` given (an output gradient ``(N, Ho, Wo, G)``): ``g = cols.T @ gout2d``,
+      ``(Fh*Fw*D [+1], G)``, the weight gradient (transposed; its last row is the bias gradient
+      when ``ones_column``).
+
+    ``cols`` is never built whole: it is gathered :data:`BLOCK_BYTES` at a time over the batch
+    into a reused scratch buffer and consumed by both GEMMs while it is in cache. So a forward
+    pass keeps its input, not its im2col matrix, and the weight gradient gathers again: one more
+    pass over ``Fh*Fw`` times the input per layer, bought back by the cache-resident GEMMs and
+    by never allocating (nor page-faulting) ``Fh*Fw`` copies of every activation.
+    ``cols.T @ gout`` rather than ``gout.T @ cols``: the same product, but OpenBLAS with 2 threads
+    took 40x longer on the latter's shape (64 x 25088 x 289) on this machine.
+    """
+    N = x.shape[0]
+    Ho, Wo = out_hw
+    out = None if W2d is None else np.empty((N, Ho, Wo, W2d.shape[0]), dtype=x.dtype)
+    if _is_pointwise(F, pad):
+        cols = _im2col(x, F, stride, pad, dilation, out_hw)
+        if out is not None:
+            np.matmul(cols, W2d.T, out=out.reshape(-1, W2d.shape[0]))
+        return out, (None if gout is None else cols.T @ gout.reshape(len(cols), -1))
+    width = F[0] * F[1] * x.shape[3] + ones_column
+    g = None
+    for n0, n1 in _blocks(N, Ho * Wo * width * x.itemsize):
+        block = _scratch("cols", ((n1 - n0) * Ho * Wo, width), x.dtype)
+        cols = _im2col(x[n0:n1], F, stride, pad, dilation, out_hw, ones_column, out=block)
+        if out is not None:
+            np.matmul(cols, W2d.T, out=out[n0:n1].reshape(-1, W2d.shape[0]))
+        if gout is not None:
+            part = cols.T @ gout[n0:n1].reshape(len(cols), -1)
+            g = part if g is None else np.add(g, part, out=g)
+    return out, g
+
+
 def _axis_span(offset: int, S: int, n_out: int, n_in: int) -> tuple[int, int, int] | None:
     """Output positions ``o`` whose input index ``o*S + offset`` lies in ``[0, n_in)``.
 
@@ -129,19 +221,19 @@ def _axis_span(offset: int, S: int, n_out: int, n_in: int) -> tuple[int, int, in
     return lo, hi - lo + 1, lo * S + offset
 
 
-def _col2im(dcols: np.ndarray, out_hw: Pair, in_hw: Pair, F: Pair, stride: Pair, pad: Pair,
-            dilation: Pair) -> np.ndarray:
-    """Scatter-add ``dcols (Fh*Fw, N*Ho*Wo, D)`` back to ``(N, H, W, D)``.
+def _col2im(dcols: np.ndarray, dx: np.ndarray, out_hw: Pair, F: Pair, stride: Pair, pad: Pair,
+            dilation: Pair) -> None:
+    """Scatter-add ``dcols (n*Ho*Wo, Fh*Fw*D)`` into ``dx (n, H, W, D)`` (overwriting it).
 
     Each kernel offset adds one strided slice, clipped to the real input so the padding never
-    needs a buffer (no padded copy, no final crop pass). The columns come offset-major, so each
-    slice-add reads a contiguous block: 2x faster than reading every ``Fh*Fw``-th run of ``D``
-    from the ``(M, Fh*Fw*D)`` layout (3.5 vs 7 ms for 128x14x14x32, F=3).
+    needs a buffer (no padded copy, no final crop pass): a Python loop over the kernel only,
+    never over pixels or batch items (``np.add.at`` measured 16x slower, 65 vs 4 ms). Callers
+    pass one cache-sized block of images at a time, so the ``Fh*Fw`` passes over ``dx`` hit cache.
     """
-    _, M, D = dcols.shape
-    (Ho, Wo), (H, W), (Fh, Fw) = out_hw, in_hw, F
+    n, H, W, D = dx.shape
+    (Ho, Wo), (Fh, Fw) = out_hw, F
     (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilation
-    N = M // (Ho * Wo)
+    blocks = dcols.reshape(n, Ho, Wo, Fh * Fw, D)
     spans = []
     for i in range(Fh):
         r = _axis_span(i * dh - ph, sh, Ho, H)
@@ -149,58 +241,60 @@ def _col2im(dcols: np.ndarray, out_hw: Pair, in_hw: Pair, F: Pair, stride: Pair,
             c = _axis_span(j * dw - pw, sw, Wo, W)
             if r is not None and c is not None:
                 spans.append((i * Fw + j, r, c))
-    # At stride 1 an offset usually covers every input pixel (the centre one under "same"
-    # padding): it is written first with a plain copy into an uninitialised dx, which saves
-    # zero-filling dx and reading those zeros back (one pass over dx of Fh*Fw + 1).
+    # Two ways to skip zero-filling dx (and reading those zeros back):
+    # - at stride 1 an offset usually covers every input pixel (the centre one under "same"
+    #   padding): it goes first, as a plain copy;
+    # - windows that cannot overlap (S >= the dilated extent, e.g. a 2x2 stride-2 DECONV) give
+    #   every pixel at most one term: all copies, and zeroing only if some pixel gets none.
+    disjoint = sh >= effective_extent(Fh, dh) and sw >= effective_extent(Fw, dw)
     full = [k for k, (_, r, c) in enumerate(spans)
-            if sh == sw == 1 and r[1] == H and c[1] == W]
+            if r[1] == H and c[1] == W and sh == sw == 1]
     if full:
         spans.insert(0, spans.pop(full[0]))
-        dx = np.empty((N, H, W, D), dtype=dcols.dtype)
-    else:
-        dx = np.zeros((N, H, W, D), dtype=dcols.dtype)
-    for n, (f, (ho, nh, ih), (wo, nw, iw)) in enumerate(spans):
-        block = dcols[f].reshape(N, Ho, Wo, D)[:, ho : ho + nh, wo : wo + nw]
+    elif not (disjoint and sum(r[1] * c[1] for _, r, c in spans) == H * W):
+        dx[...] = 0
+    for k, (f, (ho, nh, ih), (wo, nw, iw)) in enumerate(spans):
+        block = blocks[:, ho : ho + nh, wo : wo + nw, f]
         target = dx[:, ih : ih + (nh - 1) * sh + 1 : sh, iw : iw + (nw - 1) * sw + 1 : sw]
-        if n == 0 and full:
+        if disjoint or (k == 0 and full):
             np.copyto(target, block)
         else:
             target += block
-    return dx
 
 
 def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair, pad: Pair,
-               dilation: Pair, out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """The convolution on the grid ``out_hw``: ``(out (N, Ho, Wo, K), cols)``.
+               dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """The convolution on the grid ``out_hw``: ``out (N, Ho, Wo, K)``.
 
     With a bias, ``cols`` gets a column of ones and the GEMM multiplies by ``[W2d | b]``: the bias
     is added inside the GEMM (saving a read-write pass over the output, 1.5 ms of 3.2 for the
     reference network's first layer), and the weight-gradient GEMM then yields ``db`` as its
-    last column for free.
+    last row for free.
     """
     K, Fh, Fw, _ = W.shape
-    cols = _im2col(x, (Fh, Fw), stride, pad, dilation, out_hw, ones_column=b is not None)
     W2d = W.reshape(K, -1)
-    fused = b is not None and cols.shape[1] > W2d.shape[1]        # False on the 1x1 path
+    fused = b is not None and not _is_pointwise((Fh, Fw), pad)
     if fused:
         W2d = np.concatenate([W2d, b.reshape(K, 1).astype(W.dtype, copy=False)], axis=1)
-    out = cols @ W2d.T                                    # the one GEMM: (M, FFD) x (FFD, K)
+    out, _ = _conv_gemms(x, (Fh, Fw), stride, pad, dilation, out_hw, W2d=W2d, ones_column=fused)
     if b is not None and not fused:
         out += b                                          # in place: no second (M, K) array
-    return out.reshape(x.shape[0], out_hw[0], out_hw[1], K), cols
+    return out
 
 
-def _weight_grad(cols: np.ndarray, dout2d: np.ndarray, W_shape: tuple[int, ...],
-                 has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``dW = dout2d.T @ cols``: (K, M) x (M, FFD) lands directly in W's ``(K, Fh, Fw, D)``.
-
-    When ``cols`` carries the ones column, its product is ``db``; otherwise ``db`` is summed.
-    """
-    FFD = W_shape[1] * W_shape[2] * W_shape[3]
-    g = dout2d.T @ cols
-    if g.shape[1] == FFD:
-        return g.reshape(W_shape), (_sum_rows(dout2d) if has_b else None)
-    return np.ascontiguousarray(g[:, :FFD]).reshape(W_shape), (g[:, FFD].copy() if has_b else None)
+def _weight_grad(x: np.ndarray, dout: np.ndarray, W_shape: tuple[int, ...], stride: Pair,
+                 pad: Pair, dilation: Pair, has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dW`` ``(K, Fh, Fw, D)`` (and ``db``) of the convolution of ``x`` whose output gradient
+    is ``dout``: ``(cols.T @ dout2d).T``, with ``db`` from the ones column when there is one."""
+    K, Fh, Fw, D = W_shape
+    ones = has_b and not _is_pointwise((Fh, Fw), pad)
+    _, g = _conv_gemms(x, (Fh, Fw), stride, pad, dilation, dout.shape[1:3], ones_column=ones,
+                       gout=dout)
+    FFD = Fh * Fw * D
+    dW = np.ascontiguousarray(g[:FFD].T).reshape(W_shape)     # a (K, FFD) transpose: tiny
+    if not has_b:
+        return dW, None
+    return dW, (g[FFD].copy() if ones else _sum_rows(dout.reshape(-1, K)))
 
 
 # ----------------------------------------------------------------------------------- conv2d
@@ -227,8 +321,8 @@ def conv2d_forward(
     """
     K, Fh, Fw, _ = W.shape
     out_hw = _out_hw(x.shape[1:3], (Fh, Fw), stride, pad, dilation)
-    out, cols = _conv_core(x, W, b, stride, pad, dilation, out_hw)
-    return out, (cols, W, x.shape[1:3], b is not None, stride, pad, dilation)
+    out = _conv_core(x, W, b, stride, pad, dilation, out_hw)
+    return out, (x, W, b is not None, stride, pad, dilation)
 
 
 def conv2d_backward(
@@ -242,9 +336,9 @@ def conv2d_backward(
     Shape:
         - dout: ``(N, Ho, Wo, K)`` -> dx ``(N, H, W, D)``, dW ``(K, Fh, Fw, D)``, db ``(K,)``
     """
-    cols, W, in_hw, has_b, stride, pad, dilation = cache
-    dW, db = _weight_grad(cols, dout.reshape(-1, W.shape[0]), W.shape, has_b)
-    dx = conv2d_input_grad(dout, W, in_hw, stride, pad, dilation) if need_dx else None
+    x, W, has_b, stride, pad, dilation = cache
+    dW, db = _weight_grad(x, dout, W.shape, stride, pad, dilation, has_b)
+    dx = conv2d_input_grad(dout, W, x.shape[1:3], stride, pad, dilation) if need_dx else None
     return dx, dW, db
 
 
@@ -255,7 +349,8 @@ def conv2d_input_grad(
     """Gradient of a convolution with respect to its input: THE transposed-convolution kernel.
 
     ``col2im(dout @ W)``: the GEMM ``(N*Ho*Wo, K) x (K, Fh*Fw*D)``, then ``Fh*Fw`` strided
-    slice-adds into a zeroed ``dx``.
+    slice-adds, both done one cache-sized block of images at a time (the block of ``dcols``
+    lives in a reused scratch buffer).
     The output grid is ``dout``'s own (not re-derived), so any grid that fits inside
     ``input_hw`` works: floor-cropped convolutions (positions no window reads get zero), and
     transposed convolutions whose output padding leaves rows no input reaches.
@@ -265,13 +360,15 @@ def conv2d_input_grad(
     """
     N, Ho, Wo, K = dout.shape
     _, Fh, Fw, D = W.shape
-    # dcols[f] = dout2d @ W[:, f, :] for each kernel offset f: the same GEMM as dout2d @ W2d, run
-    # as Fh*Fw BLAS calls on strided views of W (no copy) so the columns come out offset-major.
-    dcols = np.matmul(dout.reshape(-1, K), W.reshape(K, Fh * Fw, D).transpose(1, 0, 2))
-    if Fh == Fw == 1 and tuple(pad) == (0, 0) and tuple(stride) == (1, 1) \
-            and (Ho, Wo) == tuple(input_hw):
-        return dcols.reshape(N, Ho, Wo, D)                # 1x1: every pixel is its own window
-    return _col2im(dcols, (Ho, Wo), input_hw, (Fh, Fw), stride, pad, dilation)
+    W2d = W.reshape(K, -1)
+    if _is_pointwise((Fh, Fw), pad) and tuple(stride) == (1, 1) and (Ho, Wo) == tuple(input_hw):
+        return (dout.reshape(-1, K) @ W2d).reshape(N, Ho, Wo, D)   # every pixel its own window
+    dx = np.empty((N, *input_hw, D), dtype=dout.dtype)
+    for n0, n1 in _blocks(N, Ho * Wo * W2d.shape[1] * dout.itemsize):
+        dcols = _scratch("dcols", ((n1 - n0) * Ho * Wo, W2d.shape[1]), dout.dtype)
+        np.matmul(dout[n0:n1].reshape(-1, K), W2d, out=dcols)
+        _col2im(dcols, dx[n0:n1], (Ho, Wo), (Fh, Fw), stride, pad, dilation)
+    return dx
 
 
 def conv2d_weight_grad(
@@ -280,15 +377,13 @@ def conv2d_weight_grad(
 ) -> np.ndarray:
     """Gradient of a convolution with respect to its filters, from the input ``x``.
 
-    Gathers ``x`` (im2col) on ``dout``'s grid and does one GEMM. :func:`conv2d_backward` skips the
-    gather by reusing the matrix cached by the forward pass.
+    Gathers ``x`` (im2col, block by block) on ``dout``'s grid and multiplies by ``dout``.
 
     Shape:
         - x: ``(N, H, W, D)``; dout: ``(N, Ho, Wo, K)``; F: ``(Fh, Fw)`` -> dW: ``(K, Fh, Fw, D)``
     """
-    N, Ho, Wo, K = dout.shape
-    cols = _im2col(x, F, stride, pad, dilation, (Ho, Wo))
-    return _weight_grad(cols, dout.reshape(-1, K), (K, F[0], F[1], x.shape[3]), False)[0]
+    K = dout.shape[3]
+    return _weight_grad(x, dout, (K, F[0], F[1], x.shape[3]), stride, pad, dilation, False)[0]
 
 
 # ------------------------------------------------------------------------ conv_transpose2d
@@ -341,15 +436,14 @@ def conv_transpose2d_backward(
         - dout: ``(N, Ho, Wo, K)`` -> dx ``(N, H, W, D)``, dW ``(D, Fh, Fw, K)``, db ``(K,)``
     """
     x, W, has_b, stride, pad, dilation = cache
-    N, H, Wd, D = x.shape
+    D, Fh, Fw, K = W.shape
+    H, Wd = x.shape[1:3]
     # The grid is x's own: with output_padding >= S the convolution would fit one more position,
-    # which the forward never produced.
-    if need_dx:
-        dx, cols = _conv_core(dout, W, None, stride, pad, dilation, (H, Wd))
-    else:
-        dx, cols = None, _im2col(dout, W.shape[1:3], stride, pad, dilation, (H, Wd))
-    dW, _ = _weight_grad(cols, x.reshape(-1, D), W.shape, False)
-    db = _sum_rows(dout.reshape(-1, W.shape[3])) if has_b else None
+    # which the forward never produced. One pass over the blocks of dout's im2col feeds both.
+    dx, g = _conv_gemms(dout, (Fh, Fw), stride, pad, dilation, (H, Wd),
+                        W2d=W.reshape(D, -1) if need_dx else None, gout=x)
+    dW = np.ascontiguousarray(g.T).reshape(W.shape)
+    db = _sum_rows(dout.reshape(-1, K)) if has_b else None
     return dx, dW, db
 
 

@@ -359,6 +359,12 @@ def derive(source: Source, input_shape: tuple[int, ...] | None = None) -> Deriva
         lines.append("")
         for i, line in enumerate(fcn):
             lines += _wrap(line, "") if i == 0 else [line]
+        if isinstance(net, Sequential) and any(r.kind in ("FC", "GAP") for r in rows):
+            from convnet.fcn.explain import map_notes
+
+            # what each map unit sees, and whether the map equals the crop-by-crop scores
+            for note in map_notes(net):
+                lines += _wrap(note)
     return Derivation("\n".join(lines) + "\n", None)
 
 

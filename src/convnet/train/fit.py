@@ -358,7 +358,7 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(*args)
 
-    def _stop_nan(self, what: str, value: float) -> None:
+    def _stop_nan(self, what: str) -> None:
         lr = self.optimizer.lr
         saved = ""
         if self.last_saved is not None:
@@ -366,7 +366,7 @@ class Trainer:
             saved = f" The last good checkpoint, {p} (epoch {e}), is kept."
         self.stop_reason = "nan"
         self.stop_message = (
-            f"{what} is {value} at epoch {self.epoch + 1}, batch {self._batch + 1}/"
+            f"{what} at epoch {self.epoch + 1}, batch {self._batch + 1}/"
             f"{self.steps_per_epoch} (step {self.step}, lr {lr:g}): training diverged and was "
             f"stopped.{saved} Lower the learning rate (e.g. {lr / 10:g}), or check the data "
             "for extreme values."
@@ -382,13 +382,16 @@ class Trainer:
             xb = self._normalize(xb)
         if self.schedule is not None:
             self.optimizer.lr = self.schedule(self.step)
-        scores = self.net.forward(xb, train=True)
+        # A diverging run overflows inside the layers; that is reported below, once, clearly,
+        # instead of as a stream of RuntimeWarnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.net.forward(xb, train=True)
         if not np.all(np.isfinite(scores)):
-            self._stop_nan("the network output", float("nan"))
+            self._stop_nan("the network's output holds NaN or Inf")
             return False
         loss, dscores = softmax_cross_entropy(scores, yb)
         if not math.isfinite(loss):
-            self._stop_nan("the loss", loss)
+            self._stop_nan(f"the loss is {loss}")
             return False
         self.net.backward(dscores)
         self.optimizer.step(self.net)
@@ -403,8 +406,8 @@ class Trainer:
         logs: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "step": self.step,
-            "loss": loss_sum / positions,
-            "accuracy": correct / positions,
+            "loss": float(loss_sum / positions),
+            "accuracy": float(correct / positions),
         }
         if self.val is not None:
             vx, vy = self.val
@@ -416,7 +419,7 @@ class Trainer:
             logs["val_accuracy"] = float(np.count_nonzero(scores.argmax(-1) == vy) / vy.size)
         logs["lr"] = float(self.optimizer.lr)
         logs["time_s"] = self._epoch_time
-        logs["images_per_s"] = images / self._epoch_time if self._epoch_time > 0 else 0.0
+        logs["images_per_s"] = float(images / self._epoch_time) if self._epoch_time > 0 else 0.0
         return logs
 
     def run(self) -> History:
@@ -448,7 +451,7 @@ class Trainer:
                 self._order = None
                 self.history.epochs.append(logs)
                 if not math.isfinite(logs.get("val_loss", 0.0)):
-                    self._stop_nan("the validation loss", logs["val_loss"])
+                    self._stop_nan(f"the validation loss is {logs['val_loss']}")
                     break
                 self._emit("on_epoch_end", self.epoch - 1, logs)
                 if self.stop_requested and self.stop_reason is None:

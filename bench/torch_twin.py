@@ -1,0 +1,96 @@
+"""A PyTorch twin of a convnet network: same layers, same initial weights, NCHW.
+
+Used by the benchmark so that both systems run exactly the same computation. Weights are copied
+from the convnet layers (CONV ``(K, F, F, D)`` -> torch ``(K, D, F, F)``; DECONV ``(D, F, F, K)``
+-> torch ``(D, K, F, F)``; FC ``(n, K)`` -> torch ``(K, n)``); before the first FC the volume is
+flattened in convnet's NHWC order (``permute(0, 2, 3, 1)``), so the scores agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def to_torch(net: Any) -> Any:
+    """``torch.nn.Module`` computing the same function as the convnet ``Sequential`` ``net``."""
+    import torch
+    from torch import nn
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    mods: list[nn.Module] = []
+    flat = False
+    for layer in net.layers:
+        kind = layer.kind
+        if kind == "CONV":
+            w = layer.window
+            m = nn.Conv2d(layer.input_shape[2], layer.K, w.F, w.S, w.P, w.dilation,
+                          bias=layer.bias)
+            with torch.no_grad():
+                m.weight.copy_(t(layer.params["W"].transpose(0, 3, 1, 2)))
+                if layer.bias:
+                    m.bias.copy_(t(layer.params["b"]))
+        elif kind == "DECONV":
+            w = layer.window
+            m = nn.ConvTranspose2d(layer.input_shape[2], layer.K, w.F, w.S, w.P,
+                                   layer.output_padding, bias=layer.bias, dilation=w.dilation)
+            with torch.no_grad():
+                m.weight.copy_(t(layer.params["W"].transpose(0, 3, 1, 2)))
+                if layer.bias:
+                    m.bias.copy_(t(layer.params["b"]))
+        elif kind == "FC":
+            lin = nn.Linear(int(np.prod(layer.input_shape)), layer.K, bias=layer.bias)
+            with torch.no_grad():
+                lin.weight.copy_(t(layer.params["W"].T))
+                if layer.bias:
+                    lin.bias.copy_(t(layer.params["b"]))
+            if not flat and len(layer.input_shape) == 3:
+                mods.append(_NHWCFlatten())
+                flat = True
+            m = lin
+        elif kind == "FLATTEN":
+            m, flat = _NHWCFlatten(), True
+        elif kind == "RELU":
+            m = nn.ReLU()
+        elif kind == "POOL":
+            w = layer.window
+            m = nn.MaxPool2d(w.F, w.S, w.P)
+        elif kind == "AVGPOOL":
+            w = layer.window
+            m = nn.AvgPool2d(w.F, w.S, w.P)
+        elif kind == "GAP":
+            m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        elif kind == "TANH":
+            m = nn.Tanh()
+        elif kind == "SIGMOID":
+            m = nn.Sigmoid()
+        else:
+            raise NotImplementedError(f"no torch twin for {kind}")
+        mods.append(m)
+    return nn.Sequential(*mods)
+
+
+def _flatten_module() -> Any:
+    from torch import nn
+
+    class NHWCFlatten(nn.Module):
+        """Flatten an NCHW volume in convnet's NHWC order, so FC weights mean the same."""
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x
+
+    return NHWCFlatten
+
+
+def _NHWCFlatten() -> Any:  # noqa: N802 - reads like the class it makes
+    return _flatten_module()()
+
+
+def nchw(x: np.ndarray) -> Any:
+    """An NHWC batch as a contiguous NCHW torch tensor (done once, outside the timed region)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))

@@ -1,0 +1,354 @@
+"""``convnet train``: train a network on a data set, with checkpoints and a metrics log.
+
+With no arguments: the zoo "digits" network on the built-in 8x8 handwritten digits (from
+scikit-learn, no download), SGD with Nesterov momentum and a cosine schedule; it reaches about
+98% test accuracy in seconds.
+
+Every epoch prints a line (loss, accuracy, validation, images/s) on stderr, appends to
+metrics.csv and metrics.jsonl, and saves last.npz (and best.npz when validation accuracy
+improves) in the run directory. The first Ctrl-C or SIGTERM finishes the batch, saves last.npz
+and exits with status 130; --resume DIR continues exactly where it stopped. A NaN or Inf loss
+stops training (exit status 1) and keeps the last good checkpoint.
+
+examples:
+  convnet train
+  convnet train --data fashion --epochs 10 --out runs/fashion
+  convnet train --arch "INPUT(8x8x1) -> CONV(8,F=3,P=1) -> RELU -> POOL -> FC(10)" --lr 0.1
+  convnet train --resume runs/fashion --epochs 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from convnet.errors import ConfigError, ShapeError
+
+# The recipe for each data set when the command line does not say otherwise; measured so that
+# `convnet train` on digits stays >= 97% test accuracy over seeds 0-4 (97.8-98.3%).
+RECIPES: dict[str, dict[str, Any]] = {
+    # threads=1: these matrices are so small that a second BLAS thread costs more in
+    # synchronisation than it computes (measured: 4 epochs in 3.8 s with one thread, 8 s with two)
+    "digits": dict(arch="digits", optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                   schedule="cosine", epochs=20, batch_size=32, threads=1),
+    "fashion-mnist": dict(arch="fashion", optimizer="adam", lr=1e-3, weight_decay=None,
+                          momentum=None, schedule="cosine", epochs=10, batch_size=64),
+    "mnist": dict(arch="fashion", optimizer="adam", lr=1e-3, weight_decay=None, momentum=None,
+                  schedule="cosine", epochs=5, batch_size=64),
+    "cifar10": dict(arch="cifar10", optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                    schedule="cosine", epochs=30, batch_size=128),
+}
+FALLBACK = dict(arch=None, optimizer="adam", lr=1e-3, weight_decay=None, momentum=None,
+                schedule="cosine", epochs=10, batch_size=64)
+# Settings a resumed run takes from its checkpoint; changing them would not be a continuation.
+FIXED_ON_RESUME = ("arch", "data", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                   "batch_size", "seed", "augment", "val_split", "early_stop")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}") \
+            from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, received {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction 0 <= f < 1 (0 disables validation), received {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from convnet.optim import SCHEDULE_NAMES
+
+    g = parser.add_argument_group("what to train")
+    g.add_argument("--arch", metavar="SPEC|FILE|ZOO", default=None,
+                   help="architecture: spec text, a spec file or a zoo name (default: the zoo "
+                        "network made for the data set, e.g. 'digits')")
+    g.add_argument("--data", metavar="NAME|PATH", default=None,
+                   help="digits (default, built in), mnist, fashion, cifar10, or a directory")
+    g.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="where a named data set's files are")
+    g.add_argument("--download", action="store_true",
+                   help="download a missing data set from its mirrors (MD5-verified)")
+    g = parser.add_argument_group("recipe (defaults depend on the data set)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="total epochs")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None)
+    g.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum (Nesterov)")
+    g.add_argument("--weight-decay", type=float, default=None, help="L2 / decoupled decay")
+    g.add_argument("--schedule", choices=SCHEDULE_NAMES, default=None,
+                   help="learning-rate schedule over all steps")
+    g.add_argument("--seed", type=_int, default=None,
+                   help="seed of the weights, shuffling, augmentation and dropout (default 0)")
+    aug = g.add_mutually_exclusive_group()
+    aug.add_argument("--augment", dest="augment", action="store_const", const=True, default=None,
+                     help="random crops (and flips where they keep the label)")
+    aug.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                     help="no augmentation (default for digits)")
+    g.add_argument("--val-split", type=_fraction, default=None, metavar="FRACTION",
+                   help="share of the training set held out for validation (default 0.1)")
+    g.add_argument("--early-stop", type=_positive_int, default=None, metavar="PATIENCE",
+                   help="stop when val_loss has not improved for PATIENCE epochs")
+    g = parser.add_argument_group("run")
+    g.add_argument("--out", metavar="DIR", default=None,
+                   help="run directory (default runs/<data>-<date>-<time>)")
+    g.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in DIR exactly where it stopped")
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help="BLAS threads (default: all cores; 1 for digits, whose tiny matrices "
+                        "run faster on one)")
+
+
+# -------------------------------------------------------------------------------- settings
+def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's settings: the checkpoint's (resume), else the command line over the recipe."""
+    given = {k: getattr(args, k) for k in (*FIXED_ON_RESUME, "epochs")
+             if getattr(args, k) is not None}
+    if saved is not None:
+        conflicts = [
+            f"--{k.replace('_', '-')} {given[k]} (the run has {saved.get(k)})"
+            for k in FIXED_ON_RESUME if k in given and given[k] != saved.get(k)
+            and not (k == "arch" and saved.get("arch_spec") == given[k])
+        ]
+        if conflicts:
+            raise ConfigError(
+                f"--resume continues a run exactly, so these cannot change: "
+                f"{'; '.join(conflicts)}. Only --epochs, --out and --threads may be given "
+                "(or start a new run)"
+            )
+        s = dict(saved)
+        if "epochs" in given:
+            s["epochs"] = given["epochs"]
+        return s
+    from convnet.data.registry import ALIASES
+
+    data = given.get("data", "digits")
+    key = ALIASES.get(str(data).lower(), "")
+    recipe = RECIPES.get(key, FALLBACK)
+    s = {**recipe, "data": data, "seed": 0, "augment": None, "val_split": 0.1,
+         "early_stop": None}
+    s.update(given)
+    # A recipe's momentum / weight decay belong to its optimiser; another optimiser starts from
+    # its own defaults unless they are given.
+    if "optimizer" in given and given["optimizer"] != recipe["optimizer"]:
+        for k in ("momentum", "weight_decay", "lr"):
+            if k not in given:
+                s[k] = None
+    if s["arch"] is None:
+        if not Path(str(data)).expanduser().exists():
+            from convnet.data import dataset_names
+            from convnet.errors import DataError
+
+            raise DataError(f"unknown data set {str(data)!r}: not one of "
+                            f"{', '.join(dataset_names())} and no such file or directory")
+        raise ConfigError(
+            f"no default network for data {data!r}: give one with --arch (spec text, a spec "
+            "file or a zoo name, e.g. --arch lenet5)"
+        )
+    return s
+
+
+def _make_optimizer(s: dict[str, Any]) -> Any:
+    from convnet.optim import make_optimizer
+
+    kw: dict[str, Any] = {"lr": s["lr"], "weight_decay": s["weight_decay"]}
+    if s["optimizer"] == "sgd":
+        kw["momentum"] = s["momentum"]
+        if s["momentum"]:
+            kw["nesterov"] = True
+    elif s["momentum"] is not None:
+        raise ConfigError(f"--momentum is for SGD; {s['optimizer']} has betas instead")
+    return make_optimizer(s["optimizer"], **kw)
+
+
+def _default_out(data: str) -> Path:
+    stem = Path(str(data)).name or "data"
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _augmentation(s: dict[str, Any], train: Any) -> Any:
+    from convnet.data import Augmentation, default_augmentation
+
+    if s["augment"] is False:
+        return None
+    aug = default_augmentation(train.name, train.hflip)
+    if s["augment"] and not aug.enabled:
+        aug = Augmentation(pad=1, flip=train.hflip)  # asked for: the mildest that makes sense
+    return aug if aug.enabled else None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------- run
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    # Before training starts (loading data can take a while) SIGTERM acts like Ctrl-C: nothing
+    # to save yet, exit 130. During training StopOnSignal takes over (finish the batch, save).
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from convnet.data import Normalizer, load_dataset, train_val_split
+    from convnet.spec import build
+    from convnet.train import callbacks as cbs
+    from convnet.train.checkpoint import LAST, load_checkpoint
+    from convnet.train.fit import Trainer, evaluate
+
+    ckpt = None
+    if args.resume is not None:
+        resume_dir = Path(args.resume)
+        path = resume_dir / LAST if resume_dir.is_dir() else resume_dir
+        ckpt = load_checkpoint(path)
+        if not ckpt.config.get("cli"):
+            raise ConfigError(f"{path} was not written by `convnet train`; resume it from Python "
+                              "with cn.fit(..., resume=path)")
+        target = args.epochs if args.epochs is not None else ckpt.config.get("epochs", 0)
+        done = ckpt.epoch + (1 if ckpt.loop else 0)  # an interrupted epoch must be finished
+        if target < done:
+            raise ConfigError(
+                f"{path}: the run has {'started' if ckpt.loop else 'completed'} {done} epochs, "
+                f"so there is nothing to do up to {target}; give --epochs N with N >= "
+                f"{max(done, ckpt.epoch + 1)} to train further"
+            )
+        if target == ckpt.epoch and not ckpt.loop:
+            raise ConfigError(
+                f"{path}: the run already completed its {ckpt.epoch} epochs; give --epochs N "
+                f"with N > {ckpt.epoch} to train further"
+            )
+    s = _settings(args, ckpt.config.get("cli") if ckpt else None)
+
+    threads = args.threads or s.get("threads")
+    limits: Any = nullcontext()
+    if threads:
+        try:  # installed with scikit-learn; without it the BLAS default stays
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            limits = threadpool_limits(threads)
+
+    out = Path(args.out) if args.out else (Path(args.resume) if ckpt else _default_out(s["data"]))
+    if ckpt is None and (out / LAST).exists():
+        raise ConfigError(f"{out} already holds a run ({LAST}); continue it with --resume {out} "
+                          "or choose another --out")
+
+    # The network and optimiser first: a spec or a hyperparameter that cannot work fails
+    # before any data is read.
+    net = ckpt.net if ckpt else build(s["arch"], seed=s["seed"])
+    optimizer = _make_optimizer(s)
+    splits = load_dataset(s["data"], data_dir=args.data_dir, download=args.download,
+                          progress=_say)
+    train, test = splits
+    if net.input_shape != train.input_shape:
+        h, w, d = train.input_shape
+        raise ShapeError(
+            f"the network takes {'x'.join(map(str, net.input_shape))} images but {train.name} "
+            f"has {h}x{w}x{d}: start the spec with INPUT({h}x{w}x{d})"
+        )
+    if net.output_shape != (train.num_classes,):
+        raise ShapeError(
+            f"the network outputs {net.output_shape} but {train.name} has {train.num_classes} "
+            f"classes: end the spec with FC({train.num_classes})"
+        )
+    val = None
+    if s["val_split"]:
+        train, val = train_val_split(train, s["val_split"], seed=0)
+    normalizer = (Normalizer(**ckpt.normalizer) if ckpt and ckpt.normalizer
+                  else Normalizer.fit(train.x))
+    augment = _augmentation(s, train)
+
+    steps_per_epoch = math.ceil(len(train) / s["batch_size"])
+    from convnet.optim import make_schedule
+
+    schedule = make_schedule(s["schedule"], optimizer.lr, s["epochs"] * steps_per_epoch,
+                             steps_per_epoch)
+    monitor = "val_accuracy" if val is not None else "accuracy"
+    callbacks: list[cbs.Callback] = [
+        cbs.StopOnSignal(),
+        cbs.ProgressBar(),
+        cbs.MetricsLog(out),
+        cbs.ModelCheckpoint(out, monitor=monitor),
+    ]
+    if s["early_stop"]:
+        callbacks.append(cbs.EarlyStopping("val_loss" if val is not None else "loss",
+                                           patience=s["early_stop"]))
+    cli_config = {**s, "arch_spec": net.spec}
+    input_info = {"shape": list(net.input_shape), "range": [0.0, 1.0],
+                  "mode": "L" if net.input_shape[-1] == 1 else "RGB", "dataset": train.name}
+    trainer = Trainer(
+        net, train, val, epochs=s["epochs"], batch_size=s["batch_size"], optimizer=optimizer,
+        schedule=schedule, callbacks=callbacks, seed=s["seed"], augment=augment,
+        normalizer=normalizer, classes=train.classes, config={"cli": cli_config},
+        input_info=input_info,
+    )
+    if ckpt is not None:
+        trainer.restore(ckpt)
+        where = f"epoch {ckpt.epoch + 1}" + (f", batch {int(ckpt.loop['batch']) + 1}"
+                                              if ckpt.loop else "")
+        _say(f"resuming {ckpt.path} at {where} of {s['epochs']}")
+        was = ckpt.config["cli"].get("epochs")
+        if was != s["epochs"]:
+            _say(f"note: the {s['schedule']} schedule now spans {s['epochs']} epochs instead of "
+                 f"{was}, so the learning rates differ from those of the original plan")
+    out.mkdir(parents=True, exist_ok=True)
+    _say(f"training {net.spec} ({net.num_params:,} parameters) on {train.name}: {len(train)} "
+         f"train, {len(val) if val is not None else 0} validation, {len(test)} test images; "
+         f"{optimizer!r}, {s['schedule']} schedule, {s['epochs']} epochs of batch "
+         f"{s['batch_size']}{', augmented' if augment else ''}; run directory {out}")
+
+    with limits:
+        history = trainer.run()
+        if history.stop_reason == "nan":
+            print(f"convnet train: error: {history.message}", file=sys.stderr)
+            return 1
+        if history.stop_reason == "interrupted":
+            saved = trainer.last_saved[0] if trainer.last_saved else "nothing (no checkpoint)"
+            _say(f"{history.message}; saved {saved}. Continue with: convnet train --resume {out}")
+            return 130
+        if history.stop_reason == "early_stop":
+            _say(history.message)
+        result = evaluate(net, test, normalizer=normalizer)
+    correct = int(round(result["accuracy"] * result["count"]))
+    summary = {"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+               "test_count": result["count"], "epochs": trainer.epoch,
+               "stop_reason": history.stop_reason}
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"test accuracy {100 * result['accuracy']:.2f}% ({correct}/{result['count']}) after "
+          f"{trainer.epoch} epochs; model saved in {out / LAST}"
+          + (f" (best validation epoch: {out / 'best.npz'})" if (out / "best.npz").exists()
+             else ""))
+    return 0

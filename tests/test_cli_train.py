@@ -1,0 +1,141 @@
+"""`convnet train / eval / predict`: errors, signals, resume, image conversion."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convnet.cli.main import main
+from convnet.train import load_checkpoint
+
+TINY = "INPUT(8x8x1) -> CONV(4,F=3,P=1) -> RELU -> POOL -> FC(10)"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "digits"
+    assert main(["train", "--arch", TINY, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "nosuchnet"], "'nosuchnet' is not a zoo architecture"),
+    (["--data", "nosuchdata"], "unknown data set 'nosuchdata'"),
+    (["--lr", "-1"], "lr must be finite and > 0"),
+    (["--lr", "nan"], "lr must be finite"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is for SGD"),
+    (["--arch", "INPUT(28x28x1) -> FC(10)"], r"INPUT\(8x8x1\)"),
+    (["--arch", "INPUT(8x8x1) -> FC(7)"], r"FC\(10\)"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    assert main(["train", *argv, "--out", str(tmp_path / "r")]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("convnet train: error: ")
+    assert re.search(message, line), line
+    assert not (tmp_path / "r" / "last.npz").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "abc"], "invalid float value"),
+    (["--epochs", "0"], "--epochs: expected a whole number >= 1"),
+    (["--val-split", "1.5"], "fraction"),
+    (["--optimizer", "rmsprop"], "invalid choice"),
+])
+def test_argparse_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", *argv])
+    assert info.value.code == 2
+    assert message in _error_line(capsys)
+
+
+def test_existing_run_and_bad_resume_are_refused(model_dir, tmp_path, capsys):
+    assert main(["train", "--out", str(model_dir)]) == 2
+    assert "already holds a run" in _error_line(capsys)
+    assert main(["train", "--resume", str(model_dir), "--lr", "0.5", "--epochs", "3"]) == 2
+    assert "cannot change: --lr 0.5" in _error_line(capsys)
+    assert main(["train", "--resume", str(model_dir)]) == 2
+    assert "already completed its 2 epochs" in _error_line(capsys)
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no such checkpoint" in _error_line(capsys)
+
+
+def test_eval_prints_accuracy_per_class_and_confusion(model_dir, capsys):
+    assert main(["eval", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "per-class accuracy:" in out and "confusion matrix:" in out
+    assert main(["eval", str(model_dir / "last.npz"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    cm = np.array(r["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == r["count"] == 359
+    assert r["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert r["classes"] == [str(i) for i in range(10)]
+    bad = model_dir.parent / "not.npz"
+    bad.write_text("hello")
+    assert main(["eval", str(bad)]) == 2
+    assert "not.npz: not a convnet checkpoint" in _error_line(capsys)
+
+
+def test_predict_converts_images_and_says_so(model_dir, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)) \
+        .save(big)
+    exact = tmp_path / "exact.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(exact)
+    assert main(["predict", str(model_dir), str(big), str(exact), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(str(big)) and "converted" in lines[0] and "40x30 -> 8x8" in lines[0]
+    assert lines[4] == str(exact)  # already 8x8 grayscale: no conversion
+    probs = [float(line.split()[-1].rstrip("%")) for line in lines[1:4]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
+    assert main(["predict", str(model_dir), str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in _error_line(capsys)
+
+
+def test_sigterm_saves_and_exits_130_then_resume(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convnet.cli.main", "train", "--arch", TINY, "--epochs", "500",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        # metrics.csv appears once training (and the signal handler) has started
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.csv").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "SIGTERM received" in err and f"--resume {out}" in err
+    ckpt = load_checkpoint(out / "last.npz")
+    assert ckpt.config["cli"]["epochs"] == 500
+    # continue it for one more epoch than it finished
+    target = ckpt.epoch + 1
+    assert main(["train", "--resume", str(out), "--epochs", str(target)]) == 0
+    done = load_checkpoint(out / "last.npz")
+    assert done.epoch == target and not done.loop
+    epochs = [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, target + 1))
