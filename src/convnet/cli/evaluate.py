@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from convnet.data import load_dataset
     from convnet.train.checkpoint import load_checkpoint
-    from convnet.train.fit import evaluate
+    from convnet.train.loop import evaluate
     from convnet.train.metrics import format_confusion
 
     ckpt = load_checkpoint(args.model)

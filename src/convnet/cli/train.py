@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     from convnet.spec import build
     from convnet.train import callbacks as cbs
     from convnet.train.checkpoint import LAST, load_checkpoint
-    from convnet.train.fit import Trainer, evaluate
+    from convnet.train.loop import Trainer, evaluate
 
     ckpt = None
     if args.resume is not None:

@@ -15,7 +15,7 @@ from convnet.train.callbacks import (
     StopOnSignal,
 )
 from convnet.train.checkpoint import Checkpoint, load, load_checkpoint, save
-from convnet.train.fit import History, Trainer, evaluate, fit
+from convnet.train.loop import History, Trainer, evaluate, fit
 from convnet.train.metrics import accuracy, confusion_matrix, per_class_accuracy
 
 __all__ = [

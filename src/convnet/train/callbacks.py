@@ -3,7 +3,7 @@
 A callback overrides any of ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
 ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)`` (``epoch``
 and ``batch`` are 0-based; ``logs["epoch"]`` is the 1-based number of the completed epoch).
-``self.trainer`` is the running :class:`~convnet.train.fit.Trainer`: callbacks read its state,
+``self.trainer`` is the running :class:`~convnet.train.loop.Trainer`: callbacks read its state,
 save checkpoints through it, and stop it.
 
 Callbacks here keep no state of their own that a resumed run would need: the best epoch and the
@@ -27,7 +27,7 @@ from convnet.errors import ConfigError
 from convnet.train.checkpoint import BEST, LAST
 
 if TYPE_CHECKING:
-    from convnet.train.fit import Trainer
+    from convnet.train.loop import Trainer
 
 __all__ = [
     "Callback",
@@ -268,7 +268,7 @@ class StopOnSignal(Callback):
 
     Installs the handlers in ``on_train_begin`` and restores the previous ones in
     ``on_train_end``. Meant for the command line: a library should not take over a program's
-    signals, so :func:`~convnet.train.fit.fit` never installs it by itself. Only works in the
+    signals, so :func:`~convnet.train.loop.fit` never installs it by itself. Only works in the
     main thread (a limit of Python's ``signal``).
     """
 
