@@ -1,0 +1,192 @@
+"""Fashion-MNIST: the reference network trained by convnet and by PyTorch CPU, same recipe, one run.
+
+    python bench/bench_fashion.py [--epochs 12] [--threads 2] [--out bench/results/fashion.md]
+
+Same for both systems: architecture (the engine issue's reference network, flattening in NHWC
+order), initial weights (PyTorch's copied from convnet's), optimiser (SGD, Nesterov momentum 0.9,
+weight decay 5e-4), schedule (cosine from 0.05 with one warm-up epoch, stepped per batch), batch
+128, augmentation (random crop with padding 2 and horizontal flip, from the same seeded
+generator, so both see identical batches), normalisation (per-channel statistics of the training
+set). Epochs alternate between the two systems, so machine load affects both alike. Each system's
+epoch time counts its own data pipeline and training steps; evaluation on the test set after each
+epoch is timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import convnet as cn
+from convnet.data import augment_batch, load_dataset
+from convnet.data.transforms import Normalizer
+from convnet.optim import CosineLR
+
+SPEC = ("INPUT(28x28x1) -> CONV(32,F=3,P=1) -> RELU -> POOL -> CONV(64,F=3,P=1) -> RELU -> POOL "
+        "-> FC(128) -> RELU -> FC(10)")
+
+
+def torch_twin(net):
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 32, 3, padding=1)
+            self.c2 = nn.Conv2d(32, 64, 3, padding=1)
+            self.f1 = nn.Linear(7 * 7 * 64, 128)
+            self.f2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            F = nn.functional
+            x = F.max_pool2d(F.relu(self.c1(x)), 2)
+            x = F.max_pool2d(F.relu(self.c2(x)), 2)
+            x = x.permute(0, 2, 3, 1).flatten(1)  # the same flattening order as convnet
+            return self.f2(F.relu(self.f1(x)))
+
+    m = Net()
+    with torch.no_grad():
+        for conv, layer in ((m.c1, net[0]), (m.c2, net[3])):
+            conv.weight.copy_(torch.from_numpy(layer.params["W"].transpose(0, 3, 1, 2).copy()))
+            conv.bias.copy_(torch.from_numpy(layer.params["b"]))
+        for fc, layer in ((m.f1, net[6]), (m.f2, net[8])):
+            fc.weight.copy_(torch.from_numpy(layer.params["W"].T.copy()))
+            fc.bias.copy_(torch.from_numpy(layer.params["b"]))
+    return m
+
+
+def batches(n: int, batch: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for i in range(0, n, batch):
+        yield order[i:i + batch]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="use only this many training images")
+    ap.add_argument("--out", default="bench/results/fashion.md")
+    args = ap.parse_args()
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+
+    train, test = load_dataset("fashion-mnist")
+    xtr, ytr = train.x, train.y
+    if args.limit:
+        xtr, ytr = xtr[:args.limit], ytr[:args.limit]
+    norm = Normalizer.fit(xtr)
+    xtr, xte = norm.apply(xtr), norm.apply(test.x)
+    yte = test.y
+    n = len(xtr)
+    steps_per_epoch = -(-n // args.batch)
+    total = steps_per_epoch * args.epochs
+    schedule = CosineLR(args.lr, total, warmup_steps=min(steps_per_epoch, total // 4))
+
+    net = cn.build(SPEC, seed=args.seed)
+    model = torch_twin(net)
+    opt = cn.SGD(lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    topt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4)
+    xte_t = torch.from_numpy(xte.transpose(0, 3, 1, 2).copy())
+
+    def ours_epoch(epoch: int, rng: np.random.Generator) -> float:
+        total_loss = 0.0
+        for i, idx in enumerate(batches(n, args.batch, rng)):
+            xb = augment_batch(xtr[idx], rng, pad=2, flip=True)
+            opt.lr = schedule(epoch * steps_per_epoch + i)
+            loss, d = cn.softmax_cross_entropy(net.forward(xb, train=True), ytr[idx])
+            net.backward(d, need_dx=False)
+            opt.step(net)
+            total_loss += loss * len(idx)
+        return total_loss / n
+
+    def torch_epoch(epoch: int, rng: np.random.Generator) -> float:
+        total_loss = 0.0
+        model.train()
+        for i, idx in enumerate(batches(n, args.batch, rng)):
+            xb = augment_batch(xtr[idx], rng, pad=2, flip=True)
+            for g in topt.param_groups:
+                g["lr"] = schedule(epoch * steps_per_epoch + i)
+            xt = torch.from_numpy(xb.transpose(0, 3, 1, 2).copy())
+            topt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xt), torch.from_numpy(ytr[idx]))
+            loss.backward()
+            topt.step()
+            total_loss += loss.item() * len(idx)
+        return total_loss / n
+
+    def ours_acc() -> float:
+        return float((net.predict(xte, batch_size=500).argmax(1) == yte).mean())
+
+    def torch_acc() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float((model(xte_t).argmax(1).numpy() == yte).mean())
+
+    rng_ours = np.random.default_rng(args.seed)
+    rng_torch = np.random.default_rng(args.seed)
+    rows = []
+    wall = {"convnet": 0.0, "PyTorch": 0.0}
+    for epoch in range(args.epochs):
+        t0 = time.perf_counter()
+        l_ours = ours_epoch(epoch, rng_ours)
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        l_torch = torch_epoch(epoch, rng_torch)
+        t_torch = time.perf_counter() - t0
+        wall["convnet"] += t_ours
+        wall["PyTorch"] += t_torch
+        a_ours, a_torch = ours_acc(), torch_acc()
+        rows.append((epoch + 1, l_ours, a_ours, t_ours, l_torch, a_torch, t_torch))
+        print(f"epoch {epoch + 1:2d}  convnet loss {l_ours:.4f} test {a_ours:.2%} {t_ours:6.1f}s"
+              f"  |  PyTorch loss {l_torch:.4f} test {a_torch:.2%} {t_torch:6.1f}s", flush=True)
+
+    lines = [
+        "# Fashion-MNIST: convnet vs PyTorch CPU, same recipe",
+        "",
+        f"Network: `{SPEC}`",
+        "",
+        f"Recipe: {args.epochs} epochs, batch {args.batch}, SGD Nesterov momentum 0.9, weight decay "
+        f"5e-4, cosine from lr {args.lr} with 1 warm-up epoch (per batch), random crop pad 2 + "
+        f"horizontal flip, per-channel normalisation; same initial weights and batches; "
+        f"{n:,} training images, {len(yte):,} test images.",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, threads={args.threads}, "
+        f"numpy {np.__version__}, torch {torch.__version__}.",
+        "",
+        "| epoch | convnet loss | convnet test acc | convnet s | PyTorch loss | PyTorch test acc "
+        "| PyTorch s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e, lo, ao, to, lt, at, tt in rows:
+        lines.append(f"| {e} | {lo:.4f} | {ao:.2%} | {to:.1f} | {lt:.4f} | {at:.2%} | {tt:.1f} |")
+    final_o, final_t = rows[-1][2], rows[-1][5]
+    lines += [
+        "",
+        f"Final test accuracy: convnet {final_o:.2%}, PyTorch {final_t:.2%} "
+        f"(difference {100 * (final_o - final_t):+.2f} points).",
+        f"Training wall time: convnet {wall['convnet']:.1f} s, PyTorch {wall['PyTorch']:.1f} s "
+        f"(ratio convnet/PyTorch {wall['convnet'] / wall['PyTorch']:.2f}).",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
