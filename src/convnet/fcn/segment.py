@@ -1,7 +1,8 @@
 """Segmentation with transposed convolution: an encoder-decoder, mean IoU, and mask pictures.
 
 The encoder (CONV/POOL) shrinks 64x64 to 16x16 while dilated CONVs widen what each unit sees to
-a whole item (receptive field 74 pixels) without shrinking further; two stride-2 DECONVs bring
+a whole item (receptive field 74 pixels) without shrinking further (BN after each, which
+made the pixel classes learn much sooner); two stride-2 DECONVs bring
 the volume back up to 64x64, and a final CONV gives one score per class at every pixel. The loss
 is the softmax cross-entropy averaged over pixels (:func:`convnet.ops.loss.softmax_cross_entropy`
 on ``(N, H, W, C)`` scores and ``(N, H, W)`` labels).
@@ -18,12 +19,12 @@ from convnet.errors import ShapeError
 
 #: the encoder-decoder for 64x64 Fashion-MNIST canvases (11 pixel classes)
 SEGNET = """INPUT(64x64x1)
-    -> CONV(16,F=3,P=1) -> RELU -> POOL
-    -> CONV(32,F=3,P=1) -> RELU -> POOL
-    -> CONV(48,F=3,P=2,dilation=2) -> RELU
-    -> CONV(48,F=3,P=4,dilation=4) -> RELU
-    -> CONV(64,F=3,P=2,dilation=2) -> RELU
-    -> DECONV(32,F=2,S=2) -> RELU
+    -> CONV(16,F=3,P=1) -> BN -> RELU -> POOL
+    -> CONV(32,F=3,P=1) -> BN -> RELU -> POOL
+    -> CONV(48,F=3,P=2,dilation=2) -> BN -> RELU
+    -> CONV(48,F=3,P=4,dilation=4) -> BN -> RELU
+    -> CONV(64,F=3,P=2,dilation=2) -> BN -> RELU
+    -> DECONV(32,F=2,S=2) -> BN -> RELU
     -> DECONV(16,F=2,S=2) -> RELU
     -> CONV(11,F=1)"""
 

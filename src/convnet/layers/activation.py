@@ -12,17 +12,22 @@ from convnet.ops import activations as F_act
 
 
 class ReLU(Layer):
-    """RELU: ``max(0, x)``."""
+    """RELU: ``max(0, x)``.
+
+    ``inplace=True`` (forward and backward) overwrites the argument instead of allocating: what
+    :class:`~convnet.net.sequential.Sequential` does when the array is fresh from the layer
+    before and nobody else reads it. By default the argument is left untouched.
+    """
 
     kind = "RELU"
     activation = "relu"
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        out, self._cache = F_act.relu_forward(x)
+    def forward(self, x: np.ndarray, train: bool = False, *, inplace: bool = False) -> np.ndarray:
+        out, self._cache = F_act.relu_forward(x, inplace=inplace)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx = F_act.relu_backward(dout, self._cache)
+    def backward(self, dout: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+        dx = F_act.relu_backward(dout, self._cache, inplace=inplace)
         self._cache = None
         return dx
 

@@ -52,6 +52,44 @@ def choose_init(layers: Sequence[Layer], i: int) -> str:
     return "glorot"
 
 
+def _execution_plan(layers: Sequence[Layer]) -> list[tuple[int, bool, bool]]:
+    """The order :meth:`Sequential.forward` runs the layers in, and where RELU works in place.
+
+    Two rewrites that change no result and only remove memory passes (measured on the
+    reference network at batch 128: 4.5 of 80 ms):
+
+    - **RELU -> POOL runs as POOL -> RELU.** Max pooling commutes with any nondecreasing
+      function, so ``pool(relu(x)) == relu(pool(x))``, and the RELU then touches a quarter of
+      the values (for 2x2 pooling), forward and backward. The gradients agree too: where a
+      window's max is positive both pick the same first argmax; where it is <= 0 the RELU
+      gradient is 0 either way.
+    - **RELU in place** when its input is an array the previous layer just made and keeps no
+      reference to (CONV, DECONV and FC keep their input; POOL a compact index), and in the
+      backward pass when its ``dout`` comes fresh from such a layer's backward.
+
+    Returns ``(layer index, forward in place, backward in place)`` in execution order. Calling
+    the layers one by one (as ``visualize`` does) runs the plain order with no in-place writes.
+    """
+    from convnet.layers import FC, Conv, ConvTranspose, MaxPool, ReLU
+
+    order = list(range(len(layers)))
+    k = 0
+    while k < len(order) - 1:
+        if isinstance(layers[order[k]], ReLU) and isinstance(layers[order[k + 1]], MaxPool):
+            order[k], order[k + 1] = order[k + 1], order[k]
+            k += 2
+        else:
+            k += 1
+    fresh = (Conv, ConvTranspose, FC, MaxPool)   # outputs (and input gradients) nobody keeps
+    plan = []
+    for k, i in enumerate(order):
+        relu = isinstance(layers[i], ReLU)
+        fwd = relu and k > 0 and isinstance(layers[order[k - 1]], fresh)
+        bwd = relu and k + 1 < len(order) and isinstance(layers[order[k + 1]], fresh)
+        plan.append((i, fwd, bwd))
+    return plan
+
+
 class Sequential:
     """A network: layers applied one after the other.
 
@@ -111,6 +149,7 @@ class Sequential:
             layer.input_shape = shape
             shape = layer.output_shape = layer.infer_shape(shape)
             self.shapes.append(shape)
+        self._plan = _execution_plan(self.layers)
         self.has_weights = bool(weights)
         # 2. weights, from one generator, so a seed reproduces everything (dropout masks too)
         self.rng = np.random.default_rng(seed)
@@ -203,8 +242,11 @@ class Sequential:
         """
         self._require_weights()
         out = self._check_forward_input(x)
-        for layer in self.layers:
-            out = layer.forward(out, train)
+        for i, fwd_inplace, _ in self._plan:
+            if fwd_inplace:
+                out = self.layers[i].forward(out, train, inplace=True)
+            else:
+                out = self.layers[i].forward(out, train)
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -214,12 +256,17 @@ class Sequential:
         ``need_dx=False`` (what training uses) skips the input gradient of the first layer, as
         PyTorch does for an input that does not require grad, and returns None.
         """
-        for layer in reversed(self.layers[1:]):
-            dout = layer.backward(dout)
+        plan = self._plan
+        for i, _, bwd_inplace in reversed(plan[1:]):
+            if bwd_inplace:
+                dout = self.layers[i].backward(dout, inplace=True)
+            else:
+                dout = self.layers[i].backward(dout)
+        first = self.layers[plan[0][0]]
         if not need_dx:
-            self.layers[0].backward_params(dout)
+            first.backward_params(dout)
             return None
-        return self.layers[0].backward(dout)
+        return first.backward(dout)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Scores in evaluation mode, computed in chunks of ``batch_size``."""

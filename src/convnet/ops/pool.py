@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from convnet.arith import Pair, conv_output_size
+from convnet.ops import _jit
 
 __all__ = [
     "avgpool2d_backward",
@@ -72,6 +73,14 @@ def maxpool2d_forward(
     """
     N, H, W, D = x.shape
     out_hw = _output_hw(H, W, F, S, P)
+    idx_dtype = np.min_scalar_type(F[0] * F[1] - 1)
+    if _jit.HAVE_NUMBA and x.dtype in (np.float32, np.float64):
+        # one compiled pass computes the max and its first argmax together (see ops/_jit.py)
+        out = np.empty((N, *out_hw, D), dtype=x.dtype)
+        idx = np.empty(out.shape, dtype=idx_dtype)
+        _jit.maxpool_forward_kernel(np.ascontiguousarray(x), *F, *S, *P,
+                                    np.arange(F[0] * F[1], dtype=x.dtype), out, idx)
+        return out, (idx, x.shape, F, S, P)
     xp = _pad(x, P, -np.inf)
     offsets = [(i, j) for i in range(F[0]) for j in range(F[1])]
     # np.maximum propagates NaN, like PyTorch's max pool.
@@ -83,7 +92,7 @@ def maxpool2d_forward(
     # gradient goes to offset 0 (a NaN's gradient has no meaning anyway).
     # The write is arithmetic, ``idx += (k - idx) * hit`` in wrapping unsigned integers: a
     # masked np.copyto(..., where=hit) was 40x slower here on the irregular masks maxima make.
-    idx = np.zeros(out.shape, dtype=np.min_scalar_type(len(offsets) - 1))
+    idx = np.zeros(out.shape, dtype=idx_dtype)
     step = np.empty_like(idx)
     for k in range(len(offsets) - 1, -1, -1):
         i, j = offsets[k]
@@ -103,6 +112,14 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...]) -> np.ndarray:
     N, H, W, D = x_shape
     out_hw = idx.shape[1:3]
     overlap = F[0] > S[0] or F[1] > S[1]
+    if _jit.HAVE_NUMBA and dout.dtype in (np.float32, np.float64):
+        # Disjoint windows that tile the input (2x2/S2 on an even size) write every pixel once:
+        # no zero-fill. Otherwise (overlap, padding, floor-cropped borders) dx starts at zero.
+        tiles = not overlap and P == (0, 0) and (out_hw[0] * S[0], out_hw[1] * S[1]) == (H, W) \
+            and F == S
+        dx = (np.empty if tiles else np.zeros)(x_shape, dtype=dout.dtype)
+        _jit.maxpool_backward_kernel(np.ascontiguousarray(dout), idx, *F, *S, *P, not overlap, dx)
+        return dx
     dxp = np.zeros((N, H + 2 * P[0], W + 2 * P[1], D), dtype=dout.dtype)
     for k in range(F[0] * F[1]):
         i, j = divmod(k, F[1])
