@@ -152,7 +152,8 @@ def main() -> None:
         wall["PyTorch"] += t_torch
         a_ours, a_torch = ours_acc(), torch_acc()
         rows.append((epoch + 1, l_ours, a_ours, t_ours, l_torch, a_torch, t_torch))
-        print(f"epoch {epoch + 1:2d}  convnet loss {l_ours:.4f} test {a_ours:.2%} {t_ours:6.1f}s"
+        print(f"epoch {epoch + 1:2d}  convnet loss {l_ours:.4f} test {a_ours:.2%} "
+              f"{t_ours:6.1f}s"
               f"  |  PyTorch loss {l_torch:.4f} test {a_torch:.2%} {t_torch:6.1f}s", flush=True)
 
     lines = [
@@ -160,10 +161,10 @@ def main() -> None:
         "",
         f"Network: `{SPEC}`",
         "",
-        f"Recipe: {args.epochs} epochs, batch {args.batch}, SGD Nesterov momentum 0.9, weight decay "
-        f"5e-4, cosine from lr {args.lr} with 1 warm-up epoch (per batch), random crop pad 2 + "
-        f"horizontal flip, per-channel normalisation; same initial weights and batches; "
-        f"{n:,} training images, {len(yte):,} test images.",
+        f"Recipe: {args.epochs} epochs, batch {args.batch}, SGD Nesterov momentum 0.9, "
+        f"weight decay 5e-4, cosine from lr {args.lr} with 1 warm-up epoch (per batch), "
+        f"random crop pad 2 + horizontal flip, per-channel normalisation; "
+        f"same initial weights and batches; {n:,} training images, {len(yte):,} test images.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, threads={args.threads}, "
         f"numpy {np.__version__}, torch {torch.__version__}.",

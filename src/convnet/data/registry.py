@@ -230,8 +230,8 @@ def load_dataset(
         seed: seed of those splits. Keep it fixed (it is not the training seed): the test set
             must be the same from run to run.
         progress: called with a line of text before each download.
-        **options: settings of a generated data set: ``fashion-seg`` (Fashion-MNIST items on
-            64x64 canvases, one label per pixel; see :mod:`convnet.data.segmentation`) takes
+        **options: settings of a generated data set: ``fashion-seg`` (two Fashion-MNIST items on
+            a 32x64 canvas by default, one label per pixel; see :mod:`convnet.data.segmentation`) takes
             ``n_train``, ``n_test``, ``canvas``, ``items``, ``threshold``; its canvases are drawn
             from ``seed``.
 

@@ -1,8 +1,12 @@
 """Fashion-MNIST segmentation: real clothing items placed on a larger canvas, labelled per pixel.
 
-Each canvas (default 64x64) is cut into a 2x2 grid of 32x32 cells; 2 or 3 of the cells (chosen at
-random) receive one 28x28 Fashion-MNIST item each, shifted by 0..4 pixels inside its cell, so
-items never overlap. Every pixel is labelled:
+A canvas of H x W pixels is cut into a grid of ``(H // 28) x (W // 28)`` equal cells; some of the
+cells (chosen at random) receive one 28x28 Fashion-MNIST item each, shifted at random inside its
+cell (``cell - 28`` pixels of slack), so items never overlap. The default, used by
+``convnet train --data fashion-seg``, is a 32x64 canvas holding two items side by side, each
+shifted by 0..4 pixels: half the pixels of a 64x64 canvas of 2-3 items (``canvas=64,
+items=(2, 3)``), so an epoch costs half as much while every canvas still shows two different
+items to tell apart and to delineate. Every pixel is labelled:
 
 - ``0`` (background) where no item is, or where the item's pixel is at most ``threshold``;
 - ``class + 1`` (1..10, the item's Fashion-MNIST class) where the item's pixel is above it.
@@ -25,8 +29,10 @@ from convnet.errors import DataError
 #: the names of the per-pixel labels: background, then Fashion-MNIST's classes
 BACKGROUND = "background"
 ITEM = 28
-CELLS = 2
 THRESHOLD = 0.2
+#: the default canvas (rows, cols) and the least and most items on it
+CANVAS = (32, 64)
+ITEMS = (2, 2)
 
 
 @dataclass
@@ -115,9 +121,23 @@ class SegmentationSplits(NamedTuple):
     test: SegmentationDataset
 
 
+def canvas_grid(canvas: int | tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((H, W), (rows, cols))``: the canvas size and its grid of item cells.
+
+    >>> canvas_grid(64), canvas_grid((32, 64))
+    (((64, 64), (2, 2)), ((32, 64), (1, 2)))
+    """
+    h, w = (canvas, canvas) if isinstance(canvas, int | np.integer) else tuple(canvas)
+    h, w = int(h), int(w)
+    if h < ITEM or w < ITEM:
+        raise DataError(f"make_canvases: canvas={h}x{w} must be at least {ITEM} pixels on each "
+                        f"side to hold a {ITEM}x{ITEM} item")
+    return (h, w), (h // ITEM, w // ITEM)
+
+
 def make_canvases(
-    images: np.ndarray, labels: np.ndarray, n: int, *, canvas: int = 64,
-    items: tuple[int, int] = (2, 3), threshold: float = THRESHOLD, seed: int = 0,
+    images: np.ndarray, labels: np.ndarray, n: int, *, canvas: int | tuple[int, int] = CANVAS,
+    items: tuple[int, int] = ITEMS, threshold: float = THRESHOLD, seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` canvases of items drawn from ``images``/``labels``, and their per-pixel labels.
 
@@ -125,16 +145,17 @@ def make_canvases(
         images: ``(M, 28, 28)`` or ``(M, 28, 28, 1)`` items in ``[0, 1]``.
         labels: ``(M,)`` their classes (0-based; a pixel of item class ``c`` is labelled c + 1).
         n: canvases to make.
-        canvas: side of the square canvas; at least 56 (two items per side), each 2x2 cell
-            leaves ``canvas/2 - 28`` pixels of random shift.
-        items: the least and most items per canvas (1..4).
+        canvas: ``(H, W)``, or the side of a square canvas; cut into ``(H // 28) x (W // 28)``
+            cells of ``(H // rows) x (W // cols)`` pixels, each leaving ``cell - 28`` pixels of
+            random shift.
+        items: the least and most items per canvas (1 .. the number of cells).
         threshold: an item pixel above it is the item's, at or below it background.
         seed: everything random (which items, cells and shifts) comes from it.
 
     Shape:
-        returns x ``(n, canvas, canvas, 1)`` float32, y ``(n, canvas, canvas)`` int64.
+        returns x ``(n, H, W, 1)`` float32, y ``(n, H, W)`` int64.
 
-    Built slot by slot (at most 4), each slot vectorised over all canvases with one fancy-index
+    Built slot by slot (one per cell at most), each slot vectorised over all canvases with one fancy-index
     assignment: no loop over canvases or pixels.
     """
     images = np.asarray(images, np.float32)
@@ -143,26 +164,27 @@ def make_canvases(
     if images.ndim != 3 or images.shape[1:] != (ITEM, ITEM) or len(images) != len(labels):
         raise DataError(f"make_canvases: expected items (M, {ITEM}, {ITEM}) with M labels, "
                         f"received {images.shape} and {np.shape(labels)}")
-    if canvas < CELLS * ITEM:
-        raise DataError(f"make_canvases: canvas={canvas} must be at least {CELLS * ITEM} to hold "
-                        f"a {CELLS}x{CELLS} grid of {ITEM}x{ITEM} items")
+    (h, w), (grid_r, grid_c) = canvas_grid(canvas)
+    n_cells = grid_r * grid_c
     lo, hi = items
-    if not 1 <= lo <= hi <= CELLS * CELLS:
-        raise DataError(f"make_canvases: items={items!r} must satisfy 1 <= min <= max <= 4")
+    if not 1 <= lo <= hi <= n_cells:
+        raise DataError(f"make_canvases: items={items!r} must satisfy 1 <= min <= max <= "
+                        f"{n_cells} (a {h}x{w} canvas holds a {grid_r}x{grid_c} grid of "
+                        f"{ITEM}x{ITEM} items)")
     rng = np.random.default_rng(seed)
-    cell = canvas // CELLS
-    slack = cell - ITEM
+    cell_h, cell_w = h // grid_r, w // grid_c
     count = rng.integers(lo, hi + 1, n)
-    cells = rng.permuted(np.tile(np.arange(CELLS * CELLS), (n, 1)), axis=1)  # (n, 4)
-    pick = rng.integers(0, len(images), (n, CELLS * CELLS))
-    shift = rng.integers(0, slack + 1, (n, CELLS * CELLS, 2))
-    x = np.zeros((n, canvas, canvas), np.float32)
-    y = np.zeros((n, canvas, canvas), np.int64)
+    cells = rng.permuted(np.tile(np.arange(n_cells), (n, 1)), axis=1)  # (n, cells)
+    pick = rng.integers(0, len(images), (n, n_cells))
+    shift_r = rng.integers(0, cell_h - ITEM + 1, (n, n_cells))
+    shift_c = rng.integers(0, cell_w - ITEM + 1, (n, n_cells))
+    x = np.zeros((n, h, w), np.float32)
+    y = np.zeros((n, h, w), np.int64)
     ar = np.arange(ITEM)
     for slot in range(hi):
         idx = np.flatnonzero(count > slot)
-        r0 = (cells[idx, slot] // CELLS) * cell + shift[idx, slot, 0]
-        c0 = (cells[idx, slot] % CELLS) * cell + shift[idx, slot, 1]
+        r0 = (cells[idx, slot] // grid_c) * cell_h + shift_r[idx, slot]
+        c0 = (cells[idx, slot] % grid_c) * cell_w + shift_c[idx, slot]
         rows = r0[:, None, None] + ar[None, :, None]
         cols = c0[:, None, None] + ar[None, None, :]
         item = images[pick[idx, slot]]
@@ -173,8 +195,8 @@ def make_canvases(
 
 
 def load_fashion_segmentation(
-    *, n_train: int = 6000, n_test: int = 1000, canvas: int = 64,
-    items: tuple[int, int] = (2, 3), threshold: float = THRESHOLD, seed: int = 0,
+    *, n_train: int = 6000, n_test: int = 1000, canvas: int | tuple[int, int] = CANVAS,
+    items: tuple[int, int] = ITEMS, threshold: float = THRESHOLD, seed: int = 0,
     data_dir: str | None = None,
 ) -> SegmentationSplits:
     """Fashion-MNIST segmentation canvases (see the module docstring) as ``(train, test)``.
@@ -183,7 +205,8 @@ def load_fashion_segmentation(
     ``classes`` is ``["background", "T-shirt/top", ..., "Ankle boot"]`` (11 pixel classes).
 
     Shape:
-        - train.x ``(n_train, canvas, canvas, 1)`` float32, train.y ``(n_train, canvas, canvas)``
+        - train.x ``(n_train, H, W, 1)`` float32, train.y ``(n_train, H, W)`` int64 (default
+          ``H, W = 32, 64``)
     """
     from convnet.data.registry import FASHION_CLASSES, load_dataset
 
@@ -199,5 +222,5 @@ def load_fashion_segmentation(
     return SegmentationSplits(*out)
 
 
-__all__ = ["BACKGROUND", "SegmentationDataset", "SegmentationSplits",
+__all__ = ["BACKGROUND", "CANVAS", "ITEMS", "canvas_grid", "SegmentationDataset", "SegmentationSplits",
            "load_fashion_segmentation", "make_canvases"]
