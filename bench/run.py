@@ -1,7 +1,7 @@
 """The performance benchmark: convnet against PyTorch CPU, side by side, in one run.
 
-    python bench/run.py            # everything (~10-15 min on 2 cores); writes bench/results/RESULTS.md
-    python bench/run.py --quick    # a fast look (~2 min): fewer repetitions, smaller layer batches
+    python bench/run.py           # everything; writes bench/results/RESULTS.md (10-20 min, 2 cores)
+    python bench/run.py --quick   # a fast look (~3 min): fewer repetitions, smaller layer batches
     python bench/run.py --only networks,layers,floors,memory --threads 2 --out FILE.md
 
 What it measures (the performance issue's list):
@@ -60,9 +60,9 @@ def network_specs() -> dict[str, str]:
     """Name -> spec text of the four benchmarked networks."""
     from convnet.spec import zoo
 
-    try:
-        from convnet.fcn.segment import SEGNET as encdec
-    except Exception:  # the segmentation module is optional here
+    if "segnet" in zoo.ZOO:                               # the segmentation issue's network
+        encdec = zoo.get("segnet")
+    else:
         encdec = ENCODER_DECODER_FALLBACK
     return {"reference": zoo.get("fashion"), "cifar10": zoo.get("cifar10"),
             "seed004": zoo.get("seed004"), "encoder-decoder": encdec}
@@ -161,7 +161,8 @@ def floors(quick: bool) -> dict[str, float]:
         np.copyto(dst, src)
         ts.append(time.perf_counter() - t0)
     bw = 2 * src.nbytes / min(ts) / 1e9
-    return {"gemm_size": n, "gemm_gflops": gemm, "gemm_gflops_median": gemm_med, "bandwidth_gbs": bw}
+    return {"gemm_size": n, "gemm_gflops": gemm, "gemm_gflops_median": gemm_med,
+            "bandwidth_gbs": bw}
 
 
 # ---------------------------------------------------------------------------------- networks
@@ -193,6 +194,7 @@ def bench_networks(quick: bool, reps: int, batches: list[int], threads: int,
             y = _labels(net, batch, rng)
             xt, yt = nchw(x), torch.from_numpy(y)
             # the twin must compute the same scores, or the comparison means nothing
+            model.eval()                                  # BN: running statistics, as ours
             with torch.no_grad():
                 ref = model(xt).numpy()
             ours = net.forward(x)
@@ -208,6 +210,7 @@ def bench_networks(quick: bool, reps: int, batches: list[int], threads: int,
                 opt.step(net)
 
             def torch_train():
+                model.train()
                 topt.zero_grad()
                 TF.cross_entropy(model(xt), yt).backward()
                 topt.step()
@@ -216,6 +219,7 @@ def bench_networks(quick: bool, reps: int, batches: list[int], threads: int,
                 net.forward(x)
 
             def torch_infer():
+                model.eval()
                 with torch.inference_mode():
                     model(xt)
 
@@ -341,6 +345,7 @@ def memory_child(system: str, name: str, batch: int, threads: int) -> None:
     if system == "torch":
         import torch
         import torch.nn.functional as TF
+
         from torch_twin import nchw, to_torch
 
         torch.set_num_threads(threads)
@@ -475,7 +480,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller batches")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 11, quick 3)")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 7, quick 3)")
     ap.add_argument("--only", default="floors,networks,layers,memory")
     ap.add_argument("--networks", default=None, help="comma list (default all four)")
     ap.add_argument("--batches", default="1,32,128")
@@ -495,10 +500,11 @@ def main() -> None:
     global CLOCK
     if args.clock == "cpu":
         CLOCK = time.process_time
-    reps = args.reps or (3 if args.quick else 11)
+    reps = args.reps or (3 if args.quick else 7)
     parts = set(args.only.split(","))
     info = {"command": "python bench/run.py " + " ".join(sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "reps": reps, "clock": args.clock,
+            "date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "reps": reps,
+            "clock": args.clock,
             "machine": machine(), "load_before": load()}
     print(f"# {info['machine']['cpu']}, threads={args.threads}, load {info['load_before']}")
     fl = None

@@ -63,6 +63,15 @@ def to_torch(net: Any) -> Any:
             m = nn.AvgPool2d(w.F, w.S, w.P)
         elif kind == "GAP":
             m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        elif kind == "BN":
+            D = layer.input_shape[-1]
+            bn = nn.BatchNorm2d if len(layer.input_shape) == 3 else nn.BatchNorm1d
+            m = bn(D, eps=layer.eps, momentum=layer.momentum)
+            with torch.no_grad():
+                m.weight.copy_(t(layer.params["gamma"]))
+                m.bias.copy_(t(layer.params["beta"]))
+                m.running_mean.copy_(t(layer.buffers["running_mean"]))
+                m.running_var.copy_(t(layer.buffers["running_var"]))
         elif kind == "TANH":
             m = nn.Tanh()
         elif kind == "SIGMOID":

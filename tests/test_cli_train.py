@@ -139,3 +139,90 @@ def test_sigterm_saves_and_exits_130_then_resume(tmp_path):
     assert done.epoch == target and not done.loop
     epochs = [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, target + 1))
+
+
+# ---------------------------------------------------------------- networks without FC (issue 5)
+@pytest.mark.parametrize("arch", [
+    # a CONV whose window is the whole 4x4x8 volume: a 1x1x10 output
+    "INPUT(8x8x1) -> CONV(8,F=3,P=1) -> RELU -> POOL -> CONV(10,F=4)",
+    # 1x1 CONV to 10 score maps, then global average pooling
+    "INPUT(8x8x1) -> CONV(16,F=3,P=1) -> RELU -> CONV(32,F=3,P=1) -> RELU -> CONV(10,F=1) -> GAP",
+])
+def test_classifier_without_fc_trains_evaluates_and_predicts(arch, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--arch", arch, "--epochs", "2", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    acc = float(re.search(r"test accuracy ([\d.]+)%", captured.out).group(1))
+    assert acc > 50, captured  # ten classes: chance is 10%
+    assert main(["eval", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert np.array(r["confusion"]).shape == (10, 10) and r["count"] == 359
+    assert r["accuracy"] > 0.5
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(image)
+    assert main(["predict", str(out), str(image), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
+    assert all(re.fullmatch(r"  [12]\. \d +[\d.]+%", line) for line in lines[1:]), lines
+
+
+def test_a_classifier_must_end_in_class_scores(tmp_path, capsys):
+    arch = "INPUT(8x8x1) -> CONV(10,F=3,P=1)"  # 8x8x10: a map, not one score per class
+    assert main(["train", "--arch", arch, "--out", str(tmp_path / "r")]) == 2
+    line = _error_line(capsys)
+    assert "outputs 8x8x10 but digits" in line and "CONV(10) to a 1x1x10 volume" in line
+
+
+# ------------------------------------------------------------------------ segmentation (issue 5)
+SEG = ["--data", "fashion-seg", "--n-train", "48", "--n-test", "8", "--epochs", "1",
+       "--batch-size", "16"]
+
+
+def test_segmentation_train_eval_predict(tmp_path, capsys):
+    from convnet.fcn.segment import PALETTE
+
+    out = tmp_path / "seg"
+    # default network: the zoo's segnet (CONV/POOL down, DECONV up to 32x64x11)
+    assert main(["train", *SEG, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "DECONV" in captured.err and "val_mIoU" in captured.err
+    assert re.search(r"test mean IoU [\d.]+, pixel accuracy [\d.]+% \(8 images\)", captured.out)
+    results = json.loads((out / "results.json").read_text())
+    assert 0 <= results["test_mean_iou"] <= 1 and results["test_count"] == 8 * 32 * 64
+    assert list(results["test_iou"])[:2] == ["background", "T-shirt/top"]
+    # the per-epoch log carries the validation mean IoU
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= log[-1]["val_mean_iou"] <= 1
+
+    assert main(["eval", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mean IoU" in text and "per-class IoU" in text and "Ankle boot" in text
+    assert main(["eval", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 8 and len(r["iou"]) == 11
+    assert r["mean_iou"] == pytest.approx(results["test_mean_iou"])  # the same test canvases
+
+    canvas = tmp_path / "canvas.png"
+    Image.fromarray(np.zeros((32, 64), np.uint8), mode="L").save(canvas)
+    masks = tmp_path / "masks"
+    assert main(["predict", str(out), str(canvas), "--out", str(masks)]) == 0
+    said = capsys.readouterr().out
+    assert f"written to {masks / 'canvas.mask.png'}" in said and "legend" in said
+    mask = np.asarray(Image.open(masks / "canvas.mask.png"))
+    assert mask.shape == (32, 64, 3)
+    palette = {tuple(c) for c in PALETTE[:11].tolist()}
+    assert {tuple(c) for c in mask.reshape(-1, 3).tolist()} <= palette
+    assert (masks / "legend.png").exists()
+    # without --out the mask goes next to the image
+    assert main(["predict", str(out), str(canvas)]) == 0
+    assert (tmp_path / "canvas.mask.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--augment"], "--augment moves pixels but not the per-pixel labels"),
+    (["--arch", "INPUT(32x64x1) -> CONV(11,F=3,P=1) -> POOL"],
+     r"outputs 16x32x11 but .* one label per pixel \(32x64, 11 classes\)"),
+])
+def test_segmentation_refuses_what_cannot_work(argv, message, tmp_path, capsys):
+    assert main(["train", *SEG, *argv, "--out", str(tmp_path / "r")]) == 2
+    assert re.search(message, _error_line(capsys))

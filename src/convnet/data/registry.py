@@ -231,9 +231,9 @@ def load_dataset(
             must be the same from run to run.
         progress: called with a line of text before each download.
         **options: settings of a generated data set: ``fashion-seg`` (two Fashion-MNIST items on
-            a 32x64 canvas by default, one label per pixel; see :mod:`convnet.data.segmentation`) takes
-            ``n_train``, ``n_test``, ``canvas``, ``items``, ``threshold``; its canvases are drawn
-            from ``seed``.
+            a 32x64 canvas by default, one label per pixel; see
+            :mod:`convnet.data.segmentation`) takes ``n_train``, ``n_test``, ``canvas``,
+            ``items``, ``threshold``; its canvases are drawn from ``seed``.
 
     Returns:
         :class:`DataSplits` ``(train, test)``; each :class:`Dataset` has ``classes`` and

@@ -155,8 +155,8 @@ def make_canvases(
     Shape:
         returns x ``(n, H, W, 1)`` float32, y ``(n, H, W)`` int64.
 
-    Built slot by slot (one per cell at most), each slot vectorised over all canvases with one fancy-index
-    assignment: no loop over canvases or pixels.
+    Built slot by slot (one per cell at most), each slot vectorised over all canvases with one
+    fancy-index assignment: no loop over canvases or pixels.
     """
     images = np.asarray(images, np.float32)
     if images.ndim == 4:
@@ -222,5 +222,5 @@ def load_fashion_segmentation(
     return SegmentationSplits(*out)
 
 
-__all__ = ["BACKGROUND", "CANVAS", "ITEMS", "canvas_grid", "SegmentationDataset", "SegmentationSplits",
-           "load_fashion_segmentation", "make_canvases"]
+__all__ = ["BACKGROUND", "CANVAS", "ITEMS", "SegmentationDataset", "SegmentationSplits",
+           "canvas_grid", "load_fashion_segmentation", "make_canvases"]

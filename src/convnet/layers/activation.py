@@ -40,8 +40,8 @@ class LeakyReLU(Layer):
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) \
-                or not 0 <= alpha < 1:
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) \
+                or not math.isfinite(alpha) or not 0 <= alpha < 1:
             raise ConfigError(f"LRELU: received alpha={alpha!r}; expected 0 <= alpha < 1")
         self.alpha = float(alpha)
 

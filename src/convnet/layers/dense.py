@@ -60,7 +60,8 @@ class FC(Layer):
     def __init__(self, K: int, bias: bool = True) -> None:
         super().__init__()
         if isinstance(K, bool) or not isinstance(K, int | np.integer) or K < 1:
-            raise ShapeError(f"FC: received K={K!r}: the number of outputs must be a whole number > 0")
+            raise ShapeError(
+                f"FC: received K={K!r}: the number of outputs must be a whole number > 0")
         self.K = int(K)
         self.bias = bool(bias)
 

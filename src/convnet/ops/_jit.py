@@ -77,7 +77,8 @@ if HAVE_NUMBA:
                         idx[n, oh, ow, d] = 0 if best[d] != best[d] else int(arg[d])
 
     @njit(cache=True, nogil=True)
-    def maxpool_backward_kernel(dout, idx, Fh, Fw, Sh, Sw, Ph, Pw, disjoint, dx):  # pragma: no cover
+    def maxpool_backward_kernel(dout, idx, Fh, Fw, Sh, Sw, Ph, Pw, disjoint,
+                                dx):  # pragma: no cover - compiled
         """Route each ``dout`` to its window's argmax in ``dx``, in one pass over ``dout``.
 
         ``disjoint`` (windows cannot overlap, S >= F): every pixel of every window is WRITTEN

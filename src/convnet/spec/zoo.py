@@ -87,6 +87,24 @@ _ENTRIES: dict[str, tuple[str, str]] = {
         "(build('fcn', input_shape=(H, W, 1))). A 1x1 CONV gives 10 score maps (7x7x10 on a "
         "28x28 input) and global average pooling turns each map into one class score.",
     ),
+    "segnet": (
+        """INPUT(32x64x1)
+           -> CONV(16,F=3,P=1) -> BN -> RELU -> POOL
+           -> CONV(32,F=3,P=1) -> BN -> RELU -> POOL
+           -> CONV(48,F=3,P=2,dilation=2) -> BN -> RELU
+           -> CONV(48,F=3,P=4,dilation=4) -> BN -> RELU
+           -> CONV(64,F=3,P=2,dilation=2) -> BN -> RELU
+           -> DECONV(32,F=2,S=2) -> BN -> RELU
+           -> DECONV(16,F=2,S=2) -> RELU
+           -> CONV(11,F=1)""",
+        "An encoder-decoder for segmentation, the default network of `convnet train --data "
+        "fashion-seg` (two Fashion-MNIST items on a 32x64 canvas, 11 pixel classes: background "
+        "and the 10 item classes). CONV/POOL shrink 32x64 to 8x16; dilated 3x3 CONVs (dilation "
+        "2, 4, 2, padded to keep 8x16) widen what each unit sees to more than an item without "
+        "shrinking further (each output pixel's receptive field is 77 pixels); two stride-2 "
+        "DECONVs (F=2, S=2: (8 - 1)*2 + 2 = 16, then 32) bring the volume back to 32x64, "
+        "and a 1x1 CONV gives 11 class scores at every pixel: the output is 32x64x11.",
+    ),
     "digits": (
         """INPUT(8x8x1)
            -> CONV(16,F=3,P=1) -> RELU

@@ -131,6 +131,8 @@ class ProgressBar(Callback):
         )
         if "val_loss" in logs:
             line += f" | val_loss {logs['val_loss']:.4f} val_acc {100 * logs['val_accuracy']:.2f}%"
+        if "val_mean_iou" in logs:
+            line += f" val_mIoU {logs['val_mean_iou']:.3f}"
         line += f" | {logs['time_s']:.1f}s {_fmt_rate(logs['images_per_s'])} lr {logs['lr']:.3g}"
         self.stream.write(("\r" if self.tty else "") + line + ("\x1b[K" if self.tty else "")
                           + "\n")

@@ -27,7 +27,12 @@ from convnet.net.sequential import Sequential
 from convnet.ops.loss import softmax_cross_entropy
 from convnet.train.callbacks import Callback
 from convnet.train.checkpoint import Checkpoint, load_checkpoint, rng_state_from_json, save
-from convnet.train.metrics import confusion_matrix, per_class_accuracy
+from convnet.train.metrics import (
+    confusion_matrix,
+    iou_per_class,
+    mean_iou_from_confusion,
+    per_class_accuracy,
+)
 
 __all__ = ["History", "Trainer", "evaluate", "fit"]
 
@@ -42,7 +47,8 @@ class History:
     Attributes:
         epochs: per-epoch logs, oldest first: ``epoch`` (1-based), ``step`` (optimiser steps so
             far), ``loss``, ``accuracy``, ``val_loss``/``val_accuracy`` (with validation data),
-            ``lr`` (of the epoch's last step), ``time_s``, ``images_per_s``.
+            ``lr`` (of the epoch's last step), ``time_s``, ``images_per_s``; with per-pixel
+            labels and validation data also ``val_mean_iou``.
         stop_reason: None when every epoch ran; ``"early_stop"``, ``"nan"`` (the loss became NaN
             or Inf) or ``"interrupted"`` (:meth:`Trainer.request_stop`, e.g. from Ctrl-C).
         message: a sentence explaining the stop (empty when none).
@@ -92,6 +98,10 @@ def _check_data(net: Sequential, x: np.ndarray, y: np.ndarray, what: str) -> tup
         )
     out = net.output_shape
     want_y = out[:-1]
+    if y.ndim == 1 and want_y and all(d == 1 for d in want_y):
+        # A network ending in a 1x1xK volume (CONV to 1x1xK, or a pool over the whole map)
+        # classifies: its one score position per image holds the image's K class scores.
+        y = y.reshape(y.shape[0], *want_y)
     if y.shape != (x.shape[0], *want_y):
         kind = "one class index per image" if not want_y else \
             f"one class index per output position {want_y} (per-pixel labels)"
@@ -159,9 +169,11 @@ def evaluate(
 
     Returns:
         ``{"loss", "accuracy", "count", "confusion" (C, C) int64, "per_class_accuracy" (C,),
-        "predictions" (N, ...) int64}``.
+        "predictions" (N, ...) int64}``; for per-pixel labels also ``"iou" (C,)`` and
+        ``"mean_iou"`` (over the classes present), and ``count`` counts pixels.
     """
     x, y, _ = _unpack(data, "evaluate")
+    per_image = y.ndim == 1
     x, y = _check_data(net, x, y, "evaluate")
     norm = _as_normalize(normalizer)
     scores = _predict(net, x, batch_size, norm)
@@ -170,8 +182,10 @@ def evaluate(
     if np.all(np.isfinite(scores)):
         loss, _ = softmax_cross_entropy(scores, y)
     pred = scores.argmax(axis=-1)
+    if per_image:  # a (1, 1, K) output classifies: one prediction per image
+        pred, y = pred.reshape(-1), y.reshape(-1)
     cm = confusion_matrix(y, pred, C)
-    return {
+    out = {
         "loss": loss,
         "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
         "count": int(y.size),
@@ -179,6 +193,10 @@ def evaluate(
         "per_class_accuracy": per_class_accuracy(cm),
         "predictions": pred,
     }
+    if y.ndim > 1:  # per-pixel labels: add the segmentation measures
+        out["iou"] = iou_per_class(cm)
+        out["mean_iou"] = mean_iou_from_confusion(cm)
+    return out
 
 
 def _predict(net: Sequential, x: np.ndarray, batch_size: int, norm: Normalize | None) -> \
@@ -225,6 +243,7 @@ class Trainer:
             raise ConfigError(f"fit: expected a Sequential network, received {type(net).__name__}")
         self.net = net
         x, y, data_classes = _unpack(train_data, "fit: train_data")
+        self.per_pixel = np.ndim(y) > 1  # segmentation labels (not a (1, 1, K) classifier's)
         self.x, self.y = _check_data(net, x, y, "fit: train_data")
         self.val: tuple[np.ndarray, np.ndarray] | None = None
         if val_data is not None:
@@ -248,7 +267,7 @@ class Trainer:
             schedule = make_schedule(schedule, self.optimizer.lr,
                                      self.epochs * self.steps_per_epoch, self.steps_per_epoch)
         self.schedule = schedule
-        if augment is not None and self.y.ndim > 1:
+        if augment is not None and self.per_pixel:
             raise ConfigError(
                 "fit: augmentation moves pixels but not per-pixel labels; train segmentation "
                 "without augment= (or augment the labels yourself beforehand)"
@@ -416,7 +435,11 @@ class Trainer:
                 logs["val_loss"], _ = softmax_cross_entropy(scores, vy)
             else:
                 logs["val_loss"] = float("nan")
-            logs["val_accuracy"] = float(np.count_nonzero(scores.argmax(-1) == vy) / vy.size)
+            pred = scores.argmax(-1)
+            logs["val_accuracy"] = float(np.count_nonzero(pred == vy) / vy.size)
+            if self.per_pixel:  # segmentation is judged by mean IoU
+                C = int(self.net.output_shape[-1])
+                logs["val_mean_iou"] = mean_iou_from_confusion(confusion_matrix(vy, pred, C))
         logs["lr"] = float(self.optimizer.lr)
         logs["time_s"] = self._epoch_time
         logs["images_per_s"] = float(images / self._epoch_time) if self._epoch_time > 0 else 0.0

@@ -17,6 +17,8 @@ __all__ = [
     "confusion_matrix",
     "correct_count",
     "format_confusion",
+    "iou_per_class",
+    "mean_iou_from_confusion",
     "per_class_accuracy",
 ]
 
@@ -90,6 +92,30 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     totals = cm.sum(axis=1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(cm) / totals, np.nan)
+
+
+def iou_per_class(cm: np.ndarray) -> np.ndarray:
+    """Intersection over union of each class from a confusion matrix, ``TP / (TP + FP + FN)``
+    (the segmentation measure: the pixels both call class c over the pixels either calls c);
+    NaN for a class absent from both the labels and the predictions.
+
+    Shape:
+        cm ``(C, C)`` -> ``(C,)`` float64.
+
+    >>> iou_per_class(np.array([[1, 1], [0, 2]])).round(3).tolist()  # [1/2, 2/3]
+    [0.5, 0.667]
+    """
+    cm = np.asarray(cm)
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou_from_confusion(cm: np.ndarray) -> float:
+    """Mean IoU over the classes present (labels or predictions); NaN when there are none."""
+    ious = iou_per_class(cm)
+    return float(np.nanmean(ious)) if np.any(~np.isnan(ious)) else float("nan")
 
 
 def format_confusion(cm: np.ndarray, classes: list[str], max_name: int = 12) -> str:

@@ -1,0 +1,217 @@
+"""The fast paths of the performance work agree with the plain paths they replace.
+
+- the blocked im2col (any block size gives the same result as one block per batch),
+- the stride-1 input gradient as a flipped convolution (vs GEMM + col2im, and vs PyTorch),
+- the compiled max-pool kernels (vs the pure-NumPy kernels, exactly, ties and NaN included),
+- Sequential's execution plan (RELU/POOL swap, in-place RELU) vs running the layers one by one,
+- the per-thread scratch buffers (two threads at once).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convnet as cn
+from convnet.arith import effective_extent
+from convnet.ops import _jit
+from convnet.ops import conv as C
+from convnet.ops import pool as P
+
+
+# ------------------------------------------------------------------------- blocked im2col
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 4), H=st.integers(3, 7), D=st.integers(1, 4), K=st.integers(1, 3),
+       F=st.integers(1, 3), S=st.integers(1, 2), Pd=st.integers(0, 1), dil=st.integers(1, 2),
+       bias=st.booleans(), seed=st.integers(0, 999))
+def test_blocks_of_any_size_give_the_same_conv(N, H, D, K, F, S, Pd, dil, bias,
+                                                seed):
+    if effective_extent(F, dil) > H + 2 * Pd:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H, H, D))
+    W = rng.standard_normal((K, F, F, D))
+    b = rng.standard_normal(K) if bias else None
+    args = ((S, S), (Pd, Pd), (dil, dil))
+
+    def run():
+        out, cache = C.conv2d_forward(x, W, b, *args)
+        dx, dW, db = C.conv2d_backward(np.cos(out), cache)
+        tout, tcache = C.conv_transpose2d_forward(x, W.transpose(3, 1, 2, 0), b, *args)
+        tgrads = C.conv_transpose2d_backward(np.sin(tout), tcache)
+        return [out, dx, dW, db, tout, *tgrads]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "BLOCK_BYTES", 1)                   # one image per block
+        small = run()
+        mp.setattr(C, "BLOCK_BYTES", 2**40)               # the whole batch in one block
+        whole = run()
+    for a, c in zip(small, whole, strict=True):
+        if a is None:
+            assert c is None
+        else:
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------ flipped-convolution input gradient
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(2, 7), Wd=st.integers(2, 7), D=st.integers(1, 5),
+       K=st.integers(1, 4), Fh=st.integers(1, 3), Fw=st.integers(1, 3), dil=st.integers(1, 2),
+       data=st.data())
+def test_flipped_input_gradient_equals_col2im(N, H, Wd, D, K, Fh, Fw, dil, data):
+    eh, ew = effective_extent(Fh, dil), effective_extent(Fw, dil)
+    ph = data.draw(st.integers(0, eh - 1))
+    pw = data.draw(st.integers(0, ew - 1))
+    Ho, Wo = H + 2 * ph - eh + 1, Wd + 2 * pw - ew + 1
+    if Ho < 1 or Wo < 1:
+        return
+    rng = np.random.default_rng(data.draw(st.integers(0, 999)))
+    dout = rng.standard_normal((N, Ho, Wo, K))
+    W = rng.standard_normal((K, Fh, Fw, D))
+    args = ((H, Wd), (1, 1), (ph, pw), (dil, dil))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "FLIP_MIN_DEPTH", 1)
+        flipped = C.conv2d_input_grad(dout, W, *args)
+        mp.setattr(C, "FLIP_MIN_DEPTH", 10**9)
+        scattered = C.conv2d_input_grad(dout, W, *args)
+    np.testing.assert_allclose(flipped, scattered, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("F, P, dil, a", [(3, 1, 1, 0), (3, 0, 2, 1), (2, 1, 1, 0), (3, 2, 2, 0)])
+def test_flipped_path_matches_torch_conv_transpose(F, P, dil, a):
+    """Stride-1 DECONV with D >= FLIP_MIN_DEPTH runs the flipped path; PyTorch is the oracle."""
+    rng = np.random.default_rng(0)
+    D, K = C.FLIP_MIN_DEPTH, 3
+    x = rng.standard_normal((2, 5, 6, D))
+    W = rng.standard_normal((D, F, F, K)) * 0.1            # ours: (D, F, F, K) = torch (D, K, F, F)
+    out, _ = C.conv_transpose2d_forward(x, W, None, (1, 1), (P, P), (dil, dil), (a, a))
+    ref = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(x.transpose(0, 3, 1, 2)), torch.from_numpy(W.transpose(0, 3, 1, 2)),
+        stride=1, padding=P, output_padding=a, dilation=dil).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_flipped_path_float32_against_float64():
+    rng = np.random.default_rng(3)
+    dout = rng.standard_normal((4, 9, 9, 8))
+    W = rng.standard_normal((8, 3, 3, 32)) * 0.2
+    args = ((9, 9), (1, 1), (1, 1), (1, 1))
+    ref = C.conv2d_input_grad(dout, W, *args)
+    got = C.conv2d_input_grad(dout.astype(np.float32), W.astype(np.float32), *args)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+# ------------------------------------------------------------------- compiled max pooling
+needs_numba = pytest.mark.skipif(not _jit.HAVE_NUMBA, reason="numba not installed")
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(1, 8), Wd=st.integers(1, 8), D=st.integers(1, 5),
+       Fh=st.integers(1, 3), Fw=st.integers(1, 3), Sh=st.integers(1, 3), Sw=st.integers(1, 3),
+       data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_compiled_maxpool_equals_numpy_kernel(N, H, Wd, D, Fh, Fw, Sh, Sw, data,
+                                              dtype):
+    Ph = data.draw(st.integers(0, Fh // 2))
+    Pw = data.draw(st.integers(0, Fw // 2))
+    if Fh > H + 2 * Ph or Fw > Wd + 2 * Pw:
+        return
+    rng = np.random.default_rng(data.draw(st.integers(0, 999)))
+    x = rng.integers(-2, 3, (N, H, Wd, D)).astype(dtype)  # few values: many ties
+    if data.draw(st.booleans()):
+        x.flat[rng.integers(0, x.size)] = np.nan
+    cfg = ((Fh, Fw), (Sh, Sw), (Ph, Pw))
+
+    def run():
+        out, cache = P.maxpool2d_forward(x, *cfg)
+        dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)
+        return out, cache[0], P.maxpool2d_backward(dout, cache)
+
+    fast = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "HAVE_NUMBA", False)
+        plain = run()
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fast[1].dtype == plain[1].dtype
+
+
+# ------------------------------------------------------------------- Sequential's plan
+SPEC = ("INPUT(10x10x3) -> CONV(6,F=3,P=1) -> RELU -> POOL -> CONV(8,F=3,P=1) -> RELU "
+        "-> POOL(F=3,S=2,P=1,floor=true) -> DECONV(4,F=2,S=2) -> RELU -> FC(7) -> RELU -> FC(5)")
+
+
+def _plain_pass(net, x, dout):
+    """The layers one by one in their own order, with no in-place writes."""
+    out = x
+    for layer in net.layers:
+        out = layer.forward(out, train=True)
+    scores = out.copy()
+    d = dout
+    for layer in reversed(net.layers):
+        d = layer.backward(d)
+    return scores, d, {name: g.copy() for name, _, g in net.parameters()}
+
+
+def test_plan_swaps_relu_and_pool_and_works_in_place():
+    net = cn.build(SPEC, seed=0)
+    kinds = [(net.layers[i].kind, f, b) for i, f, b in net._plan]
+    assert kinds[:3] == [("CONV", False, False), ("POOL", False, False), ("RELU", True, True)]
+    assert kinds[-2] == ("RELU", True, True)                # after FC, before FC
+    assert kinds[-1] == ("FC", False, False)
+
+
+def test_plan_gives_the_same_scores_and_gradients_as_the_plain_order():
+    net = cn.build(SPEC, seed=0, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 10, 10, 3))
+    x_before = x.copy()
+    dout = rng.standard_normal((3, 5))
+    ref_scores, ref_dx, ref_grads = _plain_pass(net, x, dout)
+    scores = net.forward(x, train=True)
+    dx = net.backward(dout.copy())
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-13, atol=1e-13)
+    for name, _, g in net.parameters():
+        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(x, x_before)              # the caller's input is never written
+
+
+def test_relu_leaves_its_argument_alone_unless_asked():
+    layer = cn.ReLU()
+    x = np.array([[-1.0, 2.0]])
+    out = layer.forward(x)
+    assert out is not x and x[0, 0] == -1.0
+    d = np.array([[5.0, 5.0]])
+    assert layer.backward(d) is not d and d[0, 0] == 5.0
+    out = layer.forward(x, inplace=True)
+    assert out is x and x[0, 0] == 0.0
+    assert layer.backward(d, inplace=True) is d and d[0, 0] == 0.0
+
+
+# ------------------------------------------------------------------------ scratch buffers
+def test_scratch_buffers_are_per_thread(monkeypatch):
+    monkeypatch.setattr(C, "BLOCK_BYTES", 1)
+    rng = np.random.default_rng(0)
+    jobs = [(rng.standard_normal((6, 9, 9, 4)), rng.standard_normal((5, 3, 3, 4))) for _ in range(4)]
+    expected = [C.conv2d_forward(x, W, None, (1, 1), (1, 1), (1, 1))[0] for x, W in jobs]
+    results: dict[int, list[np.ndarray]] = {}
+
+    def work(k: int) -> None:
+        x, W = jobs[k]
+        results[k] = [C.conv2d_forward(x, W, None, (1, 1), (1, 1), (1, 1))[0] for _ in range(20)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, outs in results.items():
+        for out in outs:
+            np.testing.assert_array_equal(out, expected[k])
