@@ -8,22 +8,7 @@ import torch
 
 import convnet as cn
 from convnet.layers.base import check_array
-
-
-def numeric_grad(f, x, eps=1e-6):
-    """Central differences of scalar f() w.r.t. array x (modified in place and restored)."""
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
+from gradcheck import numeric_grad
 
 
 def rel_err(a, b):

@@ -18,6 +18,7 @@ from convnet.ops.conv import (
     conv_transpose2d_backward,
     conv_transpose2d_forward,
 )
+from gradcheck import numeric_grad as _numeric_grad
 
 torch.set_num_threads(1)
 
@@ -95,21 +96,6 @@ def _random_deconv_config(rng):
 
 
 # ------------------------------------------------------------------ central-difference checks
-def _numeric_grad(f, arr, h=1e-6):
-    """d f / d arr by central differences, one element at a time (arrays are tiny)."""
-    grad = np.zeros_like(arr)
-    flat, gflat = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
-
-
 def _assert_grads(forward, backward, arrays, names):
     """Loss = sum(out * G) for a fixed random G, so dL/dout = G."""
     out, cache = forward()

@@ -18,29 +18,15 @@ from convnet.ops.pool import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from gradcheck import numeric_grad as _numeric_grad  # noqa: E402
+from gradcheck import rel_error  # noqa: E402
 
 FAST = settings(max_examples=30, deadline=None)
 
 
 def numeric_grad(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar function ``f`` at ``x`` (float64), one entry at a time."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f(x)
-        flat[i] = old - h
-        fm = f(x)
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return g
-
-
-def rel_error(a: np.ndarray, ref: np.ndarray) -> float:
-    """Norm-wise relative error: ``max|a - ref| / max|ref|``."""
-    scale = max(float(np.max(np.abs(ref))), 1e-30) if ref.size else 1.0
-    return float(np.max(np.abs(a.astype(np.float64) - ref))) / scale if ref.size else 0.0
+    """Central differences of ``f(x)`` (see gradcheck.numeric_grad)."""
+    return _numeric_grad(lambda: f(x), x, h)
 
 
 def to_torch(x: np.ndarray) -> torch.Tensor:
