@@ -502,7 +502,7 @@ def main() -> None:
         CLOCK = time.process_time
     reps = args.reps or (3 if args.quick else 7)
     parts = set(args.only.split(","))
-    info = {"command": "python bench/run.py " + " ".join(sys.argv[1:]),
+    info = {"command": " ".join(["python bench/run.py", *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "reps": reps,
             "clock": args.clock,
             "machine": machine(), "load_before": load()}

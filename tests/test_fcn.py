@@ -376,3 +376,25 @@ def test_heat_map_averages_the_crops_covering_each_pixel():
     assert heat[0, 0] == 1.0 and heat[5, 5] == 0.0
     assert heat[2, 2] == pytest.approx(0.25)  # covered by all four crops, one of them 1
     assert heat[2, 0] == pytest.approx(0.5)  # covered by crops (0,0) and (1,0)
+
+
+# ------------------------------------------------------------------------ networks without FC
+def test_a_1x1xk_output_trains_and_evaluates_like_class_scores():
+    """A network ending in CONV to 1x1xK takes per-image labels: its (N, 1, 1, K) scores are
+    the class scores, so fit and evaluate give what the same network with a FLATTEN would."""
+    from convnet.data import load_dataset
+
+    train, test = load_dataset("digits")
+    conv_end = "INPUT(8x8x1) -> CONV(8,F=3,P=1) -> RELU -> POOL -> CONV(10,F=4)"
+    a = cn.build(conv_end, seed=0)
+    b = cn.build(conv_end + " -> FLATTEN", seed=0)
+    assert a.output_shape == (1, 1, 10) and b.output_shape == (10,)
+    ha = cn.fit(a, train, epochs=1, batch_size=64, lr=1e-2)
+    hb = cn.fit(b, train, epochs=1, batch_size=64, lr=1e-2)
+    assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-5)
+    ra, rb = cn.evaluate(a, test), cn.evaluate(b, test)
+    assert ra["predictions"].shape == (len(test),) and ra["count"] == len(test)
+    np.testing.assert_array_equal(ra["predictions"], rb["predictions"])
+    np.testing.assert_array_equal(ra["confusion"], rb["confusion"])
+    assert "mean_iou" not in ra  # per-image labels: no segmentation measures
+    assert ra["accuracy"] > 0.5

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import convnet as cn
 from convnet.arith import effective_extent
-from convnet.ops import _jit
+from convnet.ops import _jit, _threads
 from convnet.ops import conv as C
 from convnet.ops import pool as P
 
@@ -193,6 +193,62 @@ def test_relu_leaves_its_argument_alone_unless_asked():
     out = layer.forward(x, inplace=True)
     assert out is x and x[0, 0] == 0.0
     assert layer.backward(d, inplace=True) is d and d[0, 0] == 0.0
+
+
+def test_blocks_on_two_threads_give_the_same_results():
+    """The thread pool over the blocks (2 workers, single-threaded BLAS) against one thread."""
+    if _threads.blas() is None:
+        pytest.skip("BLAS threads cannot be controlled here (no threadpoolctl)")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 8, 8, 4))
+    W = rng.standard_normal((5, 3, 3, 4))
+    b = rng.standard_normal(5)
+
+    def run():
+        out, cache = C.conv2d_forward(x, W, b, (1, 1), (1, 1), (1, 1))
+        dx, dW, db = C.conv2d_backward(np.cos(out), cache)
+        tout, tcache = C.conv_transpose2d_forward(x, W.transpose(3, 1, 2, 0), b, (2, 2), (1, 1),
+                                                  (1, 1), (1, 1))
+        return [out, dx, dW, db, tout, *C.conv_transpose2d_backward(np.sin(tout), tcache)]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "BLOCK_BYTES", 1)
+        mp.setattr(_threads, "workers", lambda: 1)
+        serial = run()
+        threads_before = _threads.blas().get_num_threads()
+        mp.setattr(_threads, "workers", lambda: 2)
+        pooled = run()
+    assert _threads.blas().get_num_threads() == threads_before    # restored after every layer
+    for a, c in zip(serial, pooled, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_fc_gemms_split_over_threads_agree():
+    rng = np.random.default_rng(6)
+    layer = cn.FC(300)
+    layer.build((400,), rng=rng, dtype=np.float64)
+    x = rng.standard_normal((37, 400))
+    dout = rng.standard_normal((37, 300))
+
+    def run():
+        out = layer.forward(x, train=True)
+        return [out, layer.backward(dout), layer.grads["W"].copy(), layer.grads["b"].copy()]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_threads, "workers", lambda: 1)
+        serial = run()
+        mp.setattr(_threads, "workers", lambda: 3)
+        mp.setattr(_threads, "SPLIT_MIN_MACS", 0)
+        split = run()
+    for a, c in zip(serial, split, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, parts", [(1, 2), (2, 2), (7, 3), (128, 2)])
+def test_row_blocks_cover_every_row_once(n, parts):
+    blocks = _threads.row_blocks(n, parts)
+    assert blocks[0][0] == 0 and blocks[-1][1] == n
+    assert all(a < b for a, b in blocks) and all(b == c for (_, b), (c, _) in zip(blocks, blocks[1:], strict=False))
 
 
 # ------------------------------------------------------------------------ scratch buffers

@@ -147,15 +147,16 @@ def test_segnet_sees_a_whole_item():
 
 
 @pytest.mark.slow
-def test_encoder_decoder_learns_above_chance():
-    """A short version of the recipe (bench/bench_segmentation.py: 5000 canvases, 8 epochs,
-    mean IoU above 0.6): a few hundred canvases and two epochs already beat chance clearly."""
+def test_small_encoder_decoder_learns_above_chance():
+    """A short version of the recipe (bench/bench_segmentation.py trains SEGNET on 5000 canvases
+    for 8 epochs to a held-out mean IoU above 0.6): a few hundred canvases and two epochs of
+    the small network already bring the per-pixel loss well below chance."""
     from convnet.data import Normalizer
 
-    train, test = load_fashion_segmentation(n_train=320, n_test=64, seed=0)
+    train, test = load_fashion_segmentation(n_train=256, n_test=64, seed=0)
     norm = Normalizer.fit(train.x)
-    net = cn.build(SEGNET, seed=0)
-    h = cn.fit(net, train, epochs=2, batch_size=16, lr=3e-3, normalizer=norm)
+    net = cn.build(SEGNET_SMALL, seed=0)
+    h = cn.fit(net, train, epochs=2, batch_size=8, lr=3e-3, normalizer=norm)
     assert h.epochs[-1]["loss"] < h.epochs[0]["loss"] < 2.0
     # above chance: the per-pixel cross-entropy is well below that of the best constant
     # prediction (each pixel gets the training set's class frequencies), which knows the
@@ -165,9 +166,20 @@ def test_encoder_decoder_learns_above_chance():
     result = cn.evaluate(net, test, normalizer=norm)
     assert result["loss"] < 0.8 * chance, (result["loss"], chance)
     r = evaluate_segmentation(net, test, normalizer={"mean": norm.mean, "std": norm.std})
-    background = float(np.mean(test.y == 0))
-    assert r["pixel_accuracy"] > background + 0.05, (r["pixel_accuracy"], background)
     assert r["predictions"].shape == test.y.shape
-    # the loop's own measure agrees with the segmentation module's
+    # the training loop's measure agrees with the segmentation module's
     assert result["mean_iou"] == pytest.approx(r["mean_iou"])
-    assert r["iou"][0] > 0.6  # the background is found
+    np.testing.assert_allclose(result["iou"], r["iou"])
+    assert r["pixel_accuracy"] == pytest.approx(result["accuracy"])
+
+
+def test_legend_png_shows_each_class_colour(tmp_path):
+    from PIL import Image
+
+    from convnet.fcn.segment import PALETTE, save_legend_png
+
+    names = ["background", "T-shirt/top", "Trouser"]
+    img = np.asarray(Image.open(save_legend_png(names, tmp_path / "legend.png", swatch=16)))
+    assert img.shape[0] == 3 * 20 + 4
+    for i in range(3):  # the middle of each swatch is the class's colour
+        np.testing.assert_array_equal(img[4 + 20 * i + 8, 12], PALETTE[i])

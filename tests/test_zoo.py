@@ -14,7 +14,7 @@ from convnet.spec.zoo import get
 
 def test_names():
     assert zoo_names() == ["lenet5", "alexnet", "vgg16", "seed004", "fashion", "cifar10", "fcn",
-                           "digits"]
+                           "segnet", "digits"]
     for name in zoo_names():
         assert len(describe(name)) > 80
     assert describe("VGG16") == describe("vgg16")
@@ -30,7 +30,8 @@ def test_unknown_name():
 @pytest.mark.parametrize("name", list(ZOO))
 def test_every_entry_builds_and_round_trips(name):
     net = build(name, weights=False)
-    assert net.output_shape == ((1000,) if name in ("alexnet", "vgg16") else (10,))
+    expected = {"alexnet": (1000,), "vgg16": (1000,), "segnet": (32, 64, 11)}.get(name, (10,))
+    assert net.output_shape == expected
     again = build(net.spec, weights=False)
     assert (again.spec, again.shapes, again.num_params) == (net.spec, net.shapes, net.num_params)
 

@@ -16,6 +16,7 @@ from convnet.arith import fmt_shape
 from convnet.errors import ShapeError
 from convnet.layers.base import Layer, Shape
 from convnet.net.init import init_weights
+from convnet.ops import _threads
 
 
 class Flatten(Layer):
@@ -91,7 +92,8 @@ class FC(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         x2 = x.reshape(x.shape[0], -1)  # a view for a contiguous volume
         self._cache = (x2, x.shape)
-        out = x2 @ self.params["W"]
+        # the GEMMs split by rows over threads with single-threaded BLAS (see ops/_threads.py)
+        out = _threads.matmul(x2, self.params["W"])
         if self.bias:
             out += self.params["b"]
         return out
@@ -99,10 +101,10 @@ class FC(Layer):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         x2, shape = self._cache
         self._cache = None
-        self.grads["W"] = x2.T @ dout
+        self.grads["W"] = _threads.matmul_tn(x2, dout)
         if self.bias:
             self.grads["b"] = dout.sum(axis=0)
-        return (dout @ self.params["W"].T).reshape(shape)
+        return _threads.matmul(dout, self.params["W"].T).reshape(shape)
 
     def _spec_args(self) -> list[str]:
         return [str(self.K)] + ([] if self.bias else ["bias=false"])

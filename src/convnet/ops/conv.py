@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from convnet.arith import conv_output_size, deconv_output_size, effective_extent
+from convnet.ops import _threads
 
 Pair = tuple[int, int]
 
@@ -101,11 +101,11 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buf[:nbytes].view(dtype).reshape(shape)
 
 
-def _blocks(N: int, bytes_per_image: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` ranges of images whose im2col block is about :data:`BLOCK_BYTES`."""
-    step = max(1, BLOCK_BYTES // max(1, bytes_per_image))
-    for start in range(0, N, step):
-        yield start, min(N, start + step)
+def _blocks(N: int, bytes_per_image: int, parts: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of images whose im2col block is about :data:`BLOCK_BYTES`, and
+    at least ``parts`` ranges when there are that many images (one per worker thread)."""
+    step = max(1, min(BLOCK_BYTES // max(1, bytes_per_image), -(-N // parts)))
+    return [(start, min(N, start + step)) for start in range(0, N, step)]
 
 
 def _padded_input(x: np.ndarray, pad: Pair, need_hw: Pair) -> np.ndarray:
@@ -199,23 +199,25 @@ def _conv_gemms(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
     """
     N = x.shape[0]
     Ho, Wo = out_hw
-    out = None if W2d is None else np.empty((N, Ho, Wo, W2d.shape[0]), dtype=x.dtype)
     if _is_pointwise(F, pad):
+        # x itself is cols (a view at stride 1): plain GEMMs, split by rows over the threads
         cols = _im2col(x, F, stride, pad, dilation, out_hw)
-        if out is not None:
-            np.matmul(cols, W2d.T, out=out.reshape(-1, W2d.shape[0]))
-        return out, (None if gout is None else cols.T @ gout.reshape(len(cols), -1))
+        out = None if W2d is None else _threads.matmul(cols, W2d.T).reshape(N, Ho, Wo, -1)
+        return out, (None if gout is None else
+                     _threads.matmul_tn(cols, gout.reshape(len(cols), -1)))
+    out = None if W2d is None else np.empty((N, Ho, Wo, W2d.shape[0]), dtype=x.dtype)
     width = F[0] * F[1] * x.shape[3] + ones_column
-    g = None
-    for n0, n1 in _blocks(N, Ho * Wo * width * x.itemsize):
-        block = _scratch("cols", ((n1 - n0) * Ho * Wo, width), x.dtype)
-        cols = _im2col(x[n0:n1], F, stride, pad, dilation, out_hw, ones_column, out=block)
+    workers = _threads.workers()
+
+    def block(n0: int, n1: int) -> np.ndarray | None:
+        buf = _scratch("cols", ((n1 - n0) * Ho * Wo, width), x.dtype)
+        cols = _im2col(x[n0:n1], F, stride, pad, dilation, out_hw, ones_column, out=buf)
         if out is not None:
             np.matmul(cols, W2d.T, out=out[n0:n1].reshape(-1, W2d.shape[0]))
-        if gout is not None:
-            part = cols.T @ gout[n0:n1].reshape(len(cols), -1)
-            g = part if g is None else np.add(g, part, out=g)
-    return out, g
+        return None if gout is None else cols.T @ gout[n0:n1].reshape(len(cols), -1)
+
+    parts = _threads.map_blocks(block, _blocks(N, Ho * Wo * width * x.itemsize, workers), workers)
+    return out, (None if gout is None else np.sum(parts, axis=0))
 
 
 def _axis_span(offset: int, S: int, n_out: int, n_in: int) -> tuple[int, int, int] | None:
@@ -372,7 +374,8 @@ def conv2d_input_grad(
     _, Fh, Fw, D = W.shape
     W2d = W.reshape(K, -1)
     if _is_pointwise((Fh, Fw), pad) and tuple(stride) == (1, 1) and (Ho, Wo) == tuple(input_hw):
-        return (dout.reshape(-1, K) @ W2d).reshape(N, Ho, Wo, D)   # every pixel its own window
+        # every pixel its own window: one GEMM, split by rows over the threads
+        return _threads.matmul(dout.reshape(-1, K), W2d).reshape(N, Ho, Wo, D)
     ext = (effective_extent(Fh, dilation[0]), effective_extent(Fw, dilation[1]))
     if tuple(stride) == (1, 1) and D >= FLIP_MIN_DEPTH and pad[0] < ext[0] and pad[1] < ext[1]:
         # At stride 1 the same sums are a convolution of dout, padded by Fe - 1 - P, with the
@@ -385,10 +388,14 @@ def conv2d_input_grad(
         flip_pad = (ext[0] - 1 - pad[0], ext[1] - 1 - pad[1])
         return _conv_core(dout, Wf, None, (1, 1), flip_pad, dilation, tuple(input_hw))
     dx = np.empty((N, *input_hw, D), dtype=dout.dtype)
-    for n0, n1 in _blocks(N, Ho * Wo * W2d.shape[1] * dout.itemsize):
+
+    def block(n0: int, n1: int) -> None:
         dcols = _scratch("dcols", ((n1 - n0) * Ho * Wo, W2d.shape[1]), dout.dtype)
         np.matmul(dout[n0:n1].reshape(-1, K), W2d, out=dcols)
         _col2im(dcols, dx[n0:n1], (Ho, Wo), (Fh, Fw), stride, pad, dilation)
+
+    workers = _threads.workers()
+    _threads.map_blocks(block, _blocks(N, Ho * Wo * W2d.shape[1] * dout.itemsize, workers), workers)
     return dx
 
 

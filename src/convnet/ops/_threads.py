@@ -1,0 +1,115 @@
+"""Threads over blocks of a batch, each calling BLAS single-threaded.
+
+With 2+ BLAS threads, the kernels that work block by block (CONV's im2col + GEMM, col2im; FC's
+GEMMs split by rows) hand their blocks to a pool of that many Python threads, each calling BLAS
+single-threaded (NumPy releases the GIL in GEMMs and array copies), instead of one thread calling
+a multithreaded BLAS per block. Two reasons, both measured on the 2-core machine of the
+benchmark, which other jobs share:
+
+- the gathers, col2im adds and copies around the GEMMs (a third of a CONV layer's time) run in
+  parallel too, where NumPy would run them on one core;
+- the threads meet once per layer instead of at every BLAS barrier: OpenBLAS's 2-thread GEMMs
+  stalled up to 100x whenever another process held a core (a 0.8 ms (3072 x 289)^T (3072 x 32)
+  block took 200 ms; an FC forward of 1.3 ms took 86), where single-threaded GEMMs on two
+  Python threads just share the core that is left. cifar10's training step at batch 128 went
+  from 4.5 s to 1.1 s under that load.
+
+The cost: while a kernel runs its blocks, BLAS is set to one thread process-wide (threadpoolctl),
+so a GEMM another Python thread makes at that moment runs single-threaded; and a kernel called
+while the pool is busy (from another Python thread) runs its blocks serially. Without
+threadpoolctl (a dependency of scikit-learn, so normally present) everything stays serial with
+BLAS's own threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def blas() -> Any:
+    """threadpoolctl's controller of NumPy's BLAS, or None (no threadpoolctl, unknown BLAS)."""
+    if "blas" not in _state:
+        with _lock:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+                _state["blas"] = libs[0] if len(libs) == 1 else None
+            except Exception:  # threadpoolctl missing or failing: stay serial
+                _state["blas"] = None
+    return _state["blas"]
+
+
+def workers() -> int:
+    """Threads for the blocks: BLAS's current thread count (1 when it cannot be controlled)."""
+    ctl = blas()
+    return 1 if ctl is None else max(1, int(ctl.get_num_threads()))
+
+
+def map_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]],
+               n_workers: int) -> list[Any]:
+    """``[fn(start, stop) for (start, stop) in blocks]``, on ``n_workers`` threads, each with
+    single-threaded BLAS; in order, so sums of the results do not depend on thread timing."""
+    ctl = blas()
+    with _lock:
+        parallel = (n_workers > 1 and len(blocks) > 1 and ctl is not None
+                    and not _state.get("busy"))
+        if parallel:
+            executor = _state.get("executor")
+            if executor is None or _state.get("size") != n_workers:
+                from concurrent.futures import ThreadPoolExecutor
+
+                executor = ThreadPoolExecutor(n_workers, "convnet-blocks")
+                _state["executor"], _state["size"] = executor, n_workers
+            _state["busy"] = True
+    if not parallel:
+        return [fn(a, b) for a, b in blocks]
+    before = ctl.get_num_threads()
+    ctl.set_num_threads(1)
+    try:
+        return list(executor.map(lambda ab: fn(*ab), blocks))
+    finally:
+        ctl.set_num_threads(before)
+        _state["busy"] = False
+
+
+def row_blocks(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` nearly equal ``(start, stop)`` ranges of ``n`` rows (fewer if ``n < parts``)."""
+    parts = max(1, min(parts, n))
+    edges = [n * k // parts for k in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+#: Below this many multiply-adds a GEMM is not split (thread hand-off costs ~20-50 us).
+SPLIT_MIN_MACS = 2_000_000
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for 2-D arrays, the rows of ``a`` split over the worker threads."""
+    n = workers()
+    if n <= 1 or a.shape[0] < 2 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MIN_MACS:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+
+    def part(r0: int, r1: int) -> None:
+        np.matmul(a[r0:r1], b, out=out[r0:r1])
+
+    map_blocks(part, row_blocks(a.shape[0], n), n)
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a.T @ b`` (a weight gradient: the reduction runs over the rows of both), as a sum of
+    per-thread partial products over blocks of rows."""
+    n = workers()
+    if n <= 1 or a.shape[0] < 2 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MIN_MACS:
+        return a.T @ b
+    parts = map_blocks(lambda r0, r1: a[r0:r1].T @ b[r0:r1], row_blocks(a.shape[0], n), n)
+    return np.sum(parts, axis=0)
