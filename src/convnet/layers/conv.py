@@ -51,9 +51,63 @@ class _WindowLayer(Layer):
 
 
 class _ConvBase(_WindowLayer):
+    """What CONV and DECONV share: K filters on a window, a weight bank and a bias."""
+
+    _backward_op = None  # the functional backward: (dout, cache, need_dx) -> (dx, dW, db)
+
+    def _setup(self, K: int, F: int | Pair, S: int | Pair, P: int | Pair,
+               dilation: int | Pair, bias: bool) -> None:
+        self.K = _check_K(K, self.kind)
+        self.window = Window(
+            F=as_pair(F, "F", minimum=1, where=self.kind),
+            S=as_pair(S, "S", minimum=1, where=self.kind),
+            P=as_pair(P, "P", minimum=0, where=self.kind),
+            dilation=as_pair(dilation, "dilation", minimum=1, where=self.kind),
+        )
+        self.bias = bool(bias)
+
+    # hyperparameters by their seed names
+    F = property(lambda self: self.window.F)
+    S = property(lambda self: self.window.S)
+    P = property(lambda self: self.window.P)
+    dilation = property(lambda self: self.window.dilation)
+
+    def _hyper_text(self) -> str:
+        return f" K={self.K}{self._window_text()}"
+
+    def count_params(self, input_shape: Shape | None = None) -> int:
+        shape = input_shape or self.input_shape
+        return arith.conv_params(self.window.F, shape[2], self.K, self.bias)
+
+    def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def _init_params(self, rng: np.random.Generator, init: str) -> None:
+        fh, fw = self.window.F
+        D = self.input_shape[2]
+        # fans of the filter bank: F*F*D inputs per output unit, F*F*K outputs per input unit
+        # (the receptive-field convention PyTorch uses too, for CONV and DECONV alike)
+        self.params["W"] = init_weights(
+            rng, self._weight_shape(D), fan_in=fh * fw * D, fan_out=fh * fw * self.K,
+            init=init, dtype=self.dtype,
+        )
+        if self.bias:
+            self.params["b"] = np.zeros(self.K, dtype=self.dtype)
+
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dx, dW, db = type(self)._backward_op(dout, self._cache, need_dx=need_dx)
+        self._cache = None
+        self.grads["W"] = dW
+        if self.bias:
+            self.grads["b"] = db
+        return dx
+
     def backward_params(self, dout: np.ndarray) -> None:
         # the input gradient is more than half of a CONV's backward: skip it when unused
         self.backward(dout, need_dx=False)
+
+    def _spec_args(self) -> list[str]:
+        return [str(self.K), *self._window_args()] + ([] if self.bias else ["bias=false"])
 
 
 class Conv(_ConvBase):
@@ -97,24 +151,10 @@ class Conv(_ConvBase):
         floor: bool = False,
     ) -> None:
         super().__init__()
-        self.K = _check_K(K, self.kind)
-        self.window = Window(
-            F=as_pair(F, "F", minimum=1, where=self.kind),
-            S=as_pair(S, "S", minimum=1, where=self.kind),
-            P=as_pair(P, "P", minimum=0, where=self.kind),
-            dilation=as_pair(dilation, "dilation", minimum=1, where=self.kind),
-        )
-        self.bias = bool(bias)
+        self._setup(K, F, S, P, dilation, bias)
         self.floor = bool(floor)
 
-    # hyperparameters by their seed names
-    F = property(lambda self: self.window.F)
-    S = property(lambda self: self.window.S)
-    P = property(lambda self: self.window.P)
-    dilation = property(lambda self: self.window.dilation)
-
-    def _hyper_text(self) -> str:
-        return f" K={self.K}{self._window_text()}"
+    _backward_op = staticmethod(F_conv.conv2d_backward)
 
     def infer_shape(self, input_shape: Shape) -> Shape:
         self._require_volume(input_shape)
@@ -124,19 +164,8 @@ class Conv(_ConvBase):
         )
         return (H, W, self.K)
 
-    def count_params(self, input_shape: Shape | None = None) -> int:
-        shape = input_shape or self.input_shape
-        return arith.conv_params(self.window.F, shape[2], self.K, self.bias)
-
-    def _init_params(self, rng: np.random.Generator, init: str) -> None:
-        fh, fw = self.window.F
-        D = self.input_shape[2]
-        self.params["W"] = init_weights(
-            rng, (self.K, fh, fw, D), fan_in=fh * fw * D, fan_out=fh * fw * self.K,
-            init=init, dtype=self.dtype,
-        )
-        if self.bias:
-            self.params["b"] = np.zeros(self.K, dtype=self.dtype)
+    def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
+        return (self.K, *self.window.F, D)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         w = self.window
@@ -145,21 +174,8 @@ class Conv(_ConvBase):
         )
         return out
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        dx, dW, db = F_conv.conv2d_backward(dout, self._cache, need_dx=need_dx)
-        self._cache = None
-        self.grads["W"] = dW
-        if self.bias:
-            self.grads["b"] = db
-        return dx
-
     def _spec_args(self) -> list[str]:
-        args = [str(self.K), *self._window_args()]
-        if not self.bias:
-            args.append("bias=false")
-        if self.floor:
-            args.append("floor=true")
-        return args
+        return super()._spec_args() + (["floor=true"] if self.floor else [])
 
 
 class ConvTranspose(_ConvBase):
@@ -195,13 +211,7 @@ class ConvTranspose(_ConvBase):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.K = _check_K(K, self.kind)
-        self.window = Window(
-            F=as_pair(F, "F", minimum=1, where=self.kind),
-            S=as_pair(S, "S", minimum=1, where=self.kind),
-            P=as_pair(P, "P", minimum=0, where=self.kind),
-            dilation=as_pair(dilation, "dilation", minimum=1, where=self.kind),
-        )
+        self._setup(K, F, S, P, dilation, bias)
         self.output_padding = as_pair(output_padding, "output_padding", minimum=0,
                                       where=self.kind)
         for a, s, d in zip(self.output_padding, self.window.S, self.window.dilation, strict=True):
@@ -209,15 +219,11 @@ class ConvTranspose(_ConvBase):
                 raise ConfigError(
                     f"{self.kind}: output_padding={a} must be smaller than the stride S={s}"
                 )
-        self.bias = bool(bias)
 
-    F = property(lambda self: self.window.F)
-    S = property(lambda self: self.window.S)
-    P = property(lambda self: self.window.P)
-    dilation = property(lambda self: self.window.dilation)
+    _backward_op = staticmethod(F_conv.conv_transpose2d_backward)
 
     def _hyper_text(self) -> str:
-        text = f" K={self.K}{self._window_text()}"
+        text = super()._hyper_text()
         if self.output_padding != (0, 0):
             text += f" output_padding={fmt_pair(self.output_padding)}"
         return text
@@ -230,21 +236,8 @@ class ConvTranspose(_ConvBase):
         )
         return (H, W, self.K)
 
-    def count_params(self, input_shape: Shape | None = None) -> int:
-        shape = input_shape or self.input_shape
-        return arith.conv_params(self.window.F, shape[2], self.K, self.bias)
-
-    def _init_params(self, rng: np.random.Generator, init: str) -> None:
-        fh, fw = self.window.F
-        D = self.input_shape[2]
-        # fan_in of an output unit: each input unit contributes through F*F/S^2 taps on average;
-        # we use the conventional F*F*D (PyTorch uses the same receptive-field-based fan).
-        self.params["W"] = init_weights(
-            rng, (D, fh, fw, self.K), fan_in=fh * fw * D, fan_out=fh * fw * self.K,
-            init=init, dtype=self.dtype,
-        )
-        if self.bias:
-            self.params["b"] = np.zeros(self.K, dtype=self.dtype)
+    def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
+        return (D, *self.window.F, self.K)  # the layout of the CONV whose dx this computes
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         w = self.window
@@ -253,18 +246,8 @@ class ConvTranspose(_ConvBase):
         )
         return out
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        dx, dW, db = F_conv.conv_transpose2d_backward(dout, self._cache, need_dx=need_dx)
-        self._cache = None
-        self.grads["W"] = dW
-        if self.bias:
-            self.grads["b"] = db
-        return dx
-
     def _spec_args(self) -> list[str]:
         args = [str(self.K), *self._window_args()]
         if self.output_padding != (0, 0):
             args.append(f"output_padding={fmt_pair(self.output_padding)}")
-        if not self.bias:
-            args.append("bias=false")
-        return args
+        return args + ([] if self.bias else ["bias=false"])
