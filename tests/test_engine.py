@@ -302,3 +302,34 @@ def test_backward_without_input_gradient_gives_same_param_grads():
     assert a.backward(d, need_dx=False) is None
     for k, _, g in a.parameters():
         np.testing.assert_array_equal(g, full[k])
+
+
+def test_layer_used_on_its_own_is_validated_like_a_network():
+    layer = cn.Conv(K=2, F=3, S=2)
+    with pytest.raises(cn.ShapeError, match="call build"):
+        layer.forward(np.zeros((1, 7, 7, 1)))
+    layer.build((7, 7, 1))
+    assert layer.forward(np.zeros((1, 9, 9, 1))).shape == (1, 4, 4, 2)  # another size that fits
+    with pytest.raises(cn.ShapeError, match=r"\(8 - 3 \+ 2\*0\)/2 \+ 1 = 3.50 is not a whole"):
+        layer.forward(np.zeros((1, 8, 8, 1)))  # never silently cropped
+    with pytest.raises(cn.ShapeError, match=r"expected an input of shape \(N, 7, 7, 1\)"):
+        layer.forward(np.zeros((1, 7, 7, 3)))  # depth mismatch
+    with pytest.raises(cn.InputError):
+        layer.forward(np.full((1, 7, 7, 1), np.inf))
+
+
+def test_backward_needs_a_training_forward_and_the_right_shape():
+    net = cn.Sequential([cn.Conv(2, 3), cn.FC(3)], (5, 5, 1), seed=0)
+    with pytest.raises(cn.ConfigError, match="before backward"):
+        net.backward(np.zeros((2, 3)))
+    net.forward(np.zeros((2, 5, 5, 1)), train=True)
+    with pytest.raises(cn.ShapeError, match=r"dout has shape \(3, 3\), but the last forward "
+                                            r"returned \(2, 3\)"):
+        net.backward(np.zeros((3, 3)))
+
+
+def test_layer_cannot_join_a_second_network():
+    conv = cn.Conv(2, 3)
+    cn.Sequential([conv, cn.FC(3)], (5, 5, 1), seed=0)
+    with pytest.raises(cn.ConfigError, match="already belongs to another network"):
+        cn.Sequential([conv, cn.FC(3)], (5, 5, 1), seed=0)

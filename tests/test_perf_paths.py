@@ -4,7 +4,8 @@
 - the stride-1 input gradient as a flipped convolution (vs GEMM + col2im, and vs PyTorch),
 - the compiled max-pool kernels (vs the pure-NumPy kernels, exactly, ties and NaN included),
 - Sequential's execution plan (RELU/POOL swap, in-place RELU) vs running the layers one by one,
-- the per-thread scratch buffers (two threads at once).
+- the per-thread scratch buffers (two threads at once),
+- Winograd F(2x2, 3x3) for 3x3 stride-1 layers (vs im2col in float64, float32 vs float64, PyTorch).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 import convnet as cn
 from convnet.arith import effective_extent
-from convnet.ops import _jit, _threads
+from convnet.ops import _jit, _threads, winograd
 from convnet.ops import conv as C
 from convnet.ops import pool as P
 
@@ -271,3 +272,87 @@ def test_scratch_buffers_are_per_thread(monkeypatch):
     for k, outs in results.items():
         for out in outs:
             np.testing.assert_array_equal(out, expected[k])
+
+
+# ------------------------------------------------------------------ Winograd F(2x2, 3x3)
+def _conv_both_ways(x, W, b, P, dout):
+    """Forward and gradients by Winograd (thresholds off) and by im2col (Winograd off)."""
+    args = ((1, 1), (P, P), (1, 1))
+    results = []
+    with pytest.MonkeyPatch.context() as mp:
+        for on in (True, False):
+            mp.setattr(C, "WINOGRAD_MIN_CHANNELS", 1 if on else 10**9)
+            mp.setattr(C, "WINOGRAD_MIN_TILES", 1)
+            mp.setattr(C, "FLIP_MIN_DEPTH", 1)        # dx as a conv of dout: Winograd again
+            out, cache = C.conv2d_forward(x, W, b, *args)
+            results.append((out, *C.conv2d_backward(dout, cache)))
+    return results
+
+
+@pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(1, 9), Wd=st.integers(1, 9), D=st.integers(1, 5),
+       K=st.integers(1, 4), P=st.integers(0, 2), bias=st.booleans(), seed=st.integers(0, 999))
+def test_winograd_equals_im2col_in_float64(compiled, N, H, Wd, D, K, P, bias, seed):
+    """Odd and even, square and not, P = 0..2, batch 1, depth 1: tiles padded to even sizes."""
+    if H + 2 * P < 3 or Wd + 2 * P < 3:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H, Wd, D))
+    W = rng.standard_normal((K, 3, 3, D))
+    b = rng.standard_normal(K) if bias else None
+    dout = rng.standard_normal((N, H + 2 * P - 2, Wd + 2 * P - 2, K))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winograd, "HAVE_NUMBA", compiled)
+        wino, plain = _conv_both_ways(x, W, b, P, dout)
+    assert wino[0].shape == dout.shape and wino[1].shape == x.shape
+    for w, p in zip(wino, plain, strict=True):
+        if p is None:
+            assert w is None
+        else:
+            np.testing.assert_allclose(w, p, rtol=1e-10, atol=1e-10 * np.abs(p).max())
+
+
+@pytest.mark.parametrize("shape, P", [((2, 9, 7, 16), 1), ((1, 8, 8, 32), 0), ((3, 5, 11, 3), 2)])
+def test_winograd_float32_against_float64(shape, P):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape)
+    W = rng.standard_normal((24, 3, 3, shape[3])) * 0.2
+    b = rng.standard_normal(24)
+    dout = rng.standard_normal((shape[0], shape[1] + 2 * P - 2, shape[2] + 2 * P - 2, 24))
+    ref = _conv_both_ways(x, W, b, P, dout)[1]                    # im2col, float64
+    got = _conv_both_ways(*(a.astype(np.float32) for a in (x, W, b)), P,
+                          dout.astype(np.float32))[0]             # Winograd, float32
+    for g, r in zip(got, ref, strict=True):                       # out, dx, dW, db
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+
+
+def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
+    """With the default thresholds a cifar10-sized layer takes the Winograd paths (forward,
+    input and weight gradients), and its training step agrees with PyTorch."""
+    calls = []
+    real, real_dW = C._winograd_conv, C._winograd_weight_grad
+    monkeypatch.setattr(C, "_winograd_conv", lambda *a: (calls.append(1), real(*a))[1])
+    monkeypatch.setattr(C, "_winograd_weight_grad", lambda *a: (calls.append(0), real_dW(*a))[1])
+    rng = np.random.default_rng(8)
+    N = -(-C.WINOGRAD_MIN_TILES // 64)                            # 16x16 outputs: 64 tiles each
+    x = rng.standard_normal((N, 16, 16, 32))
+    W = rng.standard_normal((32, 3, 3, 32)) * 0.1
+    b = rng.standard_normal(32)
+    out, cache = C.conv2d_forward(x, W, b, (1, 1), (1, 1), (1, 1))
+    dout = np.cos(out)
+    dx, dW, db = C.conv2d_backward(dout, cache)
+    assert sorted(calls) == [0, 1, 1]                             # dW; forward and dx
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tW = torch.from_numpy(W.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tb = torch.from_numpy(b).requires_grad_()
+    tout = torch.nn.functional.conv2d(tx, tW, tb, padding=1)
+    tout.backward(torch.from_numpy(dout.transpose(0, 3, 1, 2).copy()))
+    np.testing.assert_allclose(out, tout.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(dW, tW.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-10, atol=1e-10)

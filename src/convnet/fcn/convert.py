@@ -34,8 +34,13 @@ from convnet.net.sequential import Sequential
 def _copy_layer(layer: Layer) -> Layer:
     """A layer of the same kind and hyperparameters; the new network rebuilds its arrays and the
     weights are copied in afterwards."""
-    new = copy.deepcopy(layer)
+    # share nothing, and copy neither the old network nor the weight arrays (rebuilt anyway)
+    memo = {id(v): None for v in (*layer.params.values(), *layer.grads.values(),
+                                  *layer.buffers.values())}
+    memo[id(layer.network)] = None
+    new = copy.deepcopy(layer, memo)
     new.params, new.grads, new.buffers, new._cache = {}, {}, {}, None
+    new.network, new.built = None, False
     return new
 
 

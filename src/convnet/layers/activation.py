@@ -21,12 +21,13 @@ class ReLU(Layer):
 
     kind = "RELU"
     activation = "relu"
+    needs_build = False
 
-    def forward(self, x: np.ndarray, train: bool = False, *, inplace: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False, *, inplace: bool = False) -> np.ndarray:
         out, self._cache = F_act.relu_forward(x, inplace=inplace)
         return out
 
-    def backward(self, dout: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    def _backward(self, dout: np.ndarray, *, inplace: bool = False) -> np.ndarray:
         dx = F_act.relu_backward(dout, self._cache, inplace=inplace)
         self._cache = None
         return dx
@@ -37,6 +38,7 @@ class LeakyReLU(Layer):
 
     kind = "LRELU"
     activation = "relu"
+    needs_build = False
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
@@ -48,11 +50,11 @@ class LeakyReLU(Layer):
     def _hyper_text(self) -> str:
         return f" alpha={self.alpha:g}"
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         out, self._cache = F_act.leaky_relu_forward(x, self.alpha)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx = F_act.leaky_relu_backward(dout, self._cache)
         self._cache = None
         return dx
@@ -66,12 +68,13 @@ class Tanh(Layer):
 
     kind = "TANH"
     activation = "tanh"
+    needs_build = False
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         out, self._cache = F_act.tanh_forward(x)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx = F_act.tanh_backward(dout, self._cache)
         self._cache = None
         return dx
@@ -82,12 +85,13 @@ class Sigmoid(Layer):
 
     kind = "SIGMOID"
     activation = "sigmoid"
+    needs_build = False
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         out, self._cache = F_act.sigmoid_forward(x)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx = F_act.sigmoid_backward(dout, self._cache)
         self._cache = None
         return dx

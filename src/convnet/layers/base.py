@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from convnet.arith import fmt_shape
-from convnet.errors import InputError, ShapeError
+from convnet.errors import ConfigError, InputError, ShapeError
 
 Shape = tuple[int, ...]
 
@@ -29,6 +29,8 @@ class Layer:
     kind: str = "LAYER"
     #: the activation this layer *is*, used to choose He or Glorot for the weights before it
     activation: str | None = None
+    #: elementwise layers with no state work on any shape without build()
+    needs_build: bool = True
 
     def __init__(self) -> None:
         self.name: str = self.kind.lower()
@@ -39,6 +41,8 @@ class Layer:
         self.output_shape: Shape | None = None
         self.dtype: np.dtype = np.dtype(np.float32)
         self._cache: Any = None
+        self.built = False  # True once build() has allocated the parameters
+        self.network: Any = None  # the Sequential this layer belongs to, if any
 
     # ----------------------------------------------------------------------- shape inference
     def describe(self) -> str:
@@ -83,6 +87,7 @@ class Layer:
             raise ShapeError(f"{self.describe()}: dtype must be float32 or float64, not {dtype}")
         self._init_params(rng if rng is not None else np.random.default_rng(), init or "he")
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.built = True
         return self.output_shape
 
     def _init_params(self, rng: np.random.Generator, init: str) -> None:
@@ -97,28 +102,51 @@ class Layer:
         return 0
 
     # ------------------------------------------------------------------------- computation
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, x: Any, train: bool = False, **kwargs: Any) -> np.ndarray:
+        """The layer on a batch ``x``: ``(N, *input_shape)``, or another image size where the
+        window fits it. Validated (a layer used on its own gets the same errors as a network);
+        a :class:`~convnet.Sequential` validates once at its entry and calls :meth:`_forward`."""
+        return self._forward(self._validate(x), train, **kwargs)
+
+    def backward(self, dout: Any, **kwargs: Any) -> np.ndarray | None:
+        """Gradient w.r.t. the input of the last ``forward``; fills ``grads``."""
+        if self._cache is None and self.params:
+            raise ConfigError(f"{self.describe()}: call forward(x, train=True) before backward")
+        dout = np.asarray(dout)
+        if self.built:
+            dout = dout.astype(self.dtype, copy=False)
+        return self._backward(dout, **kwargs)
+
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def backward_params(self, dout: np.ndarray) -> None:
         """Fill ``grads`` without computing ``dx`` (for the first layer of a network in training,
         whose input gradient nobody reads). Layers where ``dx`` is costly override this."""
-        self.backward(dout)
+        self._backward(dout)
+
+    def _validate(self, x: Any) -> np.ndarray:
+        arr = np.asarray(x)
+        if not self.needs_build and not self.built:  # an elementwise layer: any shape will do
+            dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+            return check_array(arr, None, dtype, self.describe())
+        self._check_built()
+        shape = self.input_shape
+        if (arr.ndim == 4 and len(shape) == 3 and arr.shape[3] == shape[2]
+                and arr.shape[1:] != shape and self.kind not in ("FC", "FLATTEN")):
+            self.infer_shape(arr.shape[1:])  # another image size: the window must fit it too
+            shape = arr.shape[1:]
+        return check_array(arr, shape, self.dtype, self.describe())
 
     def _check_built(self) -> None:
-        if self.output_shape is None:
+        if not self.built:
             raise ShapeError(
                 f"{self.describe()}: call build(input_shape) (or put the layer in a Sequential) "
                 "before forward"
             )
-
-    def check_input(self, x: np.ndarray) -> np.ndarray:
-        """Validate an input array against the built input shape; used at a network's entry."""
-        self._check_built()
-        return check_array(x, self.input_shape, self.dtype, self.describe())
 
     # ---------------------------------------------------------------------------- spec text
     def to_spec(self) -> str:

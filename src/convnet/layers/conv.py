@@ -94,7 +94,7 @@ class _ConvBase(_WindowLayer):
         if self.bias:
             self.params["b"] = np.zeros(self.K, dtype=self.dtype)
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+    def _backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         dx, dW, db = type(self)._backward_op(dout, self._cache, need_dx=need_dx)
         self._cache = None
         self.grads["W"] = dW
@@ -104,7 +104,7 @@ class _ConvBase(_WindowLayer):
 
     def backward_params(self, dout: np.ndarray) -> None:
         # the input gradient is more than half of a CONV's backward: skip it when unused
-        self.backward(dout, need_dx=False)
+        self._backward(dout, need_dx=False)
 
     def _spec_args(self) -> list[str]:
         return [str(self.K), *self._window_args()] + ([] if self.bias else ["bias=false"])
@@ -167,7 +167,7 @@ class Conv(_ConvBase):
     def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
         return (self.K, *self.window.F, D)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         w = self.window
         out, self._cache = F_conv.conv2d_forward(
             x, self.params["W"], self.params.get("b"), w.S, w.P, w.dilation
@@ -239,7 +239,7 @@ class ConvTranspose(_ConvBase):
     def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
         return (D, *self.window.F, self.K)  # the layout of the CONV whose dx this computes
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         w = self.window
         out, self._cache = F_conv.conv_transpose2d_forward(
             x, self.params["W"], self.params.get("b"), w.S, w.P, w.dilation, self.output_padding

@@ -31,11 +31,11 @@ class Flatten(Layer):
     def infer_shape(self, input_shape: Shape) -> Shape:
         return (arith.num_elements(input_shape),)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         return dout.reshape(self._cache)
 
 
@@ -89,7 +89,7 @@ class FC(Layer):
         if self.bias:
             self.params["b"] = np.zeros(self.K, dtype=self.dtype)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         x2 = x.reshape(x.shape[0], -1)  # a view for a contiguous volume
         self._cache = (x2, x.shape)
         # the GEMMs split by rows over threads with single-threaded BLAS (see ops/_threads.py)
@@ -98,7 +98,7 @@ class FC(Layer):
             out += self.params["b"]
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         x2, shape = self._cache
         self._cache = None
         self.grads["W"] = _threads.matmul_tn(x2, dout)

@@ -76,12 +76,12 @@ class MaxPool(_Pool):
 
     kind = "POOL"
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         w = self.window
         out, self._cache = F_pool.maxpool2d_forward(x, w.F, w.S, w.P)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx = F_pool.maxpool2d_backward(dout, self._cache)
         self._cache = None
         return dx
@@ -98,12 +98,12 @@ class AvgPool(_Pool):
             args = ["F=2"]
         return args
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         w = self.window
         out, self._cache = F_pool.avgpool2d_forward(x, w.F, w.S, w.P)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx = F_pool.avgpool2d_backward(dout, self._cache)
         self._cache = None
         return dx
@@ -123,11 +123,11 @@ class GlobalAvgPool(_WindowLayer):
         h, w = self.input_shape[:2] if self.input_shape else (1, 1)
         return Window(F=(h, w), S=(h, w))
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         out, self._cache = F_pool.global_avgpool_forward(x)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx = F_pool.global_avgpool_backward(dout, self._cache)
         self._cache = None
         return dx

@@ -41,7 +41,7 @@ class Dropout(Layer):
         self.rng = rng if rng is not None else np.random.default_rng()
         return super().build(input_shape, rng, dtype, init)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         if not train or self.p == 0.0:
             self._cache = None
             return x
@@ -50,7 +50,7 @@ class Dropout(Layer):
         self._cache = keep
         return x * keep * scale
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         keep = self._cache
         self._cache = None
         if keep is None:
@@ -93,7 +93,7 @@ class BatchNorm(Layer):
         self.buffers["running_mean"] = np.zeros(D, dtype=self.dtype)
         self.buffers["running_var"] = np.ones(D, dtype=self.dtype)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         if train and x.size // x.shape[-1] < 2:
             raise ShapeError(
                 f"{self.describe()}: training needs more than one value per channel to compute "
@@ -105,7 +105,7 @@ class BatchNorm(Layer):
         )
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx, dgamma, dbeta = F_norm.batchnorm_backward(dout, self._cache)
         self._cache = None
         self.grads["gamma"] = dgamma

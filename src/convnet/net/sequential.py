@@ -128,6 +128,11 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"layer {i + 1} is {layer!r}, not a convnet layer")
+            if layer.network is not None:
+                raise ConfigError(
+                    f"layer {i + 1} ({layer.kind}) already belongs to another network; building "
+                    "it again would change that network's weights. Make a new layer object"
+                )
             if id(layer) in seen:
                 raise ConfigError(
                     f"layer {i + 1} ({layer.kind}) appears twice in the list; each position needs "
@@ -142,6 +147,7 @@ class Sequential:
             raise ConfigError(f"dtype must be float32 or float64, not {dtype}")
         self.seed = seed
         self._name_layers()
+        self._batch_shape: tuple[int, ...] | None = None  # output shape of the last train forward
         # 1. shapes, without arrays: fails here, naming the layer, if the stack cannot work
         self.shapes: list[Shape] = []
         shape = self.input_shape
@@ -158,6 +164,8 @@ class Sequential:
             for i, layer in enumerate(self.layers):
                 shape = layer.build(shape, rng=self.rng, dtype=self.dtype,
                                     init=choose_init(self.layers, i))
+            for layer in self.layers:  # a network with weights owns its layers
+                layer.network = self
 
     def _name_layers(self) -> None:
         counts: dict[str, int] = {}
@@ -244,9 +252,10 @@ class Sequential:
         out = self._check_forward_input(x)
         for i, fwd_inplace, _ in self._plan:
             if fwd_inplace:
-                out = self.layers[i].forward(out, train, inplace=True)
+                out = self.layers[i]._forward(out, train, inplace=True)
             else:
-                out = self.layers[i].forward(out, train)
+                out = self.layers[i]._forward(out, train)
+        self._batch_shape = out.shape if train else None
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -256,17 +265,26 @@ class Sequential:
         ``need_dx=False`` (what training uses) skips the input gradient of the first layer, as
         PyTorch does for an input that does not require grad, and returns None.
         """
+        if self._batch_shape is None:
+            raise ConfigError("call forward(x, train=True) before backward: backward needs what "
+                              "the training forward pass kept")
+        dout = np.asarray(dout)
+        if dout.shape != self._batch_shape:
+            raise ShapeError(f"backward: dout has shape {dout.shape}, but the last forward "
+                             f"returned {self._batch_shape}")
+        self._batch_shape = None  # the caches are consumed
+        dout = dout.astype(self.dtype, copy=False)
         plan = self._plan
         for i, _, bwd_inplace in reversed(plan[1:]):
             if bwd_inplace:
-                dout = self.layers[i].backward(dout, inplace=True)
+                dout = self.layers[i]._backward(dout, inplace=True)
             else:
-                dout = self.layers[i].backward(dout)
+                dout = self.layers[i]._backward(dout)
         first = self.layers[plan[0][0]]
         if not need_dx:
             first.backward_params(dout)
             return None
-        return first.backward(dout)
+        return first._backward(dout)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Scores in evaluation mode, computed in chunks of ``batch_size``."""
