@@ -109,10 +109,13 @@ def test_flipped_path_float32_against_float64():
 
 
 # ------------------------------------------------------------------- compiled max pooling
-needs_numba = pytest.mark.skipif(not _jit.HAVE_NUMBA, reason="numba not installed")
+def test_numba_is_installed():
+    # numba is a dependency: without it the pool tests below would only test the fallback
+    assert _jit.HAVE_NUMBA
 
 
-@needs_numba
+
+
 @settings(max_examples=40, deadline=None)
 @given(N=st.integers(1, 3), H=st.integers(1, 8), Wd=st.integers(1, 8), D=st.integers(1, 5),
        Fh=st.integers(1, 3), Fw=st.integers(1, 3), Sh=st.integers(1, 3), Sw=st.integers(1, 3),
@@ -198,8 +201,7 @@ def test_relu_leaves_its_argument_alone_unless_asked():
 
 def test_blocks_on_two_threads_give_the_same_results():
     """The thread pool over the blocks (2 workers, single-threaded BLAS) against one thread."""
-    if _threads.blas() is None:
-        pytest.skip("BLAS threads cannot be controlled here (no threadpoolctl)")
+    assert _threads.blas() is not None, "threadpoolctl is a dependency"
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, 8, 8, 4))
     W = rng.standard_normal((5, 3, 3, 4))

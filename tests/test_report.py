@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -29,9 +28,7 @@ def test_vgg16_is_instant_and_exact(monkeypatch):
     # summary must never allocate weights: make any allocation by a layer fail loudly
     monkeypatch.setattr(cn.layers.base.Layer, "build",
                         lambda *a, **k: pytest.fail("summary allocated weights"))
-    start = time.perf_counter()
     text = summary("vgg16")
-    assert time.perf_counter() - start < 2.0
     assert "Parameters: 138,357,544" in text
     assert "MACs per image: 15,470,264,320 (FLOPs = 2 x MACs = 30,940,528,640)" in text
     doc = _json("vgg16")
@@ -100,7 +97,8 @@ def test_input_override_and_sources(tmp_path):
 
 
 def test_saved_model(tmp_path):
-    checkpoint = pytest.importorskip("convnet.train.checkpoint")
+    from convnet.train import checkpoint
+
     net = cn.build("INPUT(8x8x1) -> CONV(4,F=3,P=1) -> RELU -> POOL -> FC(10)", seed=0)
     path = tmp_path / "model.npz"
     checkpoint.save(net, path)

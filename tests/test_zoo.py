@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -37,9 +35,8 @@ def test_every_entry_builds_and_round_trips(name):
 
 
 def test_vgg16_138357544_parameters_instantly():
-    t0 = time.perf_counter()
     net = build("vgg16", weights=False)
-    assert time.perf_counter() - t0 < 1.0
+    assert all(not layer.params for layer in net.layers)  # shapes and counts, no arrays
     assert net.num_params == 138_357_544
     fc1 = next(i for i, layer in enumerate(net.layers) if layer.kind == "FC")
     assert net.shapes[fc1 - 1] == (7, 7, 512)

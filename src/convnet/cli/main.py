@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `convnet summary vgg16 | head`
         return 0
+    except OSError as exc:  # an existing file where a folder should go, a full or read-only disk
+        name = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"{prog}: error: {exc.strerror or exc}{name}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

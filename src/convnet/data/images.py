@@ -29,7 +29,7 @@ _GRAY_MODES = {"1", "L", "LA", "La", *_HIGH_DEPTH}
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image, or raise a DataError naming the file."""
     try:
         with Image.open(path) as img:
@@ -126,7 +126,7 @@ def load_image(
             "(H, W, D) with D = 1 (grayscale) or 3 (RGB)"
         )
     h, w, d = (int(v) for v in target_shape)
-    return _convert(_open(path), (h, w), d, path)
+    return _convert(open_image(path), (h, w), d, path)
 
 
 # ------------------------------------------------------------------------------- image folders
@@ -160,7 +160,7 @@ def _load_items(
     y = np.empty(len(items), dtype=np.int64)
     # A loop over files is unavoidable (each is a separate decode); it runs once per load.
     for i, (path, label) in enumerate(items):
-        x[i], _ = _convert(_open(path), hw, channels, path)
+        x[i], _ = _convert(open_image(path), hw, channels, path)
         y[i] = label
     return x, y
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.arith import Pair, fmt_shape
-from convnet.errors import DataError, ShapeError
+from convnet.errors import ShapeError
 from convnet.fcn import maps
 from convnet.net.sequential import Sequential
 from convnet.ops.loss import softmax
@@ -60,17 +60,10 @@ def largest_fit(net: Sequential, hw: Pair) -> Pair:
 
 def read_image(path: str | os.PathLike, depth: int) -> np.ndarray:
     """An image file at its own size as ``(H, W, depth)`` float32 in ``[0, 1]``."""
-    from PIL import Image, UnidentifiedImageError
-
     from convnet.data import load_image
+    from convnet.data.images import open_image
 
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
+    h, w = open_image(Path(path)).size[::-1]  # the one place images are opened and checked
     image, _ = load_image(path, (h, w, depth))
     return image
 
