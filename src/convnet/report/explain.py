@@ -269,33 +269,27 @@ def _fully_convolutional(net: Any, rows: list[LayerRow]) -> list[str]:
                 "large enough for its windows."]
     out = ["Fully convolutional equivalent: each FC becomes a CONV whose filter covers its "
            "whole input, with the same weights reshaped (so the same parameter count):"]
-    chain: list[str] = []
+    from convnet.fcn.convert import conversion_plan
+
+    # the layers the conversion makes (fcn/convert.py): one rule, used here and for the weights
+    plan = conversion_plan(net)
+    chain = [new.to_spec() for _, new in plan if new is not None]
     short: list[str] = []
-    grid = (net.input_shape[0], net.input_shape[1])
-    for layer, r in zip(net.layers, rows, strict=True):
-        ins = r.input_shape
-        if r.kind == "FC":
-            h, w = (ins[0], ins[1]) if len(ins) == 3 else grid
-            D = arith.num_elements(ins) // (h * w)
-            conv = f"CONV({layer.K},F={fmt_pair((h, w))}{'' if layer.bias else ',bias=false'})"
-            out += _wrap(f"{r.name}: {r.spec} on {h}x{w}x{D} -> {conv}: ({h} - {h} + 2*0)/1 + 1 "
-                         f"= 1, so {h}x{w}x{D} -> 1x1x{layer.K}; {h}*{w}*{D}*{layer.K}"
-                         + (f" + {layer.K}" if layer.bias else "")
-                         + f" = {_n(r.params)} parameters either way.")
-            if not short:
-                short.append(f"{h}x{w}x{D}")
-            short.append(f"CONV F={fmt_pair((h, w))} K={layer.K}")
-            chain.append(conv)
-            grid = (1, 1)
-        elif r.kind == "FLATTEN":
+    for (layer, new), r in zip(plan, rows, strict=True):
+        if r.kind != "FC":
             continue
-        elif r.kind == "GAP":
-            chain.append(f"AVGPOOL(F={fmt_pair((ins[0], ins[1]))})")
-            grid = (1, 1)
-        else:
-            chain.append(layer.to_spec())
-        if len(r.output_shape) == 3:
-            grid = (r.output_shape[0], r.output_shape[1])
+        ins = r.input_shape
+        h, w = new.window.F  # the volume this FC reads (through any FLATTEN)
+        D = arith.num_elements(ins) // (h * w)
+        conv = f"CONV({layer.K},F={fmt_pair((h, w))}{'' if layer.bias else ',bias=false'})"
+        formula = arith.window_formula((h, w), arith.Window(F=(h, w)))[0]
+        out += _wrap(f"{r.name}: {r.spec} on {h}x{w}x{D} -> {conv}: {formula}, so "
+                     f"{h}x{w}x{D} -> 1x1x{layer.K}; {h}*{w}*{D}*{layer.K}"
+                     + (f" + {layer.K}" if layer.bias else "")
+                     + f" = {_n(r.params)} parameters either way.")
+        if not short:
+            short.append(f"{h}x{w}x{D}")
+        short.append(f"CONV F={fmt_pair((h, w))} K={layer.K}")
     # the seeds' short form: 7x7x512 -> CONV F=7 K=4096 -> CONV F=1 K=4096 -> CONV F=1 K=1000
     out += _wrap("In short: " + " -> ".join(short) + f" -> 1x1x{rows[-1].output_shape[-1]}.")
     spec = " -> ".join([f"INPUT({fmt_shape(net.input_shape)})", *chain])
