@@ -358,3 +358,27 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
     np.testing.assert_allclose(dW, tW.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10,
                                atol=1e-10)
     np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_winograd_blocks_on_two_threads_give_the_same_results(monkeypatch):
+    """Per-thread scratch (V, M, the padded block) and the in-order sum of the dW partials."""
+    if _threads.blas() is None:
+        pytest.skip("BLAS threads cannot be controlled here (no threadpoolctl)")
+    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(C, "BLOCK_BYTES", 1)                      # one image per block
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 7, 6, 4))
+    W = rng.standard_normal((3, 3, 3, 4))
+    b = rng.standard_normal(3)
+
+    def run():
+        out, cache = C.conv2d_forward(x, W, b, (1, 1), (1, 1), (1, 1))
+        return [out, *C.conv2d_backward(np.cos(out), cache)]
+
+    monkeypatch.setattr(_threads, "workers", lambda: 1)
+    serial = run()
+    monkeypatch.setattr(_threads, "workers", lambda: 2)
+    pooled = run()
+    for a, c in zip(serial, pooled, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)

@@ -311,9 +311,10 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
 #: -> 23.8; 32x32x32 -> 32 52.8 -> 36.4, 52.2 -> 42.1, 50.1 -> 38.1; but 32x32x16 -> 32
 #: forward 26.9 -> 35.1 and 32x32x16 -> 16 17.8 -> 27.4 (slower).
 WINOGRAD_MIN_CHANNELS = 32
-#: ... and smallest number of 2x2 output tiles over the whole batch: below it the fixed costs
-#: (filter transform, 16 small GEMM calls, the kernels' dispatch) outweigh the saved multiplies.
-WINOGRAD_MIN_TILES = 1024
+#: ... and smallest number of 2x2 output tiles over the whole batch. Winograd still won on one
+#: 14x14 image (49 tiles: 0.17 -> 0.14 ms forward), but below ~64 tiles both paths take 0.1-0.3
+#: ms and its fixed costs (filter transforms, 32 small GEMM calls) made it erratic: im2col there.
+WINOGRAD_MIN_TILES = 64
 
 
 def _winograd_pays(F: Pair, stride: Pair, dilation: Pair, D: int, K: int, N: int,
@@ -385,7 +386,10 @@ def _winograd_weight_grad(x: np.ndarray, dout: np.ndarray, pad: Pair) -> np.ndar
     per_image = th * tw * 16 * (D + K) * x.itemsize
     workers = _threads.workers()
     parts = _threads.map_blocks(block, _blocks(N, per_image, workers), workers)
-    return winograd.filter_grad_transform(np.sum(parts, axis=0))
+    dU = parts[0]
+    for part in parts[1:]:                  # in place, in block order (np.sum would first copy
+        dU += part                          # the list into one more array)
+    return winograd.filter_grad_transform(dU)
 
 
 def _weight_grad(x: np.ndarray, dout: np.ndarray, W_shape: tuple[int, ...], stride: Pair,
