@@ -246,3 +246,17 @@ def test_maxpool_compact_cache_and_nan_propagation():
     assert all(not isinstance(c, np.ndarray) or c.nbytes <= out.nbytes // 4 for c in cache)
     assert np.isnan(out[0, 0, 0, 0]) and not np.isnan(out[0, 0, 0, 1])
     assert not np.isnan(out[0, 1:, 1:, :]).any()
+
+
+@FAST
+@given(N=st.integers(1, 3), H=st.integers(2, 9), W=st.integers(2, 9), D=st.integers(1, 4),
+       F=st.integers(1, 3), S=st.integers(1, 3), P=st.integers(0, 1), seed=st.integers(0, 99))
+def test_maxpool_inference_path_equals_training_path(N, H, W, D, F, S, P, seed):
+    """Evaluation skips the argmax: the values must be exactly those of the training path."""
+    if 2 * P > F or F > H + 2 * P or F > W + 2 * P:
+        return
+    x = np.random.default_rng(seed).standard_normal((N, H, W, D)).astype(np.float32)
+    train_out, cache = maxpool2d_forward(x, (F, F), (S, S), (P, P))
+    eval_out, none = maxpool2d_forward(x, (F, F), (S, S), (P, P), need_index=False)
+    assert none is None
+    np.testing.assert_array_equal(eval_out, train_out)

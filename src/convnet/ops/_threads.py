@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,11 @@ def blas() -> Any:
                 from threadpoolctl import ThreadpoolController
 
                 libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-                _state["blas"] = libs[0] if len(libs) == 1 else None
+                # SciPy (loaded by scikit-learn) brings a second OpenBLAS: pick NumPy's own,
+                # the one its GEMMs use (numpy.libs/ in wheels, numpy/ otherwise)
+                mine = [c for c in libs
+                        if any(part.startswith("numpy") for part in Path(c.filepath).parts[-3:-1])]
+                _state["blas"] = (mine or libs)[0] if len(mine) == 1 or len(libs) == 1 else None
             except Exception:  # threadpoolctl missing or failing: stay serial
                 _state["blas"] = None
     return _state["blas"]
