@@ -35,39 +35,6 @@ def make_convnet(seed: int = 0):
     )
 
 
-def make_torch(net):
-    """The same network in PyTorch with the same initial weights (NCHW, flatten in NHWC order)."""
-    import torch
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.c1 = nn.Conv2d(1, 32, 3, padding=1)
-            self.c2 = nn.Conv2d(32, 64, 3, padding=1)
-            self.f1 = nn.Linear(7 * 7 * 64, 128)
-            self.f2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            F = nn.functional
-            x = F.max_pool2d(F.relu(self.c1(x)), 2)
-            x = F.max_pool2d(F.relu(self.c2(x)), 2)
-            x = x.permute(0, 2, 3, 1).flatten(1)
-            return self.f2(F.relu(self.f1(x)))
-
-    m = Net()
-    with torch.no_grad():
-        m.c1.weight.copy_(torch.from_numpy(net[0].params["W"].transpose(0, 3, 1, 2).copy()))
-        m.c1.bias.copy_(torch.from_numpy(net[0].params["b"]))
-        m.c2.weight.copy_(torch.from_numpy(net[3].params["W"].transpose(0, 3, 1, 2).copy()))
-        m.c2.bias.copy_(torch.from_numpy(net[3].params["b"]))
-        m.f1.weight.copy_(torch.from_numpy(net[6].params["W"].T.copy()))
-        m.f1.bias.copy_(torch.from_numpy(net[6].params["b"]))
-        m.f2.weight.copy_(torch.from_numpy(net[8].params["W"].T.copy()))
-        m.f2.bias.copy_(torch.from_numpy(net[8].params["b"]))
-    return m
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
@@ -78,6 +45,7 @@ def main() -> None:
     import torch
 
     import convnet as cn
+    from torch_twin import to_torch  # bench/ is on sys.path when run as a script
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -86,7 +54,7 @@ def main() -> None:
         x = rng.random((batch, 28, 28, 1), dtype=np.float32)
         y = rng.integers(0, 10, batch)
         net = make_convnet()
-        model = make_torch(net)
+        model = to_torch(net)  # same layers and initial weights, NCHW
         opt = cn.SGD(lr=0.01, momentum=0.9)
         topt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())

@@ -31,36 +31,6 @@ SPEC = ("INPUT(28x28x1) -> CONV(32,F=3,P=1) -> RELU -> POOL -> CONV(64,F=3,P=1) 
         "-> FC(128) -> RELU -> FC(10)")
 
 
-def torch_twin(net):
-    import torch
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.c1 = nn.Conv2d(1, 32, 3, padding=1)
-            self.c2 = nn.Conv2d(32, 64, 3, padding=1)
-            self.f1 = nn.Linear(7 * 7 * 64, 128)
-            self.f2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            F = nn.functional
-            x = F.max_pool2d(F.relu(self.c1(x)), 2)
-            x = F.max_pool2d(F.relu(self.c2(x)), 2)
-            x = x.permute(0, 2, 3, 1).flatten(1)  # the same flattening order as convnet
-            return self.f2(F.relu(self.f1(x)))
-
-    m = Net()
-    with torch.no_grad():
-        for conv, layer in ((m.c1, net[0]), (m.c2, net[3])):
-            conv.weight.copy_(torch.from_numpy(layer.params["W"].transpose(0, 3, 1, 2).copy()))
-            conv.bias.copy_(torch.from_numpy(layer.params["b"]))
-        for fc, layer in ((m.f1, net[6]), (m.f2, net[8])):
-            fc.weight.copy_(torch.from_numpy(layer.params["W"].T.copy()))
-            fc.bias.copy_(torch.from_numpy(layer.params["b"]))
-    return m
-
-
 def batches(n: int, batch: int, rng: np.random.Generator):
     order = rng.permutation(n)
     for i in range(0, n, batch):
@@ -97,7 +67,9 @@ def main() -> None:
     schedule = CosineLR(args.lr, total, warmup_steps=min(steps_per_epoch, total // 4))
 
     net = cn.build(SPEC, seed=args.seed)
-    model = torch_twin(net)
+    from torch_twin import to_torch  # bench/ is on sys.path when run as a script
+
+    model = to_torch(net)  # same layers and initial weights, NCHW, NHWC flattening
     opt = cn.SGD(lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     topt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                            weight_decay=5e-4)
