@@ -21,21 +21,13 @@ import sys
 
 import numpy as np
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
-    return value
+from convnet.cli.args import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a checkpoint (.npz) or a run directory")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
-    parser.add_argument("--top-k", type=_positive_int, default=3,
+    parser.add_argument("--top-k", type=positive_int, default=3,
                         help="how many classes to show per image (default 3)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="for a model that labels every pixel: where to write the masks "

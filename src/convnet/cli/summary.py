@@ -16,25 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convnet.cli.args import positive_int
 from convnet.report import parse_input_shape
 from convnet.report.summary import FORMATS, summary
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}") \
-            from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("net", metavar="NET",
                         help="spec text, a spec file, a zoo name, or a saved model (.npz)")
-    parser.add_argument("--batch", type=_positive_int, default=1,
+    parser.add_argument("--batch", type=positive_int, default=1,
                         help="batch size for activation and training memory (default 1)")
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="output format (default table)")

@@ -35,6 +35,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from convnet.cli.args import positive_int
 from convnet.errors import ConfigError, ShapeError
 
 # The recipe for each data set when the command line does not say otherwise; measured so that
@@ -63,15 +64,6 @@ FIXED_ON_RESUME = ("arch", "data", "optimizer", "lr", "momentum", "weight_decay"
                    "n_test")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}") \
-            from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
-    return value
 
 
 def _int(text: str) -> int:
@@ -104,15 +96,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(segmentation canvases of Fashion-MNIST items), or a directory")
     g.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where a named data set's files are")
-    g.add_argument("--n-train", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--n-train", type=positive_int, default=None, metavar="N",
                    help="fashion-seg: how many training canvases to generate (default 5000)")
-    g.add_argument("--n-test", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--n-test", type=positive_int, default=None, metavar="N",
                    help="fashion-seg: how many test canvases to generate (default 1000)")
     g.add_argument("--download", action="store_true",
                    help="download a missing data set from its mirrors (MD5-verified)")
     g = parser.add_argument_group("recipe (defaults depend on the data set)")
-    g.add_argument("--epochs", type=_positive_int, default=None, help="total epochs")
-    g.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
+    g.add_argument("--epochs", type=positive_int, default=None, help="total epochs")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="images per step")
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None)
     g.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (Nesterov)")
@@ -128,14 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="no augmentation (default for digits)")
     g.add_argument("--val-split", type=_fraction, default=None, metavar="FRACTION",
                    help="share of the training set held out for validation (default 0.1)")
-    g.add_argument("--early-stop", type=_positive_int, default=None, metavar="PATIENCE",
+    g.add_argument("--early-stop", type=positive_int, default=None, metavar="PATIENCE",
                    help="stop when val_loss has not improved for PATIENCE epochs")
     g = parser.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", default=None,
                    help="run directory (default runs/<data>-<date>-<time>)")
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR exactly where it stopped")
-    g.add_argument("--threads", type=_positive_int, default=None,
+    g.add_argument("--threads", type=positive_int, default=None,
                    help="BLAS threads (default: all cores; 1 for digits, whose tiny matrices "
                         "run faster on one)")
 
