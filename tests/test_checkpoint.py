@@ -177,3 +177,12 @@ def test_invalid_contents_are_refused(tmp_path, change, message):
     with pytest.raises(CheckpointError, match=message) as info:
         ck.load_checkpoint(bad)
     assert "bad.npz" in str(info.value)
+
+
+def test_save_to_a_directory_is_a_clear_error(tmp_path):
+    import convnet as cn
+
+    net = cn.build("INPUT(4x4x1) -> FC(2)", seed=0)
+    with pytest.raises(cn.CheckpointError, match="is a directory: give a file name"):
+        cn.save(net, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
