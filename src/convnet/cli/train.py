@@ -387,8 +387,10 @@ def _run(args: argparse.Namespace) -> int:
     summary = {"test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "test_count": result["count"], "epochs": trainer.epoch,
                "stop_reason": history.stop_reason}
+    best = out / "best.npz"
+    by = "validation" if (val is not None and len(val)) else "training accuracy (no validation)"
     saved = f"model saved in {out / LAST}" + (
-        f" (best validation epoch: {out / 'best.npz'})" if (out / "best.npz").exists() else "")
+        f" (best epoch by {by}: {best})" if best.exists() else "")
     if per_pixel:
         summary["test_mean_iou"] = result["mean_iou"]
         summary["test_iou"] = {c: None if math.isnan(v) else v
