@@ -580,3 +580,10 @@ def test_round_trip_property(h, w, d, layers, reps):
     assert again.spec == net.spec
     for key, value in net.state_dict().items():
         np.testing.assert_array_equal(value, again.state_dict()[key])
+
+
+def test_nan_and_inf_are_not_values():
+    with pytest.raises(SpecError, match="DROPOUT: nan is not a usable value"):
+        build("INPUT(8x8x1) -> FC(4) -> DROPOUT(nan) -> FC(2)", weights=False)
+    with pytest.raises(SpecError, match="alpha must be a number, found 'inf'"):
+        build("INPUT(8x8x1) -> FC(4) -> LRELU(alpha=inf) -> FC(2)", weights=False)

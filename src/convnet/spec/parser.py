@@ -510,6 +510,9 @@ class _Parser:
                 npos += 1
                 if arg.name in kwargs:
                     raise self.error(t, f"{d.name} argument {arg.name} is given twice")
+            elif t.kind == "NAME" and t.text.lower() in ("nan", "inf", "infinity"):
+                raise self.error(t, f"{d.name}: {t.text} is not a usable value: every argument "
+                                 "is a finite number", f"arguments of {d.signature}")
             elif t.kind == "NAME":
                 raise self.error(self.toks[self.i + 1], f"expected '=' after {t.text!r}, found "
                                  f"{_describe(self.toks[self.i + 1])}",
