@@ -36,27 +36,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-# the networks of test_viz.py (kept here too so this file runs on its own)
-SPEC = "INPUT(8x8x1) -> CONV(4,F=3,P=1) -> RELU -> POOL -> CONV(6,F=3) -> BN -> LRELU -> FC(10)"
-EXOTIC = ("INPUT(9x9x3) -> CONV(4,F=3x2,S=2,P=1,floor=true) -> TANH -> DECONV(3,F=3,S=2) -> "
-          "SIGMOID -> AVGPOOL(F=2,S=1) -> CONV(5,F=3,dilation=2,P=1) -> DROPOUT(0.3) -> FLATTEN "
-          "-> FC(7)")
-
-
-def make_net(spec: str, seed: int = 0) -> cn.Sequential:
-    net = cn.build(spec, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for layer in net.layers:  # non-trivial biases and BN statistics, so every term shows
-        for key, value in {**layer.params, **layer.buffers}.items():
-            if key in ("b", "beta", "running_mean"):
-                value[...] = rng.normal(0, 0.3, value.shape)
-            elif key in ("gamma", "running_var"):
-                value[...] = rng.uniform(0.5, 1.5, value.shape)
-    return net
-
-
-def images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+from viznets import EXOTIC, SPEC, images, make_net  # noqa: E402
 
 
 @pytest.fixture(scope="module")
