@@ -159,7 +159,7 @@ def test_pickled_object_array_is_refused_and_never_executed(tmp_path, monkeypatc
     (lambda a: a.pop("spec"), "missing 'spec'"),
     (lambda a: a.pop("param/fc1.W"), "missing fc1.W"),
     (lambda a: a.update({"param/extra.W": np.zeros(2)}), "unexpected extra.W"),
-    (lambda a: a.update({"param/fc1.b": np.zeros(4, np.float32)}), r"fc1.b has shape \(4,\)"),
+    (lambda a: a.update({"param/fc1.b": np.zeros(4, np.float32)}), r"fc1.b: expected shape \(3,\), received \(4,\)"),
     (lambda a: a.update({"param/fc1.b": np.full(3, np.nan, np.float32)}), "NaN"),
     (lambda a: a.update({"spec": np.array("INPUT(6x6x1) -> CONV(4,F=9)")}), "does not build"),
     (lambda a: a.update({"format": np.array("something-else")}), "format"),

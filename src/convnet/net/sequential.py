@@ -316,8 +316,8 @@ class Sequential:
         extra = sorted(set(state) - set(own))
         if missing or extra:
             raise ShapeError(
-                f"state does not match the network: missing {missing or 'nothing'}, "
-                f"unexpected {extra or 'nothing'}"
+                f"weights do not match the network: missing {', '.join(missing) or 'nothing'}; "
+                f"unexpected {', '.join(extra) or 'nothing'}"
             )
         for key, target in own.items():
             src = np.asarray(state[key])

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet.errors import CheckpointError, ConvnetError
+from convnet.errors import CheckpointError, ConvnetError, ShapeError
 from convnet.net.sequential import Sequential
 
 __all__ = [
@@ -369,25 +369,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except ConvnetError as exc:
         raise CheckpointError(f"{path}: its architecture does not build: {exc}") from None
     params = _group(arrays, "param/")
-    own = net.state_dict()
-    missing = sorted(set(own) - set(params))
-    unexpected = sorted(set(params) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match its architecture: missing "
-            f"{', '.join(missing) or 'nothing'}; unexpected {', '.join(unexpected) or 'nothing'}"
-        )
-    for key, target in own.items():
-        src = params[key]
-        if src.shape != target.shape:
-            raise CheckpointError(
-                f"{path}: {key} has shape {src.shape}, but the architecture needs {target.shape}"
-            )
+    for key, src in params.items():  # what a checkpoint adds to load_state_dict's own checks
         if src.dtype.kind != "f":
             raise CheckpointError(f"{path}: {key} has dtype {src.dtype}, not floating point")
         if not np.all(np.isfinite(src)):
             raise CheckpointError(f"{path}: {key} holds NaN or Inf values")
-    net.load_state_dict(params)
+    try:
+        net.load_state_dict(params)  # names and shapes checked before anything is copied
+    except ShapeError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     if rng.get("net") is not None:
         net.rng.bit_generator.state = rng_state_from_json(rng["net"], path, "net rng") \
             .bit_generator.state
