@@ -362,8 +362,7 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
 
 def test_winograd_blocks_on_two_threads_give_the_same_results(monkeypatch):
     """Per-thread scratch (V, M, the padded block) and the in-order sum of the dW partials."""
-    if _threads.blas() is None:
-        pytest.skip("BLAS threads cannot be controlled here (no threadpoolctl)")
+    assert _threads.blas() is not None, "threadpoolctl is a dependency"
     monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(C, "BLOCK_BYTES", 1)                      # one image per block

@@ -490,16 +490,9 @@ def curves_svg(history: Sequence[Mapping[str, float]], which: str) -> str:
     keys = sorted({k for h in history for k in h if which in k.lower() and k != "epoch"})
     if not keys:
         return ""
-    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
-    values = [v for h in history for k in keys if (v := h.get(k)) is not None]
-    lo, hi = min(values), max(values)
-    if which == "acc" and hi <= 1.0:
-        lo, hi = min(lo, 0.0), 1.0
-    if hi - lo < 1e-12:
-        hi = lo + 1.0
-    e0, e1 = min(epochs), max(epochs)
-    if e1 == e0:
-        e1 = e0 + 1
+    from convnet.viz.plots import curve_extent  # one rule for the PNG and the SVG axes
+
+    epochs, (lo, hi), (e0, e1) = curve_extent(history, keys, unit_range=which == "acc")
     W, H, L, R, T, B = 420, 240, 56, 12, 22, 36
     pw, ph = W - L - R, H - T - B
 

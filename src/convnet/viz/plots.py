@@ -218,15 +218,14 @@ def plot_activations(net: Sequential, image: np.ndarray, max_maps: int = 16,
 
 
 # ---------------------------------------------------------------------------------- curves
-def _chart(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int],
-           history: Sequence[Mapping[str, float]], keys: list[str], title: str,
-           unit_range: bool) -> None:
-    x0, y0, x1, y1 = box
-    f, fs = font(12), font(10)
-    L, B, T = 52, 30, 26
-    px0, py0, px1, py1 = x0 + L, y0 + T, x1 - 10, y1 - B
+def curve_extent(history: Sequence[Mapping[str, Any]], keys: Sequence[str], unit_range: bool
+                 ) -> tuple[list[float], tuple[float, float], tuple[float, float]]:
+    """Epochs, value range and epoch range of per-epoch curves (the PNG and the page's SVG).
+
+    Accuracies (``unit_range``) keep the whole 0..1 scale; a flat curve or a single epoch get a
+    range of 1 so nothing divides by zero."""
     epochs = [float(h.get("epoch", i + 1)) for i, h in enumerate(history)]
-    vals = [h[k] for h in history for k in keys if k in h]
+    vals = [v for h in history for k in keys if (v := h.get(k)) is not None]
     lo, hi = min(vals), max(vals)
     if unit_range and hi <= 1.0:
         lo, hi = min(lo, 0.0), 1.0
@@ -235,6 +234,17 @@ def _chart(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int],
     e0, e1 = min(epochs), max(epochs)
     if e1 == e0:
         e1 = e0 + 1
+    return epochs, (lo, hi), (e0, e1)
+
+
+def _chart(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int],
+           history: Sequence[Mapping[str, float]], keys: list[str], title: str,
+           unit_range: bool) -> None:
+    x0, y0, x1, y1 = box
+    f, fs = font(12), font(10)
+    L, B, T = 52, 30, 26
+    px0, py0, px1, py1 = x0 + L, y0 + T, x1 - 10, y1 - B
+    epochs, (lo, hi), (e0, e1) = curve_extent(history, keys, unit_range)
 
     def X(e: float) -> float:
         return px0 + (e - e0) / (e1 - e0) * (px1 - px0)
