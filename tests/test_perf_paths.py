@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -245,6 +246,69 @@ def test_fc_gemms_split_over_threads_agree():
         split = run()
     for a, c in zip(serial, split, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_single_blas_scope_records_workers_and_restores_blas():
+    """One switch per pass: BLAS at 1 thread inside (nested scopes too), the kernels see the
+    count from before, and the count comes back when the outermost scope ends, even on error."""
+    ctl = _threads.blas()
+    before = ctl.get_num_threads()
+    ctl.set_num_threads(2)
+    try:
+        with _threads.single_blas():
+            assert ctl.get_num_threads() == 1 and _threads.workers() == 2
+            with _threads.single_blas():
+                assert ctl.get_num_threads() == 1 and _threads.workers() == 2
+            assert ctl.get_num_threads() == 1
+        assert ctl.get_num_threads() == 2 and _threads.workers() == 2
+        with pytest.raises(RuntimeError), _threads.single_blas():
+            raise RuntimeError("a layer failed")
+        assert ctl.get_num_threads() == 2
+    finally:
+        ctl.set_num_threads(before)
+
+
+def test_network_passes_run_inside_the_scope(monkeypatch):
+    net = cn.Sequential([cn.Conv(4, 3, P=1), cn.ReLU(), cn.FC(3)], input_shape=(5, 5, 2), seed=0)
+    seen = []
+    real = net.layers[0]._forward
+
+    def spy(*args, **kwargs):
+        seen.append(_threads.blas().get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(net.layers[0], "_forward", spy)
+    ctl = _threads.blas()
+    before = ctl.get_num_threads()
+    ctl.set_num_threads(2)
+    try:
+        net.forward(np.zeros((2, 5, 5, 2), np.float32))
+        assert seen == [1] and ctl.get_num_threads() == 2
+    finally:
+        ctl.set_num_threads(before)
+
+
+def test_map_blocks_keeps_order_and_reraises_a_helpers_error():
+    blocks = [(k, k + 1) for k in range(40)]
+    assert _threads.map_blocks(lambda a, b: a * 10 + b, blocks, 2) == [k * 11 + 1 for k in range(40)]
+    threads = set()
+
+    def record(a, b):
+        threads.add(threading.get_ident())
+        time.sleep(0.002)                       # long enough for the helper to take blocks too
+        return a
+
+    assert _threads.map_blocks(record, blocks, 2) == list(range(40))
+    assert len(threads) == 2 and threading.get_ident() in threads     # the caller works too
+
+    def fail(a, b):
+        if a == 7:
+            raise ValueError("block 7")
+        return a
+
+    with pytest.raises(ValueError, match="block 7"):
+        _threads.map_blocks(fail, blocks, 2)
+    assert _threads.map_blocks(lambda a, b: a, blocks, 2) == list(range(40))   # pool still usable
 
 
 @pytest.mark.parametrize("n, parts", [(1, 2), (2, 2), (7, 3), (128, 2)])

@@ -11,6 +11,7 @@ from convnet import arith
 from convnet.arith import fmt_shape
 from convnet.errors import ConfigError, ShapeError
 from convnet.layers.base import Layer, Shape, check_array
+from convnet.ops import _threads
 
 MAX_DIM = 1_000_000
 
@@ -250,11 +251,12 @@ class Sequential:
         """
         self._require_weights()
         out = self._check_forward_input(x)
-        for i, fwd_inplace, _ in self._plan:
-            if fwd_inplace:
-                out = self.layers[i]._forward(out, train, inplace=True)
-            else:
-                out = self.layers[i]._forward(out, train)
+        with _threads.single_blas():      # one BLAS thread switch per pass (ops/_threads.py)
+            for i, fwd_inplace, _ in self._plan:
+                if fwd_inplace:
+                    out = self.layers[i]._forward(out, train, inplace=True)
+                else:
+                    out = self.layers[i]._forward(out, train)
         self._batch_shape = out.shape if train else None
         return out
 
@@ -275,16 +277,17 @@ class Sequential:
         self._batch_shape = None  # the caches are consumed
         dout = dout.astype(self.dtype, copy=False)
         plan = self._plan
-        for i, _, bwd_inplace in reversed(plan[1:]):
-            if bwd_inplace:
-                dout = self.layers[i]._backward(dout, inplace=True)
-            else:
-                dout = self.layers[i]._backward(dout)
-        first = self.layers[plan[0][0]]
-        if not need_dx:
-            first.backward_params(dout)
-            return None
-        return first._backward(dout)
+        with _threads.single_blas():
+            for i, _, bwd_inplace in reversed(plan[1:]):
+                if bwd_inplace:
+                    dout = self.layers[i]._backward(dout, inplace=True)
+                else:
+                    dout = self.layers[i]._backward(dout)
+            first = self.layers[plan[0][0]]
+            if not need_dx:
+                first.backward_params(dout)
+                return None
+            return first._backward(dout)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Scores in evaluation mode, computed in chunks of ``batch_size``."""
