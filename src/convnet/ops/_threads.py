@@ -159,27 +159,67 @@ def row_blocks(n: int, parts: int) -> list[tuple[int, int]]:
 
 #: Below this many multiply-adds a GEMM is not split (thread hand-off costs ~20-50 us).
 SPLIT_MIN_MACS = 2_000_000
+#: Below this many elements a memory-bound pass (pooling, RELU) is not split over threads.
+SPLIT_MIN_ELEMENTS = 1 << 17
+
+
+def split_rows(fn: Callable[[int, int], Any], n_rows: int, n_elements: int) -> None:
+    """``fn(start, stop)`` over nearly equal ranges of ``n_rows`` rows (images), one per worker
+    thread, when the pass touches at least :data:`SPLIT_MIN_ELEMENTS` elements; else
+    ``fn(0, n_rows)``. For memory-bound passes whose rows are independent (pooling, RELU): each
+    thread streams its own part, in its own core's caches."""
+    n = workers()
+    if n <= 1 or n_rows < 2 or n_elements < SPLIT_MIN_ELEMENTS:
+        fn(0, n_rows)
+    else:
+        map_blocks(fn, row_blocks(n_rows, n), n)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for 2-D arrays, the rows of ``a`` split over the worker threads."""
+    """``a @ b`` for 2-D arrays, split over the worker threads by rows of ``a`` or by columns
+    of ``b``, whichever makes each thread read the smaller share: every thread reads all of the
+    operand that is not split, so the larger one is split (an FC layer's weights at small
+    batches: a 4096 x 4096 layer at batch 32 would otherwise read its 64 MB twice)."""
     n = workers()
-    if n <= 1 or a.shape[0] < 2 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MIN_MACS:
+    M, Kin = a.shape
+    N = b.shape[1]
+    if n <= 1 or M * Kin * N < SPLIT_MIN_MACS or max(M, N) < 2:
         return a @ b
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-
-    def part(r0: int, r1: int) -> None:
-        np.matmul(a[r0:r1], b, out=out[r0:r1])
-
-    map_blocks(part, row_blocks(a.shape[0], n), n)
+    out = np.empty((M, N), dtype=np.result_type(a, b))
+    if M * Kin >= Kin * N:                       # a is the larger: rows of a
+        def part(r0: int, r1: int) -> None:
+            np.matmul(a[r0:r1], b, out=out[r0:r1])
+        blocks = row_blocks(M, n)
+    else:                                        # b is the larger: columns of b
+        def part(c0: int, c1: int) -> None:
+            out[:, c0:c1] = a @ b[:, c0:c1]
+        blocks = row_blocks(N, n)
+    map_blocks(part, blocks, n)
     return out
 
 
 def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a.T @ b`` (a weight gradient: the reduction runs over the rows of both), as a sum of
-    per-thread partial products over blocks of rows."""
+    """``a.T @ b`` (a weight gradient: the reduction runs over the ``M`` rows of both).
+
+    With fewer rows than output rows or columns (an FC layer's ``x.T @ dout`` at batch 32:
+    32 rows, 3136 x 128 out) the output is split, no partial sums to add; with a long reduction
+    (a 1x1 CONV's 100,352 pixels) each thread sums its share of the rows and the partial
+    products are added in block order.
+    """
     n = workers()
-    if n <= 1 or a.shape[0] < 2 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MIN_MACS:
+    M, P = a.shape
+    Q = b.shape[1]
+    if n <= 1 or M < 2 or M * P * Q < SPLIT_MIN_MACS:
         return a.T @ b
-    parts = map_blocks(lambda r0, r1: a[r0:r1].T @ b[r0:r1], row_blocks(a.shape[0], n), n)
-    return np.sum(parts, axis=0)
+    if M >= max(P, Q):
+        parts = map_blocks(lambda r0, r1: a[r0:r1].T @ b[r0:r1], row_blocks(M, n), n)
+        return np.sum(parts, axis=0)
+    out = np.empty((P, Q), dtype=np.result_type(a, b))
+    if P >= Q:
+        def part(r0: int, r1: int) -> None:
+            np.matmul(a[:, r0:r1].T, b, out=out[r0:r1])
+    else:
+        def part(c0: int, c1: int) -> None:
+            out[:, c0:c1] = a.T @ b[:, c0:c1]
+    map_blocks(part, row_blocks(max(P, Q), n), n)
+    return out

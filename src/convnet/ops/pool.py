@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from convnet.arith import Pair, conv_output_size
-from convnet.ops import _jit
+from convnet.ops import _jit, _threads
 
 __all__ = [
     "avgpool2d_backward",
@@ -74,16 +74,26 @@ def maxpool2d_forward(
     N, H, W, D = x.shape
     out_hw = _output_hw(H, W, F, S, P)
     idx_dtype = np.min_scalar_type(F[0] * F[1] - 1)
+    # Images are independent: each kernel below runs over ranges of images, one per worker
+    # thread (ops/_threads.py), when the pass is big enough to pay for the hand-off.
     if not need_index:
         # inference: the max alone, F*F strided np.maximum passes, no argmax and no cache
         # (measured 2.0 ms against 4.7 ms for the compiled max+argmax on 128x28x28x32)
-        return _window_max(_pad(x, P, -np.inf), F, S, out_hw), None
+        xp = _pad(x, P, -np.inf)
+        out = np.empty((N, *out_hw, D), dtype=x.dtype)
+        _threads.split_rows(lambda a, b: _window_max(xp[a:b], F, S, out_hw, out[a:b]), N, x.size)
+        return out, None
     if _jit.HAVE_NUMBA and x.dtype in (np.float32, np.float64):
         # one compiled pass computes the max and its first argmax together (see ops/_jit.py)
+        xc = np.ascontiguousarray(x)
         out = np.empty((N, *out_hw, D), dtype=x.dtype)
         idx = np.empty(out.shape, dtype=idx_dtype)
-        _jit.maxpool_forward_kernel(np.ascontiguousarray(x), *F, *S, *P,
-                                    np.arange(F[0] * F[1], dtype=x.dtype), out, idx)
+        offsets = np.arange(F[0] * F[1], dtype=x.dtype)
+
+        def part(a: int, b: int) -> None:
+            _jit.maxpool_forward_kernel(xc[a:b], *F, *S, *P, offsets, out[a:b], idx[a:b])
+
+        _threads.split_rows(part, N, x.size)
         return out, (idx, x.shape, F, S, P)
     xp = _pad(x, P, -np.inf)
     offsets = [(i, j) for i in range(F[0]) for j in range(F[1])]
@@ -103,10 +113,16 @@ def maxpool2d_forward(
     return out, (idx, x.shape, F, S, P)
 
 
-def _window_max(xp: np.ndarray, F: Pair, S: Pair, out_hw: Pair) -> np.ndarray:
+def _window_max(xp: np.ndarray, F: Pair, S: Pair, out_hw: Pair,
+                out: np.ndarray | None = None) -> np.ndarray:
     """The max over each window of the (already padded) input: one strided np.maximum per
-    window offset. np.maximum propagates NaN, like PyTorch's max pool."""
-    out = xp[_window(0, 0, out_hw, S)].copy()
+    window offset, into ``out`` (a new array if None). np.maximum propagates NaN, like
+    PyTorch's max pool."""
+    first = xp[_window(0, 0, out_hw, S)]
+    if out is None:
+        out = first.copy()
+    else:
+        np.copyto(out, first)
     for i in range(F[0]):
         for j in range(F[1]):
             if i or j:
@@ -130,7 +146,12 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...]) -> np.ndarray:
         tiles = not overlap and P == (0, 0) and (out_hw[0] * S[0], out_hw[1] * S[1]) == (H, W) \
             and F == S
         dx = (np.empty if tiles else np.zeros)(x_shape, dtype=dout.dtype)
-        _jit.maxpool_backward_kernel(np.ascontiguousarray(dout), idx, *F, *S, *P, not overlap, dx)
+        dc = np.ascontiguousarray(dout)
+
+        def part(a: int, b: int) -> None:
+            _jit.maxpool_backward_kernel(dc[a:b], idx[a:b], *F, *S, *P, not overlap, dx[a:b])
+
+        _threads.split_rows(part, N, dx.size)
         return dx
     dxp = np.zeros((N, H + 2 * P[0], W + 2 * P[1], D), dtype=dout.dtype)
     for k in range(F[0] * F[1]):
