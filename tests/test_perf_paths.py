@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -309,6 +310,39 @@ def test_map_blocks_keeps_order_and_reraises_a_helpers_error():
     with pytest.raises(ValueError, match="block 7"):
         _threads.map_blocks(fail, blocks, 2)
     assert _threads.map_blocks(lambda a, b: a, blocks, 2) == list(range(40))   # pool still usable
+
+
+def test_spin_wait_sees_another_threads_write_and_times_out():
+    assert _jit.spin_until is not None
+    flags = np.zeros(2, dtype=np.int64)
+    t0 = time.perf_counter()
+    assert not _jit.spin_until(flags, 0, 1, 3_000_000)            # nobody writes: 3 ms
+    assert time.perf_counter() - t0 >= 0.003
+    writer = threading.Timer(0.01, lambda: flags.__setitem__(1, 7))
+    writer.start()
+    assert _jit.spin_until(flags, 1, 7, 5_000_000_000)            # seen long before 5 s
+    writer.join()
+
+
+@pytest.mark.parametrize("spin_ns", [0, 1_000_000])
+def test_pool_hands_out_every_block_with_and_without_spinning(monkeypatch, spin_ns):
+    monkeypatch.setattr(_threads, "SPIN_NS", spin_ns)
+    for n in (2, 3, 50):
+        blocks = [(k, k + 1) for k in range(n)]
+        for _ in range(20):
+            assert _threads.map_blocks(lambda a, b: a, blocks, 2) == list(range(n))
+
+
+def test_pool_is_rebuilt_in_a_forked_child():
+    """Threads do not survive fork(): a child must not wait for helpers it does not have."""
+    blocks = [(k, k + 1) for k in range(8)]
+    assert _threads.map_blocks(lambda a, b: a, blocks, 2) == list(range(8))   # parent's pool
+    pid = os.fork()
+    if pid == 0:                                          # the child
+        ok = _threads.map_blocks(lambda a, b: a, blocks, 2) == list(range(8))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 @pytest.mark.parametrize("n, parts", [(1, 2), (2, 2), (7, 3), (128, 2)])

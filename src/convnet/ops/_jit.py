@@ -31,7 +31,7 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "maxpool_backward_kernel", "maxpool_forward_kernel"]
+__all__ = ["HAVE_NUMBA", "maxpool_backward_kernel", "maxpool_forward_kernel", "spin_until"]
 
 
 if HAVE_NUMBA:
@@ -110,3 +110,50 @@ if HAVE_NUMBA:
 
 else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
+
+
+def _make_spin_until():  # type: ignore[no-untyped-def]
+    """The compiled spin-wait of :mod:`convnet.ops._threads`, or None (no Numba, no libc).
+
+    ``spin_until(flags, i, value, ns)``: whether ``flags[i] == value`` became true within
+    ``ns`` nanoseconds (CLOCK_MONOTONIC), with ``sched_yield()`` between checks (~0.6 us each
+    here, longer when another thread wants the core: the limit is time, not a count of checks,
+    so a spinning thread never holds a contended core longer than that). Compiled with
+    ``nogil``, so a thread waiting here leaves the GIL to the others; the opaque libc calls make
+    the compiled loop re-read ``flags[i]`` every time (another thread writes it). Not cached on
+    disk (a function calling through ctypes pointers cannot be): compiled on first use, ~0.3 s.
+    """
+    if not HAVE_NUMBA:
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        sched_yield = libc.sched_yield
+        sched_yield.restype = ctypes.c_int
+        sched_yield.argtypes = []
+        clock_gettime = libc.clock_gettime
+        clock_gettime.restype = ctypes.c_int
+        clock_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        import time
+
+        monotonic = int(getattr(time, "CLOCK_MONOTONIC", 1))
+    except (OSError, AttributeError):  # pragma: no cover - no libc with these calls
+        return None
+
+    @njit(nogil=True)
+    def spin_until(flags, i, value, ns):  # pragma: no cover - compiled
+        ts = np.zeros(2, np.int64)                      # struct timespec {tv_sec, tv_nsec}
+        clock_gettime(monotonic, ts.ctypes.data)
+        deadline = ts[0] * 1_000_000_000 + ts[1] + ns
+        while flags[i] != value:
+            sched_yield()
+            clock_gettime(monotonic, ts.ctypes.data)
+            if ts[0] * 1_000_000_000 + ts[1] > deadline:
+                return flags[i] == value
+        return True
+
+    return spin_until
+
+
+spin_until = _make_spin_until()

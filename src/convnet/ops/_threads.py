@@ -27,10 +27,19 @@ and the kernels inside see the worker count it recorded. Switching per kernel le
 own thread, which then spins for a while on the second core, exactly while our two block
 threads want both: cifar10's training step at batch 128 took 269 ms on 2 threads that way,
 no better than on 1 thread (268 ms), and 206 ms with one switch per pass.
+
+**Helpers that spin before they sleep.** Handing blocks to a thread asleep on a condition cost
+~120 us per kernel call here (median; an idle virtual CPU must be woken by an interrupt), more
+than a whole small kernel: a batch-32 training step makes ~16 such calls. So the helper threads
+and the caller wait for each other by spinning on a flag for about a millisecond first, in a
+compiled loop without the GIL (:func:`convnet.ops._jit.spin_until`), and only then sleep on a
+condition; a round trip then takes ~4 us. This is what OpenMP runtimes do between parallel
+regions (PyTorch's included). Without Numba the threads just sleep and wake.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,54 +108,118 @@ def single_blas() -> Iterator[None]:
                 ctl.set_num_threads(_state["workers"])
 
 
+#: How long a waiting thread spins before it sleeps, in nanoseconds.
+SPIN_NS = 1_000_000
+
+
+class _Pool:
+    """Helper threads that take blocks alongside the calling thread, one job at a time.
+
+    ``flags[0]`` is the number of the current job; a helper ``h`` writes that number into
+    ``flags[1 + h]`` when it has finished its share. Every wait spins first (see the module
+    docstring) and then sleeps on ``cond``; every change of a flag is followed by a notify
+    under ``cond``, so a sleeper never misses one.
+    """
+
+    def __init__(self, helpers: int) -> None:
+        self.helpers = helpers
+        self.pid = os.getpid()                   # threads do not survive a fork: new pool then
+        self.flags = np.zeros(1 + helpers, dtype=np.int64)
+        self.cond = threading.Condition()
+        self.job: Callable[[], None] = lambda: None
+        for h in range(helpers):
+            threading.Thread(target=self._serve, args=(h,), name=f"convnet-blocks-{h}",
+                             daemon=True).start()
+
+    def _wait(self, i: int, value: int) -> None:
+        """Until ``flags[i] == value``: spin without the GIL, then sleep."""
+        from convnet.ops._jit import spin_until
+
+        if spin_until is not None and spin_until(self.flags, i, value, SPIN_NS):
+            return
+        with self.cond:
+            while self.flags[i] != value:
+                self.cond.wait()
+
+    def _serve(self, h: int) -> None:
+        done = 0
+        while True:
+            self._wait(0, done + 1)
+            done += 1
+            try:
+                self.job()
+            finally:
+                self.flags[1 + h] = done
+                with self.cond:
+                    self.cond.notify_all()
+
+    def run(self, drain: Callable[[], None]) -> None:
+        """``drain()`` on the calling thread and on every helper; returns when all are done."""
+        job = int(self.flags[0]) + 1
+        self.job = drain
+        self.flags[0] = job
+        with self.cond:
+            self.cond.notify_all()
+        try:
+            drain()
+        finally:
+            for h in range(self.helpers):           # never return while a helper still writes
+                self._wait(1 + h, job)
+
+
+def _pool(helpers: int) -> _Pool:
+    pool = _state.get("pool")
+    if pool is None or pool.helpers != helpers or pool.pid != os.getpid():
+        pool = _state["pool"] = _Pool(helpers)
+    return pool
+
+
 def map_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]],
                n_workers: int) -> list[Any]:
     """``[fn(start, stop) for (start, stop) in blocks]``, on ``n_workers`` threads, each with
     single-threaded BLAS; results in block order, so sums of them do not depend on timing.
 
     The calling thread is one of the workers, and the threads take the next block from a shared
-    counter rather than one pool task per block: a task costs a thread wake-up and a future,
-    ~0.1 ms on this VM, which made 75 blocks of 0.13 ms of GEMM slower on 2 threads than on one
-    (15.8 vs 13.1 ms; 8.1 ms for 2 blocks). Taking blocks as they come also balances the
-    threads when another process holds a core for a while.
+    counter rather than one pool task per block: a task costs a hand-off (~0.1 ms on this VM
+    with a sleeping thread), which made 75 blocks of 0.13 ms of GEMM slower on 2 threads than
+    on one (15.8 vs 13.1 ms; 8.1 ms for 2 blocks). Taking blocks as they come also balances the
+    threads when another process holds a core for a while. An exception in any block is raised
+    here, after every thread has stopped.
     """
     ctl = blas()
     with _lock:
         parallel = (n_workers > 1 and len(blocks) > 1 and ctl is not None
                     and not _state.get("busy"))
         if parallel:
-            executor = _state.get("executor")
-            if executor is None or _state.get("size") != n_workers - 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                executor = ThreadPoolExecutor(n_workers - 1, "convnet-blocks")
-                _state["executor"], _state["size"] = executor, n_workers - 1
+            pool = _pool(n_workers - 1)
             _state["busy"] = True
     if not parallel:
         return [fn(a, b) for a, b in blocks]
     results: list[Any] = [None] * len(blocks)
+    errors: list[BaseException] = []
     order = iter(range(len(blocks)))              # next() on it is atomic under the GIL
 
     def drain() -> None:
-        for k in order:
-            results[k] = fn(*blocks[k])
+        try:
+            for k in order:
+                if errors:
+                    return
+                results[k] = fn(*blocks[k])
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            errors.append(e)
 
     scoped = bool(_state.get("depth"))        # inside single_blas: BLAS is already at 1 thread
     before = 0 if scoped else ctl.get_num_threads()
     if not scoped:
         ctl.set_num_threads(1)
-    helpers = []
     try:
-        helpers = [executor.submit(drain) for _ in range(min(n_workers, len(blocks)) - 1)]
-        drain()
+        pool.run(drain)
     finally:
-        for h in helpers:                         # never return while a helper still writes
-            h.exception()
         if not scoped:
             ctl.set_num_threads(before)
         _state["busy"] = False
-    for h in helpers:
-        h.result()                                # re-raise a helper's exception
+    if errors:
+        raise errors[0]
     return results
 
 

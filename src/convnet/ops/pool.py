@@ -74,43 +74,51 @@ def maxpool2d_forward(
     N, H, W, D = x.shape
     out_hw = _output_hw(H, W, F, S, P)
     idx_dtype = np.min_scalar_type(F[0] * F[1] - 1)
-    # Images are independent: each kernel below runs over ranges of images, one per worker
-    # thread (ops/_threads.py), when the pass is big enough to pay for the hand-off.
-    if not need_index:
-        # inference: the max alone, F*F strided np.maximum passes, no argmax and no cache
-        # (measured 2.0 ms against 4.7 ms for the compiled max+argmax on 128x28x28x32)
-        xp = _pad(x, P, -np.inf)
-        out = np.empty((N, *out_hw, D), dtype=x.dtype)
-        _threads.split_rows(lambda a, b: _window_max(xp[a:b], F, S, out_hw, out[a:b]), N, x.size)
-        return out, None
-    if _jit.HAVE_NUMBA and x.dtype in (np.float32, np.float64):
-        # one compiled pass computes the max and its first argmax together (see ops/_jit.py)
-        xc = np.ascontiguousarray(x)
-        out = np.empty((N, *out_hw, D), dtype=x.dtype)
-        idx = np.empty(out.shape, dtype=idx_dtype)
-        offsets = np.arange(F[0] * F[1], dtype=x.dtype)
+    out = np.empty((N, *out_hw, D), dtype=x.dtype)
+    idx = np.empty(out.shape, dtype=idx_dtype) if need_index else None
+    xc = np.ascontiguousarray(x) if need_index else x
+    # images are independent: ranges of them over the worker threads (ops/_threads.py)
+    _threads.split_rows(lambda a, b: maxpool_into(xc[a:b], F, S, P, out[a:b],
+                                                  None if idx is None else idx[a:b]),
+                        N, x.size)
+    return out, (None if idx is None else (idx, x.shape, F, S, P))
 
-        def part(a: int, b: int) -> None:
-            _jit.maxpool_forward_kernel(xc[a:b], *F, *S, *P, offsets, out[a:b], idx[a:b])
 
-        _threads.split_rows(part, N, x.size)
-        return out, (idx, x.shape, F, S, P)
+def _max_argmax_numpy(x: np.ndarray, F: Pair, S: Pair, P: Pair, out: np.ndarray,
+                      idx: np.ndarray) -> None:
+    """The max and its first argmax without Numba: ``F*F`` strided passes each."""
+    out_hw = out.shape[1:3]
     xp = _pad(x, P, -np.inf)
     offsets = [(i, j) for i in range(F[0]) for j in range(F[1])]
-    out = _window_max(xp, F, S, out_hw)
+    _window_max(xp, F, S, out_hw, out)
     # The first maximum in row-major order: visit the offsets last to first so the earliest
     # offset that equals the max writes last. Where the max is NaN nothing matches and the
     # gradient goes to offset 0 (a NaN's gradient has no meaning anyway).
     # The write is arithmetic, ``idx += (k - idx) * hit`` in wrapping unsigned integers: a
     # masked np.copyto(..., where=hit) was 40x slower here on the irregular masks maxima make.
-    idx = np.zeros(out.shape, dtype=idx_dtype)
+    idx[...] = 0
     step = np.empty_like(idx)
     for k in range(len(offsets) - 1, -1, -1):
         i, j = offsets[k]
         np.subtract(idx.dtype.type(k), idx, out=step)
         step *= xp[_window(i, j, out_hw, S)] == out
         idx += step
-    return out, (idx, x.shape, F, S, P)
+
+
+def maxpool_into(x: np.ndarray, F: Pair, S: Pair, P: Pair, out: np.ndarray,
+                 idx: np.ndarray | None) -> None:
+    """Max pooling of ``x`` written into ``out`` (and the first argmax into ``idx``), on the
+    calling thread. Without ``idx`` (evaluation): ``F*F`` strided np.maximum passes, no argmax
+    (measured 2.0 ms against 4.7 ms for the compiled max+argmax on 128x28x28x32). With it: one
+    compiled pass computes the max and its first argmax together (see ops/_jit.py; ``x``
+    C-contiguous), or :func:`_max_argmax_numpy` without Numba."""
+    if idx is None:
+        _window_max(_pad(x, P, -np.inf), F, S, out.shape[1:3], out)
+    elif _jit.HAVE_NUMBA and x.dtype in (np.float32, np.float64):
+        _jit.maxpool_forward_kernel(x, *F, *S, *P, np.arange(F[0] * F[1], dtype=x.dtype), out,
+                                    idx)
+    else:
+        _max_argmax_numpy(x, F, S, P, out, idx)
 
 
 def _window_max(xp: np.ndarray, F: Pair, S: Pair, out_hw: Pair,
