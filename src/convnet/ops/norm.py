@@ -19,7 +19,54 @@ from typing import Any
 
 import numpy as np
 
+from convnet.ops import _threads
+
 __all__ = ["batchnorm_backward", "batchnorm_forward"]
+
+
+def _channel_sums(a: np.ndarray) -> np.ndarray:
+    """Per-channel sums of ``a (M, D)``: ``ones(M) @ a``, the reduction as BLAS matrix-vector
+    products over row blocks on the worker threads (NumPy's ``sum(axis=0)`` walks the rows
+    one by one: 6x slower on (100352, 32) float32)."""
+    ones = np.ones((a.shape[0], 1), dtype=a.dtype)
+    return _threads.matmul_tn(ones, a)[0]
+
+
+#: Elements per chunk of an elementwise pass (256 KiB of float32): a function of two or three
+#: passes (multiply, then add) then finds its chunk still in the core's cache for the second.
+CHUNK_ELEMENTS = 1 << 16
+#: Shortest inner run NumPy gets: rows of ``D`` values are regrouped into rows of at least this
+#: many (the per-channel vectors tiled to match), because a broadcast over a short last axis
+#: makes NumPy call its inner loop once per pixel (16 values for 16 channels): the affine pass
+#: of evaluation took 1.0 ms on 32x32x64x16 that way, and ~0.3 ms regrouped.
+MIN_RUN = 1024
+
+
+def _rowwise(fn: Any, arrays: tuple[np.ndarray, ...], params: tuple[np.ndarray, ...] = ()) -> None:
+    """``fn(*chunks, *params)`` over chunks of the rows of the ``(M, D)`` ``arrays``, the chunks
+    split over the worker threads: the elementwise passes below are memory-bound and
+    independent per row. Each chunk is regrouped into rows of ``k*D`` values and the per-channel
+    ``params`` ``(D,)`` tiled ``k`` times, so broadcasting them stays correct."""
+    M, D = arrays[0].shape
+    k = max(1, MIN_RUN // D)
+    tiled = tuple(np.tile(v, k) for v in params)
+    step = max(k, CHUNK_ELEMENTS // D // k * k)              # a multiple of k rows
+
+    def run(r0: int, r1: int) -> None:
+        for a in range(r0, r1, step):
+            b = min(r1, a + step)
+            full = a + (b - a) // k * k
+            if full > a:
+                fn(*(arr[a:full].reshape(-1, k * D) for arr in arrays), *tiled)
+            if full < b:                                     # the last few rows, untiled
+                fn(*(arr[full:b] for arr in arrays), *params)
+
+    # ranges that start on a multiple of k rows, one per worker thread
+    n = _threads.workers() if arrays[0].size >= _threads.SPLIT_MIN_ELEMENTS else 1
+    edges = [min(M, (M * i // n + k - 1) // k * k) for i in range(n + 1)]
+    edges[-1] = M
+    blocks = [(e0, e1) for e0, e1 in zip(edges[:-1], edges[1:], strict=True) if e1 > e0]
+    _threads.map_blocks(run, blocks, n)
 
 
 def batchnorm_forward(
@@ -38,31 +85,58 @@ def batchnorm_forward(
     single value per channel (``m = 1``) the unbiased variance is undefined; the BatchNorm layer
     rejects that case in train mode (as PyTorch does), and here the biased one (0) is used.
 
+    Cost: evaluation is one affine pass, ``x * scale + shift`` with ``scale = gamma/std`` and
+    ``shift = beta - mean * scale`` folded per channel first (the textbook formula makes four
+    passes and two temporaries: 3.3 ms against PyTorch's 0.25 ms on 32x32x64x16 before this).
+    Training takes the mean and the variance (of the centred values, not ``E[x^2] - E[x]^2``,
+    which cancels badly) as BLAS row sums and keeps ``xhat`` for the backward pass.
+
     Shape:
         x ``(N, D)`` or ``(N, H, W, D)`` -> out of the same shape; the parameters are ``(D,)``.
     """
-    axes = tuple(range(x.ndim - 1))
+    D = x.shape[-1]
+    x2 = x.reshape(-1, D)
+    m = x2.shape[0]
     eps = float(eps)
-    if train:
-        m = x.size // x.shape[-1]
-        mean = x.mean(axis=axes)
-        xc = x - mean
-        var = np.mean(xc * xc, axis=axes)
-        inv_std = 1 / np.sqrt(var + eps)
-        unbiased = var * (m / (m - 1)) if m > 1 else var
-        momentum = float(momentum)
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-        running_var *= 1 - momentum
-        running_var += momentum * unbiased
-        xhat = xc
-        xhat *= inv_std  # reuse xc's buffer: one full-size temporary instead of two
-    else:
+    out = np.empty_like(x)
+    out2 = out.reshape(-1, D)
+    if not train:
         inv_std = (1 / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-        xhat = (x - running_mean.astype(x.dtype, copy=False)) * inv_std
-    out = xhat * gamma + beta
+        scale = gamma * inv_std
+        shift = beta - running_mean.astype(x.dtype, copy=False) * scale
+
+        def affine(xs: np.ndarray, os: np.ndarray, sc: np.ndarray, sh: np.ndarray) -> None:
+            np.multiply(xs, sc, out=os)
+            os += sh
+
+        _rowwise(affine, (x2, out2), (scale, shift))
+        # the input is cached (not xhat): evaluation rarely meets a backward pass, which then
+        # recomputes xhat for dgamma
+        return out, (x, running_mean.astype(x.dtype, copy=False), gamma, inv_std, False)
+    mean = _channel_sums(x2) / m
+    xhat = np.empty_like(x2)
+    _rowwise(lambda xs, hs, mu: np.subtract(xs, mu, out=hs), (x2, xhat), (mean,))   # centred
+    sq = np.empty_like(x2)
+    _rowwise(lambda hs, qs: np.multiply(hs, hs, out=qs), (xhat, sq))
+    var = _channel_sums(sq) / m
+    del sq
+    inv_std = (1 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+    unbiased = var * (m / (m - 1)) if m > 1 else var
+    momentum = float(momentum)
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * unbiased
+
+    def normalise(hs: np.ndarray, os: np.ndarray, inv: np.ndarray, g: np.ndarray,
+                  b: np.ndarray) -> None:
+        hs *= inv                           # xhat, in the centred values' buffer
+        np.multiply(hs, g, out=os)
+        os += b
+
+    _rowwise(normalise, (xhat, out2), (inv_std, gamma, beta))
     # xhat (not x) is cached: the backward formula needs only xhat, gamma and 1/std.
-    return out, (xhat, gamma, inv_std, train)
+    return out, (xhat.reshape(x.shape), gamma, inv_std, True)
 
 
 def batchnorm_backward(
@@ -73,22 +147,41 @@ def batchnorm_backward(
     Train mode (the statistics depend on x), the compact formula with ``m`` values per channel::
 
         dx = gamma/std/m * (m*dout - sum(dout) - xhat*sum(dout*xhat))
+           = gamma/std * (dout - sum(dout)/m - xhat * sum(dout*xhat)/m)
 
     Eval mode (fixed statistics): ``dx = gamma/std * dout``.
 
     Shape:
         dout like x -> dx like x, dgamma ``(D,)``, dbeta ``(D,)``.
     """
-    xhat, gamma, inv_std, train = cache
-    axes = tuple(range(dout.ndim - 1))
-    dbeta = dout.sum(axis=axes)
-    dgamma = np.sum(dout * xhat, axis=axes)
+    train = cache[-1]
+    D = dout.shape[-1]
+    d2 = dout.reshape(-1, D)
+    m = d2.shape[0]
+    if train:
+        xhat, gamma, inv_std, _ = cache
+    else:
+        x, mean, gamma, inv_std, _ = cache
+        xhat = (x - mean) * inv_std
+    h2 = xhat.reshape(-1, D)
+    prod = np.empty_like(d2)
+    _rowwise(lambda ds, hs, ps: np.multiply(ds, hs, out=ps), (d2, h2, prod))
+    dgamma = _channel_sums(prod)
+    dbeta = _channel_sums(d2)
     scale = gamma * inv_std
+    dx = prod                                # reuse the buffer
     if not train:
-        return dout * scale, dgamma, dbeta
-    m = dout.size // dout.shape[-1]
-    dx = dout * m
-    dx -= dbeta
-    dx -= xhat * dgamma
-    dx *= scale / m
-    return dx, dgamma, dbeta
+        _rowwise(lambda ds, xs, sc: np.multiply(ds, sc, out=xs), (d2, dx), (scale,))
+        return dx.reshape(dout.shape), dgamma, dbeta
+    mean_d = dbeta / m
+    slope = dgamma / m
+
+    def grad(ds: np.ndarray, hs: np.ndarray, xs: np.ndarray, sl: np.ndarray, md: np.ndarray,
+             sc: np.ndarray) -> None:
+        np.multiply(hs, sl, out=xs)
+        np.subtract(ds, xs, out=xs)
+        xs -= md
+        xs *= sc
+
+    _rowwise(grad, (d2, h2, dx), (slope, mean_d, scale))
+    return dx.reshape(dout.shape), dgamma, dbeta
