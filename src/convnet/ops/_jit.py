@@ -112,48 +112,40 @@ else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
 
 
-def _make_spin_until():  # type: ignore[no-untyped-def]
-    """The compiled spin-wait of :mod:`convnet.ops._threads`, or None (no Numba, no libc).
+if HAVE_NUMBA:
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
 
-    ``spin_until(flags, i, value, ns)``: whether ``flags[i] == value`` became true within
-    ``ns`` nanoseconds (CLOCK_MONOTONIC), with ``sched_yield()`` between checks (~0.6 us each
-    here, longer when another thread wants the core: the limit is time, not a count of checks,
-    so a spinning thread never holds a contended core longer than that). Compiled with
-    ``nogil``, so a thread waiting here leaves the GIL to the others; the opaque libc calls make
-    the compiled loop re-read ``flags[i]`` every time (another thread writes it). Not cached on
-    disk (a function calling through ctypes pointers cannot be): compiled on first use, ~0.3 s.
-    """
-    if not HAVE_NUMBA:
-        return None
-    try:
-        import ctypes
+    @intrinsic
+    def _load_relaxed(typingctx, arr, i):  # type: ignore[no-untyped-def]  # pragma: no cover
+        """``arr[i]`` as an atomic load (LLVM ``monotonic``): compiled code re-reads it from
+        memory at every call, where a plain load in a loop may be hoisted out of the loop."""
+        sig = arr.dtype(arr, i)
 
-        libc = ctypes.CDLL(None)
-        sched_yield = libc.sched_yield
-        sched_yield.restype = ctypes.c_int
-        sched_yield.argtypes = []
-        clock_gettime = libc.clock_gettime
-        clock_gettime.restype = ctypes.c_int
-        clock_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
-        import time
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                           wraparound=False)
+            return builder.load_atomic(ptr, "monotonic", aryty.dtype.bitwidth // 8)
 
-        monotonic = int(getattr(time, "CLOCK_MONOTONIC", 1))
-    except (OSError, AttributeError):  # pragma: no cover - no libc with these calls
-        return None
+        return sig, codegen
 
-    @njit(nogil=True)
-    def spin_until(flags, i, value, ns):  # pragma: no cover - compiled
-        ts = np.zeros(2, np.int64)                      # struct timespec {tv_sec, tv_nsec}
-        clock_gettime(monotonic, ts.ctypes.data)
-        deadline = ts[0] * 1_000_000_000 + ts[1] + ns
-        while flags[i] != value:
-            sched_yield()
-            clock_gettime(monotonic, ts.ctypes.data)
-            if ts[0] * 1_000_000_000 + ts[1] > deadline:
-                return flags[i] == value
-        return True
+    @njit(cache=True, nogil=True)
+    def spin_until(flags, i, value, tries):  # pragma: no cover - compiled
+        """Whether ``flags[i] == value`` became true within ``tries`` checks (~0.7 ns each
+        here: a million is under a millisecond).
 
-    return spin_until
+        The spin-wait of :mod:`convnet.ops._threads`: compiled with ``nogil``, so a thread
+        waiting here leaves the GIL to the others, and each check is an atomic load of the flag
+        that another thread writes. Cached on disk like the other kernels.
+        """
+        for _ in range(tries):
+            if _load_relaxed(flags, i) == value:
+                return True
+        return _load_relaxed(flags, i) == value
 
-
-spin_until = _make_spin_until()
+    del types
+else:  # pragma: no cover
+    spin_until = None

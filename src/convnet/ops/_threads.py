@@ -33,7 +33,7 @@ no better than on 1 thread (268 ms), and 206 ms with one switch per pass.
 than a whole small kernel: a batch-32 training step makes ~16 such calls. So the helper threads
 and the caller wait for each other by spinning on a flag for about a millisecond first, in a
 compiled loop without the GIL (:func:`convnet.ops._jit.spin_until`), and only then sleep on a
-condition; a round trip then takes ~4 us. This is what OpenMP runtimes do between parallel
+condition. This is what OpenMP runtimes do between parallel
 regions (PyTorch's included). Without Numba the threads just sleep and wake.
 """
 
@@ -108,8 +108,8 @@ def single_blas() -> Iterator[None]:
                 ctl.set_num_threads(_state["workers"])
 
 
-#: How long a waiting thread spins before it sleeps, in nanoseconds.
-SPIN_NS = 1_000_000
+#: Checks of a flag a waiting thread makes before it sleeps (~0.7 ns each here: ~0.7 ms).
+SPIN_TRIES = 1_000_000
 
 
 class _Pool:
@@ -135,7 +135,7 @@ class _Pool:
         """Until ``flags[i] == value``: spin without the GIL, then sleep."""
         from convnet.ops._jit import spin_until
 
-        if spin_until is not None and spin_until(self.flags, i, value, SPIN_NS):
+        if spin_until is not None and spin_until(self.flags, i, value, SPIN_TRIES):
             return
         with self.cond:
             while self.flags[i] != value:
