@@ -85,6 +85,32 @@ def test_flipped_input_gradient_equals_col2im(N, H, Wd, D, K, Fh, Fw, dil, data)
     np.testing.assert_allclose(flipped, scattered, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(2, 8), Wd=st.integers(2, 8), D=st.integers(1, 4),
+       K=st.integers(1, 4), F=st.integers(1, 3), S=st.integers(1, 3), dil=st.integers(1, 2),
+       data=st.data())
+def test_col2im_on_transposed_planes_equals_col2im(N, H, Wd, D, K, F, S, dil, data):
+    """The thin-dx path (transposed buffers) against the plain scatter, any stride/padding."""
+    e = effective_extent(F, dil)
+    P = data.draw(st.integers(0, e - 1))
+    Ho, Wo = (H + 2 * P - e) // S + 1, (Wd + 2 * P - e) // S + 1
+    if Ho < 1 or Wo < 1:
+        return
+    rng = np.random.default_rng(data.draw(st.integers(0, 999)))
+    dout = rng.standard_normal((N, Ho, Wo, K))
+    W = rng.standard_normal((K, F, F, D))
+    args = ((H, Wd), (S, S), (P, P), (dil, dil))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "FLIP_MIN_DEPTH", 10**9)
+        mp.setattr(C, "BLOCK_BYTES", 1)                  # several blocks, several threads
+        mp.setattr(C, "MIN_BLOCK_BYTES", 1)
+        mp.setattr(C, "COL2IM_PLANES_BELOW", 10**9)
+        planes = C.conv2d_input_grad(dout, W, *args)
+        mp.setattr(C, "COL2IM_PLANES_BELOW", 0)
+        scattered = C.conv2d_input_grad(dout, W, *args)
+    np.testing.assert_allclose(planes, scattered, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("F, P, dil, a", [(3, 1, 1, 0), (3, 0, 2, 1), (2, 1, 1, 0), (3, 2, 2, 0)])
 def test_flipped_path_matches_torch_conv_transpose(F, P, dil, a):
     """Stride-1 DECONV with D >= FLIP_MIN_DEPTH runs the flipped path; PyTorch is the oracle."""
