@@ -110,20 +110,25 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buf[:nbytes].view(dtype).reshape(shape)
 
 
-#: A block is also at most this fraction of the whole matrix (but at least
-#: :data:`MIN_BLOCK_BYTES`): the per-thread scratch of a small layer then stays small. Without
-#: it, seed004 (32x32x1 images, 3 and 6 filters) kept two 4 MiB blocks per scratch slot for a
-#: training step whose arrays peak at 1.2 MB, and its peak memory was twice PyTorch's.
-BLOCK_FRACTION = 8
+#: A block is also at most 1/ACTIVATION_FRACTION of the bytes of the layer's own input and
+#: output (but at least :data:`MIN_BLOCK_BYTES`): the per-thread scratch of a layer with small
+#: activations then stays small next to them. Without it, seed004 (32x32x1 images, 3 and 6
+#: filters) kept two 4 MiB blocks per scratch slot for a training step whose arrays peak at
+#: 1.2 MB, and its peak memory was twice PyTorch's (15 vs 7 MB); layers with large activations
+#: (the reference and cifar10 networks) keep their 4 MiB blocks.
+ACTIVATION_FRACTION = 4
 MIN_BLOCK_BYTES = 256 * 2**10
 
 
-def _blocks(N: int, bytes_per_image: int, parts: int = 1) -> list[tuple[int, int]]:
-    """``(start, stop)`` ranges of images whose im2col block is about :data:`BLOCK_BYTES` (or
-    1/:data:`BLOCK_FRACTION` of the whole matrix when that is smaller), and at least ``parts``
+def _blocks(N: int, bytes_per_image: int, parts: int = 1,
+            activation_bytes: int | None = None) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of images whose im2col block is about :data:`BLOCK_BYTES` (less
+    for a layer whose input + output, ``activation_bytes``, are small), and at least ``parts``
     ranges when there are that many images (one per worker thread)."""
     per = max(1, bytes_per_image)
-    target = min(BLOCK_BYTES, max(MIN_BLOCK_BYTES, N * per // BLOCK_FRACTION))
+    target = BLOCK_BYTES
+    if activation_bytes is not None:
+        target = min(target, max(MIN_BLOCK_BYTES, activation_bytes // ACTIVATION_FRACTION))
     step = max(1, min(target // per, -(-N // parts)))
     return [(start, min(N, start + step)) for start in range(0, N, step)]
 
@@ -246,7 +251,9 @@ def _conv_gemms(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
             np.matmul(cols, W2d.T, out=out[n0:n1].reshape(-1, W2d.shape[0]))
         return None if gout is None else cols.T @ gout[n0:n1].reshape(len(cols), -1)
 
-    parts = _threads.map_blocks(block, _blocks(N, Ho * Wo * width * x.itemsize, workers), workers)
+    act = x.nbytes + N * Ho * Wo * (len(W2d) if W2d is not None else gout.shape[3]) * x.itemsize
+    parts = _threads.map_blocks(block, _blocks(N, Ho * Wo * width * x.itemsize, workers, act),
+                                workers)
     return out, (None if gout is None else np.sum(parts, axis=0))
 
 
@@ -383,7 +390,7 @@ def _winograd_conv(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair
 
     per_image = th * tw * 16 * (D + K) * x.itemsize
     workers = _threads.workers()
-    _threads.map_blocks(block, _blocks(N, per_image, workers), workers)
+    _threads.map_blocks(block, _blocks(N, per_image, workers, x.nbytes + out.nbytes), workers)
     return out
 
 
@@ -409,7 +416,8 @@ def _winograd_weight_grad(x: np.ndarray, dout: np.ndarray, pad: Pair) -> np.ndar
 
     per_image = th * tw * 16 * (D + K) * x.itemsize
     workers = _threads.workers()
-    parts = _threads.map_blocks(block, _blocks(N, per_image, workers), workers)
+    parts = _threads.map_blocks(block, _blocks(N, per_image, workers, x.nbytes + dout.nbytes),
+                                workers)
     dU = parts[0]
     for part in parts[1:]:                  # in place, in block order (np.sum would first copy
         dU += part                          # the list into one more array)
@@ -536,7 +544,8 @@ def conv2d_input_grad(
         np.copyto(dx[n0:n1], dxT.transpose(1, 2, 3, 0))
 
     workers = _threads.workers()
-    _threads.map_blocks(block, _blocks(N, Ho * Wo * W2d.shape[1] * dout.itemsize, workers), workers)
+    _threads.map_blocks(block, _blocks(N, Ho * Wo * W2d.shape[1] * dout.itemsize, workers,
+                                       dout.nbytes + dx.nbytes), workers)
     return dx
 
 
