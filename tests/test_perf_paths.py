@@ -504,3 +504,37 @@ def test_winograd_blocks_on_two_threads_give_the_same_results(monkeypatch):
     pooled = run()
     for a, c in zip(serial, pooled, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_memory_bound_passes_split_over_threads_agree(monkeypatch):
+    """Pooling (with and without the argmax), RELU and BN by ranges of images on 3 threads
+    (every pass split, whatever its size) against one thread."""
+    from convnet.ops import activations as A
+    from convnet.ops import norm as Nm
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((7, 9, 8, 5))
+    g, b = rng.standard_normal(5), rng.standard_normal(5)
+
+    def run():
+        out = []
+        for need in (True, False):
+            p, cache = P.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), need_index=need)
+            out.append(p)
+            if need:
+                out.append(P.maxpool2d_backward(np.cos(p), cache))
+        r, rc = A.relu_forward(x)
+        out += [r, A.relu_backward(np.sin(x), rc)]
+        for train in (True, False):
+            y, bc = Nm.batchnorm_forward(x, g, b, np.zeros(5), np.ones(5), 0.1, 1e-5, train)
+            out += [y, *Nm.batchnorm_backward(np.cos(y), bc)]
+        return out
+
+    monkeypatch.setattr(_threads, "workers", lambda: 1)
+    serial = run()
+    monkeypatch.setattr(_threads, "workers", lambda: 3)
+    monkeypatch.setattr(_threads, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_threads, "SPLIT_MIN_MACS", 0)
+    split = run()
+    for a, c in zip(serial, split, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
