@@ -342,10 +342,11 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
 #: -> 23.8; 32x32x32 -> 32 52.8 -> 36.4, 52.2 -> 42.1, 50.1 -> 38.1; but 32x32x16 -> 32
 #: forward 26.9 -> 35.1 and 32x32x16 -> 16 17.8 -> 27.4 (slower).
 WINOGRAD_MIN_CHANNELS = 32
-#: ... and smallest number of 2x2 output tiles over the whole batch. Winograd still won on one
-#: 14x14 image (49 tiles: 0.17 -> 0.14 ms forward), but below ~64 tiles both paths take 0.1-0.3
-#: ms and its fixed costs (filter transforms, 32 small GEMM calls) made it erratic: im2col there.
-WINOGRAD_MIN_TILES = 64
+#: ... and smallest number of 2x2 output tiles over the whole batch. Measured at batch 1 (one
+#: thread, min of 600 calls, interleaved): 14x14x32 -> 64 (49 tiles) 222 us by im2col, 206 by
+#: Winograd; 10x10x32 -> 32 (25 tiles) 100 vs 83; 7x7x64 -> 64 and 8x8 (16 tiles) a tie
+#: (134-141 us both). Below 25 tiles im2col, whose cost is steadier at that size.
+WINOGRAD_MIN_TILES = 25
 
 
 def _winograd_pays(F: Pair, stride: Pair, dilation: Pair, D: int, K: int, N: int,
