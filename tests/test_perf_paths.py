@@ -191,12 +191,17 @@ def _plain_pass(net, x, dout):
     return scores, d, {name: g.copy() for name, _, g in net.parameters()}
 
 
-def test_plan_swaps_relu_and_pool_and_works_in_place():
+def test_plan_swaps_relu_and_pool_fuses_them_and_works_in_place():
     net = cn.build(SPEC, seed=0)
-    kinds = [(net.layers[i].kind, f, b) for i, f, b in net._plan]
-    assert kinds[:3] == [("CONV", False, False), ("POOL", False, False), ("RELU", True, True)]
-    assert kinds[-2] == ("RELU", True, True)                # after FC, before FC
-    assert kinds[-1] == ("FC", False, False)
+    kinds = [(net.layers[i].kind, f, b, None if r is None else net.layers[r].kind)
+             for i, f, b, r in net._plan]
+    assert kinds[:2] == [("CONV", False, False, None), ("POOL", False, False, "RELU")]
+    assert kinds[2:4] == [("CONV", False, False, None), ("POOL", False, False, "RELU")]
+    assert kinds[4:6] == [("DECONV", False, False, None), ("RELU", True, True, None)]
+    assert kinds[-2] == ("RELU", True, True, None)          # after FC, before FC
+    assert kinds[-1] == ("FC", False, False, None)
+    assert sorted(i for step in net._plan for i in (step[0], step[3]) if i is not None) == \
+        list(range(len(net.layers)))                        # every layer exactly once
 
 
 def test_plan_gives_the_same_scores_and_gradients_as_the_plain_order():
@@ -213,6 +218,29 @@ def test_plan_gives_the_same_scores_and_gradients_as_the_plain_order():
     for name, _, g in net.parameters():
         np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
     np.testing.assert_array_equal(x, x_before)              # the caller's input is never written
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_fused_pool_relu_first_in_the_network_and_without_numba(monkeypatch, compiled):
+    """POOL -> RELU as the first step (its backward is the last one run), and the NumPy pool
+    kernels (the mask taken before routing) against the plain order."""
+    if not compiled:
+        monkeypatch.setattr(_jit, "HAVE_NUMBA", False)
+    net = cn.build("INPUT(8x8x2) -> POOL(F=3,S=2,P=1,floor=true) -> RELU -> FC(3)", seed=0,
+                   dtype=np.float64)
+    assert net._plan[0][3] == 1
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 8, 8, 2))
+    dout = rng.standard_normal((4, 3))
+    ref_scores, ref_dx, ref_grads = _plain_pass(net, x, dout)
+    scores = net.forward(x, train=True)
+    dx = net.backward(dout.copy())
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-13, atol=1e-13)
+    net.forward(x, train=True)
+    assert net.backward(dout.copy(), need_dx=False) is None
+    for name, _, g in net.parameters():
+        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_relu_leaves_its_argument_alone_unless_asked():

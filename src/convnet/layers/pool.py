@@ -76,16 +76,18 @@ class MaxPool(_Pool):
 
     kind = "POOL"
 
-    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool = False, *, relu: bool = False) -> np.ndarray:
         w = self.window
-        # evaluation needs no argmax: the max alone is twice as fast
-        out, self._cache = F_pool.maxpool2d_forward(x, w.F, w.S, w.P, need_index=train)
+        # evaluation needs no argmax: the max alone is twice as fast. relu=True: the RELU after
+        # this layer, done in the same pass (Sequential's plan; the RELU layer keeps the cache)
+        out, self._cache = F_pool.maxpool2d_forward(x, w.F, w.S, w.P, need_index=train,
+                                                    relu=relu)
         return out
 
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray, *, relu_out: np.ndarray | None = None) -> np.ndarray:
         if self._cache is None:
             raise ConfigError(f"{self.describe()}: call forward(x, train=True) before backward")
-        dx = F_pool.maxpool2d_backward(dout, self._cache)
+        dx = F_pool.maxpool2d_backward(dout, self._cache, relu_out=relu_out)
         self._cache = None
         return dx
 
