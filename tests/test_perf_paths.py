@@ -204,19 +204,26 @@ def test_plan_swaps_relu_and_pool_fuses_them_and_works_in_place():
         list(range(len(net.layers)))                        # every layer exactly once
 
 
+def _assert_plan_matches_plain_order(net, x, dout, need_dx=True):
+    """The network's plan (swaps, fusions, in-place writes) against :func:`_plain_pass`."""
+    ref_scores, ref_dx, ref_grads = _plain_pass(net, x, dout)
+    scores = net.forward(x, train=True)
+    dx = net.backward(dout.copy(), need_dx=need_dx)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-13, atol=1e-13)
+    if need_dx:
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-13, atol=1e-13)
+    else:
+        assert dx is None
+    for name, _, g in net.parameters():
+        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 def test_plan_gives_the_same_scores_and_gradients_as_the_plain_order():
     net = cn.build(SPEC, seed=0, dtype=np.float64)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 10, 10, 3))
     x_before = x.copy()
-    dout = rng.standard_normal((3, 5))
-    ref_scores, ref_dx, ref_grads = _plain_pass(net, x, dout)
-    scores = net.forward(x, train=True)
-    dx = net.backward(dout.copy())
-    np.testing.assert_allclose(scores, ref_scores, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-13, atol=1e-13)
-    for name, _, g in net.parameters():
-        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    _assert_plan_matches_plain_order(net, x, rng.standard_normal((3, 5)))
     np.testing.assert_array_equal(x, x_before)              # the caller's input is never written
 
 
@@ -232,15 +239,8 @@ def test_fused_pool_relu_first_in_the_network_and_without_numba(monkeypatch, com
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 8, 8, 2))
     dout = rng.standard_normal((4, 3))
-    ref_scores, ref_dx, ref_grads = _plain_pass(net, x, dout)
-    scores = net.forward(x, train=True)
-    dx = net.backward(dout.copy())
-    np.testing.assert_allclose(scores, ref_scores, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-13, atol=1e-13)
-    net.forward(x, train=True)
-    assert net.backward(dout.copy(), need_dx=False) is None
-    for name, _, g in net.parameters():
-        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    for need_dx in (True, False):
+        _assert_plan_matches_plain_order(net, x, dout, need_dx)
 
 
 def test_relu_leaves_its_argument_alone_unless_asked():
