@@ -566,3 +566,33 @@ def test_memory_bound_passes_split_over_threads_agree(monkeypatch):
     split = run()
     for a, c in zip(serial, split, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_bn_after_conv_and_deconv_is_folded_in_evaluation(dtype, tol):
+    """CONV -> BN and DECONV -> BN in evaluation as one layer with folded weights: the same
+    scores as the layers one by one (BN's running statistics, gamma and beta all non-trivial,
+    a CONV without bias); training still runs BN on the batch statistics."""
+    net = cn.build("INPUT(12x12x3) -> CONV(6,F=3,P=1,bias=false) -> BN -> RELU -> POOL "
+                   "-> CONV(8,F=3,P=1) -> BN -> RELU -> DECONV(5,F=2,S=2) -> BN -> RELU "
+                   "-> CONV(4,F=1)", seed=0, dtype=dtype)
+    assert sorted(net._folds.items()) == [(0, 1), (4, 5), (7, 8)]
+    rng = np.random.default_rng(3)
+    for layer in net.layers:
+        if layer.kind == "BN":
+            D = layer.params["gamma"].shape[0]
+            layer.params["gamma"][:] = rng.uniform(0.5, 2.0, D)
+            layer.params["beta"][:] = rng.standard_normal(D)
+            layer.buffers["running_mean"][:] = rng.standard_normal(D)
+            layer.buffers["running_var"][:] = rng.uniform(0.2, 3.0, D)
+    x = rng.standard_normal((3, 12, 12, 3)).astype(dtype)
+    plain = x
+    for layer in net.layers:
+        plain = layer.forward(plain)
+    folded = net.forward(x)
+    np.testing.assert_allclose(folded, plain, rtol=tol, atol=tol)
+    with pytest.raises(cn.ConfigError):                # no backward from a folded pass
+        net.layers[0].backward(np.ones((3, 12, 12, 6), dtype))
+    scores = net.forward(x, train=True)                # training: BN on batch statistics
+    assert scores.shape == (3, 12, 12, 4)
+    assert net.backward(np.ones_like(scores)).shape == x.shape

@@ -77,8 +77,12 @@ def test_embedded_activations_are_the_engines(spec):
     scores = net.forward(x)
     acts = [np.stack([decode_float32(smp["acts"][i], m["out_shape"]) for smp in data["samples"]])
             for i, m in enumerate(data["layers"])]
-    # the last one is exactly what net.forward returns (same batch: the same BLAS sums)
-    np.testing.assert_array_equal(acts[-1], scores)
+    # the last one is exactly what net.forward returns (same batch: the same BLAS sums),
+    # unless net.forward folds a BN into the CONV before it (another rounding)
+    if net._folds:
+        np.testing.assert_allclose(acts[-1], scores, rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(acts[-1], scores)
     # and each one is its layer applied to the one before
     prev = x
     for layer, a in zip(net.layers, acts, strict=True):
@@ -87,9 +91,10 @@ def test_embedded_activations_are_the_engines(spec):
     for n, smp in enumerate(data["samples"]):
         np.testing.assert_array_equal(decode_float32(smp["input"], net.input_shape), x[n])
         np.testing.assert_array_equal(decode_float32(smp["raw"], net.input_shape), raw[n])
-        p = np.exp(scores[n].astype(np.float64) - scores[n].max())
+        last = acts[-1][n]                       # the page's probabilities: from its volumes
+        p = np.exp(last.astype(np.float64) - last.max())
         np.testing.assert_allclose(smp["probs"], p / p.sum(), rtol=1e-6)
-        assert smp["pred"] == int(scores[n].argmax())
+        assert smp["pred"] == int(last.argmax()) == int(scores[n].argmax())
     for layer, meta in zip(net.layers, data["layers"], strict=True):
         for key, value in {**layer.params, **layer.buffers}.items():
             w = meta["weights"][key]

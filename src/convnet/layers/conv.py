@@ -7,6 +7,8 @@ transposed CONV with the same ``W``, and both run on one kernel
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from convnet import arith
@@ -106,6 +108,25 @@ class _ConvBase(_WindowLayer):
         # the input gradient is more than half of a CONV's backward: skip it when unused
         self._backward(dout, need_dx=False)
 
+    #: axis of W that indexes the output channels (CONV: K first; DECONV: K last)
+    _out_axis = 0
+
+    def _forward_folded(self, x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """Evaluation of this layer followed by ``out * scale + shift`` per output channel (an
+        evaluation-mode BN), as ONE convolution with ``W * scale`` and ``b * scale + shift``:
+        the BN's pass over the output disappears. Keeps no cache (the folded weights are not
+        this layer's: a backward pass must follow a training forward)."""
+        shape = [1, 1, 1, 1]
+        shape[self._out_axis] = -1
+        W, b = self.params["W"], self.params.get("b")
+        out, _ = self._op(x, W * scale.reshape(shape), shift if b is None else b * scale + shift)
+        self._cache = None
+        return out
+
+    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, Any]:
+        """The functional forward with this layer's window on the given weights."""
+        raise NotImplementedError
+
     def _spec_args(self) -> list[str]:
         return [str(self.K), *self._window_args()] + ([] if self.bias else ["bias=false"])
 
@@ -167,11 +188,12 @@ class Conv(_ConvBase):
     def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
         return (self.K, *self.window.F, D)
 
-    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, Any]:
         w = self.window
-        out, self._cache = F_conv.conv2d_forward(
-            x, self.params["W"], self.params.get("b"), w.S, w.P, w.dilation
-        )
+        return F_conv.conv2d_forward(x, W, b, w.S, w.P, w.dilation)
+
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        out, self._cache = self._op(x, self.params["W"], self.params.get("b"))
         return out
 
     def _spec_args(self) -> list[str]:
@@ -221,6 +243,7 @@ class ConvTranspose(_ConvBase):
                 )
 
     _backward_op = staticmethod(F_conv.conv_transpose2d_backward)
+    _out_axis = 3
 
     def _hyper_text(self) -> str:
         text = super()._hyper_text()
@@ -239,11 +262,13 @@ class ConvTranspose(_ConvBase):
     def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
         return (D, *self.window.F, self.K)  # the layout of the CONV whose dx this computes
 
-    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, Any]:
         w = self.window
-        out, self._cache = F_conv.conv_transpose2d_forward(
-            x, self.params["W"], self.params.get("b"), w.S, w.P, w.dilation, self.output_padding
-        )
+        return F_conv.conv_transpose2d_forward(x, W, b, w.S, w.P, w.dilation,
+                                               self.output_padding)
+
+    def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        out, self._cache = self._op(x, self.params["W"], self.params.get("b"))
         return out
 
     def _spec_args(self) -> list[str]:

@@ -105,6 +105,12 @@ class BatchNorm(Layer):
         )
         return out
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """This layer in evaluation as ``x * scale + shift`` per channel: ``(scale, shift)``."""
+        return F_norm.batchnorm_affine(self.params["gamma"], self.params["beta"],
+                                       self.buffers["running_mean"], self.buffers["running_var"],
+                                       self.eps, self.dtype)
+
     def _backward(self, dout: np.ndarray) -> np.ndarray:
         dx, dgamma, dbeta = F_norm.batchnorm_backward(dout, self._cache)
         self._cache = None

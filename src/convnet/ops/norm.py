@@ -21,7 +21,7 @@ import numpy as np
 
 from convnet.ops import _threads
 
-__all__ = ["batchnorm_backward", "batchnorm_forward"]
+__all__ = ["batchnorm_affine", "batchnorm_backward", "batchnorm_forward"]
 
 
 def _channel_sums(a: np.ndarray) -> np.ndarray:
@@ -69,6 +69,24 @@ def _rowwise(fn: Any, arrays: tuple[np.ndarray, ...], params: tuple[np.ndarray, 
     _threads.map_blocks(run, blocks, n)
 
 
+def batchnorm_affine(gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                     running_var: np.ndarray, eps: float, dtype: Any) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """Evaluation-mode BN as the per-channel affine map ``out = x * scale + shift``:
+    ``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - running_mean * scale``.
+
+    :func:`batchnorm_forward` applies it in evaluation, and a network folds it into the
+    CONV/DECONV before the BN (one pass fewer; see :meth:`Sequential.forward`).
+
+    Shape:
+        all ``(D,)`` -> scale, shift ``(D,)`` in ``dtype``.
+    """
+    inv_std = (1 / np.sqrt(running_var + float(eps))).astype(dtype, copy=False)
+    scale = (gamma * inv_std).astype(dtype, copy=False)
+    shift = (beta - running_mean.astype(dtype, copy=False) * scale).astype(dtype, copy=False)
+    return scale, shift
+
+
 def batchnorm_forward(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -101,9 +119,8 @@ def batchnorm_forward(
     out = np.empty_like(x)
     out2 = out.reshape(-1, D)
     if not train:
+        scale, shift = batchnorm_affine(gamma, beta, running_mean, running_var, eps, x.dtype)
         inv_std = (1 / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-        scale = gamma * inv_std
-        shift = beta - running_mean.astype(x.dtype, copy=False) * scale
 
         def affine(xs: np.ndarray, os: np.ndarray, sc: np.ndarray, sh: np.ndarray) -> None:
             np.multiply(xs, sc, out=os)

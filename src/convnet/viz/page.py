@@ -109,7 +109,10 @@ def _normalize(net: Sequential, images: np.ndarray) -> np.ndarray:
 def layer_activations(net: Sequential, x: np.ndarray) -> list[np.ndarray]:
     """Every layer's output for the (already normalised) batch ``x``, in evaluation mode.
 
-    The same calls as :meth:`Sequential.forward`, keeping each intermediate volume.
+    The layers one by one, keeping each intermediate volume: the values of
+    :meth:`Sequential.forward`, to the last bit unless the network has a BN right after a
+    CONV/DECONV, which its evaluation folds into that layer's weights (a different rounding,
+    ~1e-7 relative in float32). The page's probabilities come from these volumes.
 
     Shape:
         x ``(N, *net.input_shape)`` -> one ``(N, *layer.output_shape)`` array per layer.
