@@ -74,15 +74,24 @@ def test_flipped_input_gradient_equals_col2im(N, H, Wd, D, K, Fh, Fw, dil, data)
     if Ho < 1 or Wo < 1:
         return
     rng = np.random.default_rng(data.draw(st.integers(0, 999)))
-    dout = rng.standard_normal((N, Ho, Wo, K))
-    W = rng.standard_normal((K, Fh, Fw, D))
-    args = ((H, Wd), (1, 1), (ph, pw), (dil, dil))
+    _assert_input_grad_paths_agree(
+        rng.standard_normal((N, Ho, Wo, K)), rng.standard_normal((K, Fh, Fw, D)),
+        ((H, Wd), (1, 1), (ph, pw), (dil, dil)), {},
+        {"FLIP_MIN_DEPTH": 1}, {"FLIP_MIN_DEPTH": 10**9})
+
+
+def _assert_input_grad_paths_agree(dout, W, args, common, one, other):
+    """``conv2d_input_grad`` with the module settings ``common`` + ``one`` and ``common`` +
+    ``other`` (two kernels for the same sums) agree in float64."""
+    results = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "FLIP_MIN_DEPTH", 1)
-        flipped = C.conv2d_input_grad(dout, W, *args)
-        mp.setattr(C, "FLIP_MIN_DEPTH", 10**9)
-        scattered = C.conv2d_input_grad(dout, W, *args)
-    np.testing.assert_allclose(flipped, scattered, rtol=1e-12, atol=1e-12)
+        for name, value in common.items():
+            mp.setattr(C, name, value)
+        for settings_ in (one, other):
+            for name, value in settings_.items():
+                mp.setattr(C, name, value)
+            results.append(C.conv2d_input_grad(dout, W, *args))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=30, deadline=None)
@@ -97,18 +106,11 @@ def test_col2im_on_transposed_planes_equals_col2im(N, H, Wd, D, K, F, S, dil, da
     if Ho < 1 or Wo < 1:
         return
     rng = np.random.default_rng(data.draw(st.integers(0, 999)))
-    dout = rng.standard_normal((N, Ho, Wo, K))
-    W = rng.standard_normal((K, F, F, D))
-    args = ((H, Wd), (S, S), (P, P), (dil, dil))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "FLIP_MIN_DEPTH", 10**9)
-        mp.setattr(C, "BLOCK_BYTES", 1)                  # several blocks, several threads
-        mp.setattr(C, "MIN_BLOCK_BYTES", 1)
-        mp.setattr(C, "COL2IM_PLANES_BELOW", 10**9)
-        planes = C.conv2d_input_grad(dout, W, *args)
-        mp.setattr(C, "COL2IM_PLANES_BELOW", 0)
-        scattered = C.conv2d_input_grad(dout, W, *args)
-    np.testing.assert_allclose(planes, scattered, rtol=1e-12, atol=1e-12)
+    _assert_input_grad_paths_agree(
+        rng.standard_normal((N, Ho, Wo, K)), rng.standard_normal((K, F, F, D)),
+        ((H, Wd), (S, S), (P, P), (dil, dil)),
+        {"FLIP_MIN_DEPTH": 10**9, "BLOCK_BYTES": 1, "MIN_BLOCK_BYTES": 1},  # several blocks
+        {"COL2IM_PLANES_BELOW": 10**9}, {"COL2IM_PLANES_BELOW": 0})
 
 
 @pytest.mark.parametrize("F, P, dil, a", [(3, 1, 1, 0), (3, 0, 2, 1), (2, 1, 1, 0), (3, 2, 2, 0)])
