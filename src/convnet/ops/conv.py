@@ -131,8 +131,12 @@ def _blocks(N: int, bytes_per_image: int, parts: int = 1,
     target = BLOCK_BYTES
     if activation_bytes is not None:
         target = min(target, max(MIN_BLOCK_BYTES, activation_bytes // ACTIVATION_FRACTION))
-    step = max(1, min(target // per, -(-N // parts)))
-    return [(start, min(N, start + step)) for start in range(0, N, step)]
+    n = -(-N // max(1, target // per))            # blocks of at most the target size
+    # a multiple of the threads, of nearly equal sizes, so every thread gets the same work: 32
+    # images in blocks of at most 13 made 13 + 13 + 6, one thread doing 19 images and the other
+    # 13 (the reference network's second layer at batch 32); now 8 + 8 + 8 + 8
+    n = min(N, -(-n // parts) * parts)
+    return _threads.row_blocks(N, n)
 
 
 def _padded_input(x: np.ndarray, pad: Pair, need_hw: Pair) -> np.ndarray:
