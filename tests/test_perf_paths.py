@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -349,10 +348,13 @@ def test_map_blocks_keeps_order_and_reraises_a_helpers_error():
     blocks = [(k, k + 1) for k in range(40)]
     assert _threads.map_blocks(lambda a, b: a * 10 + b, blocks, 2) == [k * 11 + 1 for k in range(40)]
     threads = set()
+    both = threading.Event()
 
     def record(a, b):
         threads.add(threading.get_ident())
-        time.sleep(0.002)                       # long enough for the helper to take blocks too
+        if len(threads) == 2:
+            both.set()
+        both.wait(timeout=30)                   # each block waits until both threads took one
         return a
 
     assert _threads.map_blocks(record, blocks, 2) == list(range(40))

@@ -86,7 +86,7 @@ def maxpool2d_forward(
     zero = x.dtype.type(0)
 
     def part(a: int, b: int) -> None:
-        maxpool_into(xc[a:b], F, S, P, out[a:b], None if idx is None else idx[a:b])
+        _maxpool_into(xc[a:b], F, S, P, out[a:b], None if idx is None else idx[a:b])
         if relu:
             np.maximum(out[a:b], zero, out=out[a:b])
 
@@ -115,7 +115,7 @@ def _max_argmax_numpy(x: np.ndarray, F: Pair, S: Pair, P: Pair, out: np.ndarray,
         idx += step
 
 
-def maxpool_into(x: np.ndarray, F: Pair, S: Pair, P: Pair, out: np.ndarray,
+def _maxpool_into(x: np.ndarray, F: Pair, S: Pair, P: Pair, out: np.ndarray,
                  idx: np.ndarray | None) -> None:
     """Max pooling of ``x`` written into ``out`` (and the first argmax into ``idx``), on the
     calling thread. Without ``idx`` (evaluation): ``F*F`` strided np.maximum passes, no argmax
