@@ -175,6 +175,34 @@ def test_compiled_maxpool_equals_numpy_kernel(N, H, Wd, D, Fh, Fw, Sh, Sw, data,
     assert fast[1].dtype == plain[1].dtype
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(2, 9), Wd=st.integers(2, 9), D=st.integers(1, 9),
+       relu=st.booleans(), nan=st.booleans(), seed=st.integers(0, 999),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_2x2_pool_kernels_equal_numpy_kernels(N, H, Wd, D, relu, nan, seed, dtype):
+    """The 2x2 stride-2 kernels (evaluation, training with the argmax, the RELU fused or not;
+    odd sizes drop the last row/col) against the NumPy kernels, exactly: ties, zeros, NaN."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (N, H, Wd, D)).astype(dtype)
+    if nan:
+        x.flat[rng.integers(0, x.size, 3)] = np.nan
+    cfg = ((2, 2), (2, 2), (0, 0))
+
+    def run():
+        ev, _ = P.maxpool2d_forward(x, *cfg, need_index=False, relu=relu)
+        out, cache = P.maxpool2d_forward(x, *cfg, relu=relu)
+        dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)
+        return ev, out, cache[0], P.maxpool2d_backward(dout, cache,
+                                                       relu_out=out if relu else None)
+
+    fast = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "HAVE_NUMBA", False)
+        plain = run()
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------------- Sequential's plan
 SPEC = ("INPUT(10x10x3) -> CONV(6,F=3,P=1) -> RELU -> POOL -> CONV(8,F=3,P=1) -> RELU "
         "-> POOL(F=3,S=2,P=1,floor=true) -> DECONV(4,F=2,S=2) -> RELU -> FC(7) -> RELU -> FC(5)")
@@ -600,3 +628,86 @@ def test_bn_after_conv_and_deconv_is_folded_in_evaluation(dtype, tol):
     scores = net.forward(x, train=True)                # training: BN on batch statistics
     assert scores.shape == (3, 12, 12, 4)
     assert net.backward(np.ones_like(scores)).shape == x.shape
+
+
+def test_winograd_filter_transform_is_kept_while_the_weights_stay_the_same(monkeypatch):
+    """An evaluation pass keeps the transformed filters in the layer and reuses them; weights
+    changed in place (by a user, an optimiser step, ``load_state_dict``) are seen at once, and
+    a training pass transforms every time."""
+    made = []
+    real = winograd.filter_transform
+    monkeypatch.setattr(winograd, "filter_transform", lambda W: (made.append(1), real(W))[1])
+    net = cn.build("INPUT(8x8x32) -> CONV(32,F=3,P=1) -> RELU -> FC(3)", seed=0, dtype="float64")
+    x = np.random.default_rng(10).standard_normal((2, 8, 8, 32))  # 32 tiles: Winograd
+    first = net.forward(x)
+    np.testing.assert_array_equal(net.forward(x), first)
+    assert len(made) == 1
+    saved = {k: v.copy() for k, v in net.state_dict().items()}
+    net.layers[0].params["W"][3, 1, 2, 5] += 0.5                  # in place: same array
+    changed = net.forward(x)
+    assert len(made) == 2
+    fresh = cn.build(net.spec, seed=1, dtype="float64")
+    fresh.load_state_dict(net.state_dict())
+    np.testing.assert_array_equal(changed, fresh.forward(x))
+    assert not np.array_equal(changed, first)
+    net.load_state_dict(saved)
+    np.testing.assert_array_equal(net.forward(x), first)
+    made.clear()
+    net.forward(x, train=True)
+    net.forward(x, train=True)
+    assert len(made) == 2
+
+
+# ------------------------------------------------------------------------- the arena
+def test_arena_reuses_a_buffer_only_once_nothing_references_it(monkeypatch):
+    from convnet.ops import _arena
+
+    monkeypatch.setattr(_arena, "_buffers", [])
+    n = _arena.MIN_BYTES // 4
+    a = _arena.empty((n,), np.float32)
+    a[:] = 1
+    view = a[::2].reshape(-1, 2)                       # a view of a view keeps the buffer
+    base = id(view.base)                               # not a reference: that would keep it
+    del a
+    b = _arena.empty((2, n // 2), np.float32)          # same size: must not take a's buffer
+    assert id(b.base) != base and b.flags.c_contiguous and b.shape == (2, n // 2)
+    assert np.all(view == 1)
+    del view
+    c = _arena.empty((n,), np.int32)                   # free now: reused, any dtype/shape
+    assert id(c.base) == base and c.dtype == np.int32
+    z = _arena.zeros((n // 2,), np.float64)            # b is alive, base is c's: one more
+    assert not z.any() and id(z.base) != base and z.base is not b.base
+    assert _arena.kept_bytes() == (3 * n * 4, 0)
+    small = _arena.empty((3,), np.float32)             # below MIN_BYTES: plain np.empty
+    assert small.base is None
+    del b, c, z
+    assert _arena.kept_bytes() == (3 * n * 4, 3 * n * 4)
+    monkeypatch.setattr(_arena, "KEEP_BYTES", n * 4)   # at most one free buffer kept
+    d = _arena.empty((2 * n,), np.float32)             # a new size: the oldest free ones go
+    assert _arena.kept_bytes() == (3 * n * 4, n * 4)
+    del d
+    _arena.release()
+    assert _arena.kept_bytes() == (0, 0)
+
+
+def test_arena_hands_a_buffer_to_one_thread_at_a_time(monkeypatch):
+    from convnet.ops import _arena
+
+    monkeypatch.setattr(_arena, "_buffers", [])
+    n = _arena.MIN_BYTES // 4
+    seen: list[list[int]] = [[], []]
+
+    def work(t):
+        for _ in range(200):
+            arr = _arena.empty((n,), np.float32)
+            arr[:8] = t                                # nobody else may write it meanwhile
+            seen[t].append(int(arr[:8].sum() != 8 * t))
+            del arr
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sum(seen[0]) + sum(seen[1]) == 0
+    assert _arena.kept_bytes()[0] <= 2 * n * 4

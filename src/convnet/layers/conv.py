@@ -119,13 +119,25 @@ class _ConvBase(_WindowLayer):
         shape = [1, 1, 1, 1]
         shape[self._out_axis] = -1
         W, b = self.params["W"], self.params.get("b")
-        out, _ = self._op(x, W * scale.reshape(shape), shift if b is None else b * scale + shift)
+        out, _ = self._op(x, W * scale.reshape(shape), shift if b is None else b * scale + shift,
+                          memo=self._memo)
         self._cache = None
         return out
 
-    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, Any]:
-        """The functional forward with this layer's window on the given weights."""
+    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
+            memo: dict | None = None) -> tuple[np.ndarray, Any]:
+        """The functional forward with this layer's window on the given weights; ``memo``: see
+        :attr:`_memo`."""
         raise NotImplementedError
+
+    @property
+    def _memo(self) -> dict:
+        """What evaluation passes keep between calls (Winograd's filter transform, see
+        ``ops.conv.conv2d_forward``): checked against the weights at every call, never saved."""
+        memo = self.__dict__.get("_memo_dict")
+        if memo is None:
+            memo = self.__dict__["_memo_dict"] = {}
+        return memo
 
     def _spec_args(self) -> list[str]:
         return [str(self.K), *self._window_args()] + ([] if self.bias else ["bias=false"])
@@ -188,12 +200,15 @@ class Conv(_ConvBase):
     def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
         return (self.K, *self.window.F, D)
 
-    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, Any]:
+    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
+            memo: dict | None = None) -> tuple[np.ndarray, Any]:
         w = self.window
-        return F_conv.conv2d_forward(x, W, b, w.S, w.P, w.dilation)
+        return F_conv.conv2d_forward(x, W, b, w.S, w.P, w.dilation, memo=memo)
 
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        out, self._cache = self._op(x, self.params["W"], self.params.get("b"))
+        # training changes the weights at every step: nothing worth keeping then
+        out, self._cache = self._op(x, self.params["W"], self.params.get("b"),
+                                    memo=None if train else self._memo)
         return out
 
     def _spec_args(self) -> list[str]:
@@ -262,8 +277,9 @@ class ConvTranspose(_ConvBase):
     def _weight_shape(self, D: int) -> tuple[int, int, int, int]:
         return (D, *self.window.F, self.K)  # the layout of the CONV whose dx this computes
 
-    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, Any]:
-        w = self.window
+    def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
+            memo: dict | None = None) -> tuple[np.ndarray, Any]:
+        w = self.window          # (no Winograd path: nothing to keep in memo)
         return F_conv.conv_transpose2d_forward(x, W, b, w.S, w.P, w.dilation,
                                                self.output_padding)
 

@@ -33,7 +33,8 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "maxpool_backward_kernel", "maxpool_forward_kernel", "spin_until"]
+__all__ = ["HAVE_NUMBA", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel", "maxpool_backward_kernel",
+           "maxpool_forward_kernel", "spin_until"]
 
 
 if HAVE_NUMBA:
@@ -79,19 +80,79 @@ if HAVE_NUMBA:
                         idx[n, oh, ow, d] = 0 if best[d] != best[d] else int(arg[d])
 
     @njit(cache=True, nogil=True)
-    def maxpool_backward_kernel(dout, idx, Fh, Fw, Sh, Sw, Ph, Pw, disjoint,
+    def maxpool2x2_kernel(x, relu, out):  # pragma: no cover - compiled
+        """The 2x2, stride-2, unpadded max pool (the usual POOL) without an argmax (evaluation),
+        and the RELU after it when ``relu``: each output vector is one expression of the four
+        input vectors of its window, written once. The general kernels above keep a running
+        maximum in a buffer and revisit it per window element; this one ran 3-5x faster than
+        them and than NumPy's four strided passes (32x28x28x32: 0.36 -> 0.13 ms on 2 threads).
+        NaN propagates like ``np.maximum``: ``(v > m) | (v != v)`` lets a NaN in, and nothing
+        is ``>`` NaN afterwards."""
+        N, Ho, Wo, D = out.shape
+        zero = x.dtype.type(0)
+        for n in range(N):
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    a, b = x[n, 2 * oh, 2 * ow], x[n, 2 * oh, 2 * ow + 1]
+                    c, d = x[n, 2 * oh + 1, 2 * ow], x[n, 2 * oh + 1, 2 * ow + 1]
+                    o = out[n, oh, ow]
+                    for k in range(D):
+                        m = a[k]
+                        v = b[k]
+                        m = v if (v > m) | (v != v) else m
+                        v = c[k]
+                        m = v if (v > m) | (v != v) else m
+                        v = d[k]
+                        m = v if (v > m) | (v != v) else m
+                        o[k] = m if (not relu) | (m > zero) | (m != m) else zero
+
+    @njit(cache=True, nogil=True)
+    def maxpool2x2_argmax_kernel(x, relu, out, idx):  # pragma: no cover - compiled
+        """:func:`maxpool2x2_kernel` with the argmax (training): ``idx`` gets the row-major
+        offset (0-3) of the window's FIRST maximum, 0 where the maximum is NaN, exactly as
+        :func:`maxpool_forward_kernel` gives it (32x28x28x32 on one thread: 0.67 -> 0.10
+        ms). ``out`` is ``max(pool, 0)`` when ``relu`` (the index stays the pool's)."""
+        N, Ho, Wo, D = out.shape
+        zero = x.dtype.type(0)
+        for n in range(N):
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    a, b = x[n, 2 * oh, 2 * ow], x[n, 2 * oh, 2 * ow + 1]
+                    c, d = x[n, 2 * oh + 1, 2 * ow], x[n, 2 * oh + 1, 2 * ow + 1]
+                    o, ix = out[n, oh, ow], idx[n, oh, ow]
+                    for k in range(D):
+                        m, i = a[k], 0
+                        v = b[k]
+                        t = (v > m) | (v != v)
+                        m, i = (v, 1) if t else (m, i)
+                        v = c[k]
+                        t = (v > m) | (v != v)
+                        m, i = (v, 2) if t else (m, i)
+                        v = d[k]
+                        t = (v > m) | (v != v)
+                        m, i = (v, 3) if t else (m, i)
+                        nan = m != m
+                        ix[k] = 0 if nan else i
+                        o[k] = m if (not relu) | (m > zero) | nan else zero
+
+    @njit(cache=True, nogil=True)
+    def maxpool_backward_kernel(dout, idx, relu_out, use_relu, Fh, Fw, Sh, Sw, Ph, Pw, disjoint,
                                 dx):  # pragma: no cover - compiled
         """Route each ``dout`` to its window's argmax in ``dx``, in one pass over ``dout``.
 
+        ``use_relu``: only where ``relu_out > 0`` (the gradient of the RELU applied after the
+        pool, taken in the same pass; ``relu_out`` is any array of ``dout``'s shape otherwise).
         ``disjoint`` (windows cannot overlap, S >= F): every pixel of every window is WRITTEN
         once, the gradient or 0, so ``dx`` needs no zeroing unless some pixels lie in no window
         (the caller zeroes it then). Otherwise ``dx`` must be zeroed and gradients are added.
         """
         N, Ho, Wo, D = dout.shape
         H, W = dx.shape[1], dx.shape[2]
+        zero = dout.dtype.type(0)
         for n in range(N):
             for oh in range(Ho):
                 for ow in range(Wo):
+                    g, ix, r = dout[n, oh, ow], idx[n, oh, ow], relu_out[n, oh, ow]
                     for i in range(Fh):
                         h = oh * Sh - Ph + i
                         if h < 0 or h >= H:
@@ -101,17 +162,19 @@ if HAVE_NUMBA:
                             if w < 0 or w >= W:
                                 continue
                             k = i * Fw + j
+                            dst = dx[n, h, w]
                             if disjoint:
                                 for d in range(D):
-                                    dx[n, h, w, d] = dout[n, oh, ow, d] if idx[n, oh, ow, d] == k \
-                                        else 0
+                                    dst[d] = g[d] if (ix[d] == k) & ((not use_relu) | (r[d] > 0))\
+                                        else zero
                             else:
                                 for d in range(D):
-                                    if idx[n, oh, ow, d] == k:
-                                        dx[n, h, w, d] += dout[n, oh, ow, d]
+                                    if (ix[d] == k) & ((not use_relu) | (r[d] > 0)):
+                                        dst[d] += g[d]
 
 else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
+    maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
 
 
 if HAVE_NUMBA:

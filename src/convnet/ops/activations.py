@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet.ops import _threads
+from convnet.ops import _arena, _threads
 
 __all__ = [
     "leaky_relu_backward",
@@ -40,7 +40,7 @@ def relu_forward(x: np.ndarray, *, inplace: bool = False) -> tuple[np.ndarray, n
     if x.ndim == 0:
         out = np.maximum(x, x.dtype.type(0))
         return out, out
-    out = x if inplace else np.empty_like(x)
+    out = x if inplace else _arena.empty(x.shape, x.dtype)
     zero = x.dtype.type(0)
     # rows (images) over the worker threads when big enough (ops/_threads.py)
     _threads.split_rows(lambda a, b: np.maximum(x[a:b], zero, out=out[a:b]), len(x), x.size)
@@ -56,7 +56,7 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray, *, inplace: bool = False)
     # branch mispredicts on random signs. (An Inf in dout where x <= 0 gives NaN, not 0.)
     if dout.ndim == 0:
         return np.multiply(dout, cache > 0)
-    dx = dout if inplace else np.empty_like(dout)
+    dx = dout if inplace else _arena.empty(dout.shape, dout.dtype)
     _threads.split_rows(lambda a, b: np.multiply(dout[a:b], cache[a:b] > 0, out=dx[a:b]),
                         len(dout), dout.size)
     return dx
