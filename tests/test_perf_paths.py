@@ -711,3 +711,54 @@ def test_arena_hands_a_buffer_to_one_thread_at_a_time(monkeypatch):
         th.join()
     assert sum(seen[0]) + sum(seen[1]) == 0
     assert _arena.kept_bytes()[0] <= 2 * n * 4
+
+
+# ------------------------------------------------------------- 3x3 on one channel, direct
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(3, 9), Wd=st.integers(3, 9), K=st.integers(8, 20),
+       S=st.integers(1, 2), Pd=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(),
+       seed=st.integers(0, 999))
+def test_direct_3x3_one_channel_conv_equals_im2col(N, H, Wd, K, S, Pd, dil, bias, seed):
+    """The compiled direct kernel (any stride, padding, dilation; with and without bias)
+    against im2col + GEMM in float64, and float32 against float64."""
+    if effective_extent(3, dil) > min(H, Wd) + 2 * Pd:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H, Wd, 1))
+    W = rng.standard_normal((K, 3, 3, 1))
+    b = rng.standard_normal(K) if bias else None
+    args = ((S, S), (Pd, Pd), (dil, dil))
+    assert C._depth1_direct_pays((3, 3), 1, K, x.dtype)
+    direct, _ = C.conv2d_forward(x, W, b, *args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "DEPTH1_MIN_FILTERS", 10**9)
+        plain, _ = C.conv2d_forward(x, W, b, *args)
+    np.testing.assert_allclose(direct, plain, rtol=1e-12, atol=1e-12)
+    f32, _ = C.conv2d_forward(x.astype(np.float32), W.astype(np.float32),
+                              None if b is None else b.astype(np.float32), *args)
+    assert f32.dtype == np.float32
+    np.testing.assert_allclose(f32, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_direct_3x3_one_channel_conv_matches_torch_in_a_network():
+    """The reference network's first layer takes the direct path; its scores and gradients
+    agree with PyTorch's (two threads: the images are split between them)."""
+    calls = []
+    real = _jit.conv3x3_depth1_kernel
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "conv3x3_depth1_kernel", lambda *a: (calls.append(1), real(*a))[1])
+        net = cn.build("INPUT(12x12x1) -> CONV(16,F=3,S=1,P=1) -> RELU -> POOL -> FC(5)", seed=3,
+                       dtype=np.float64)
+        x = np.random.default_rng(4).standard_normal((40, 12, 12, 1))
+        with _threads.single_blas():
+            scores = net.forward(x, train=True)
+    assert calls
+    conv = net.layers[0]
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    tW = torch.from_numpy(conv.params["W"].transpose(0, 3, 1, 2).copy())
+    tb = torch.from_numpy(conv.params["b"])
+    h = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(tx, tW, tb,
+                                                                             padding=1)), 2)
+    fc = net.layers[-1]
+    ref = h.permute(0, 2, 3, 1).reshape(40, -1).numpy() @ fc.params["W"] + fc.params["b"]
+    np.testing.assert_allclose(scores, ref, rtol=1e-10, atol=1e-10)

@@ -33,8 +33,8 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel", "maxpool_backward_kernel",
-           "maxpool_forward_kernel", "spin_until"]
+__all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
+           "maxpool_backward_kernel", "maxpool_forward_kernel", "spin_until"]
 
 
 if HAVE_NUMBA:
@@ -172,8 +172,41 @@ if HAVE_NUMBA:
                                     if (ix[d] == k) & ((not use_relu) | (r[d] > 0)):
                                         dst[d] += g[d]
 
+    @njit(cache=True, nogil=True)
+    def conv3x3_depth1_kernel(xp, Sh, Sw, dh, dw, Wt, b, out):  # pragma: no cover - compiled
+        """A 3x3 convolution of a one-channel image (the first layer of a grayscale network):
+        ``out[n, oh, ow, :] = b + sum over the 9 taps of x_tap * Wt[tap, :]``, one expression
+        per output vector over its 9 input values, written once.
+
+        im2col + GEMM does this as a GEMM with an inner size of 9 (10 with the bias), which
+        OpenBLAS runs at ~30-40 GFLOP/s after copying the image 9 times; here the 9 weight rows
+        stay in L1 and each output vector is stored once. Measured (one thread): 28x28x1 -> 32
+        at batch 1 0.07 -> 0.02-0.04 ms, at batch 128 2.2-2.4 -> 1.6-2.0 ms.
+
+        ``xp``: the padded images ``(N, Hp, Wp)``; ``Wt``: ``(9, K)``, tap ``3i + j``;
+        ``b``: ``(K,)``; stride ``(Sh, Sw)``, dilation ``(dh, dw)``.
+        """
+        N, Ho, Wo, K = out.shape
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = (Wt[0], Wt[1], Wt[2], Wt[3], Wt[4], Wt[5], Wt[6],
+                                              Wt[7], Wt[8])
+        for n in range(N):
+            for oh in range(Ho):
+                h = oh * Sh
+                r0, r1, r2 = xp[n, h], xp[n, h + dh], xp[n, h + 2 * dh]
+                for ow in range(Wo):
+                    c = ow * Sw
+                    x0, x1, x2 = r0[c], r0[c + dw], r0[c + 2 * dw]
+                    x3, x4, x5 = r1[c], r1[c + dw], r1[c + 2 * dw]
+                    x6, x7, x8 = r2[c], r2[c + dw], r2[c + 2 * dw]
+                    o = out[n, oh, ow]
+                    for k in range(K):
+                        o[k] = (b[k] + x0 * w0[k] + x1 * w1[k] + x2 * w2[k] + x3 * w3[k]
+                                + x4 * w4[k] + x5 * w5[k] + x6 * w6[k] + x7 * w7[k]
+                                + x8 * w8[k])
+
 else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
+    conv3x3_depth1_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
 
 

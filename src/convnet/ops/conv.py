@@ -59,7 +59,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from convnet.arith import conv_output_size, deconv_output_size, effective_extent
-from convnet.ops import _arena, _threads, winograd
+from convnet.ops import _arena, _jit, _threads, winograd
 
 Pair = tuple[int, int]
 
@@ -330,6 +330,8 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
     K, Fh, Fw, D = W.shape
     if _winograd_pays((Fh, Fw), stride, dilation, D, K, x.shape[0], out_hw):
         return _winograd_conv(x, W, b, pad, out_hw, memo)
+    if _depth1_direct_pays((Fh, Fw), D, K, x.dtype):
+        return _conv3x3_depth1(x, W, b, stride, pad, dilation, out_hw)
     W2d = W.reshape(K, -1)
     fused = b is not None and not _is_pointwise((Fh, Fw), pad)
     if fused:
@@ -337,6 +339,34 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
     out, _ = _conv_gemms(x, (Fh, Fw), stride, pad, dilation, out_hw, W2d=W2d, ones_column=fused)
     if b is not None and not fused:
         out += b                                          # in place: no second (M, K) array
+    return out
+
+
+#: Fewest filters for which a 3x3 layer on a one-channel input runs as the compiled direct
+#: kernel (:func:`convnet.ops._jit.conv3x3_depth1_kernel`): it vectorises over the filters.
+DEPTH1_MIN_FILTERS = 8
+
+
+def _depth1_direct_pays(F: Pair, D: int, K: int, dtype: np.dtype) -> bool:
+    """Whether the convolution runs as the direct 3x3 one-channel kernel."""
+    return (tuple(F) == (3, 3) and D == 1 and K >= DEPTH1_MIN_FILTERS and _jit.HAVE_NUMBA
+            and dtype in (np.float32, np.float64))
+
+
+def _conv3x3_depth1(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
+                    pad: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """The 3x3 convolution of one-channel images by the compiled direct kernel, ranges of
+    images over the worker threads. Same contract as :func:`_conv_core`."""
+    N = x.shape[0]
+    K = W.shape[0]
+    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
+    xp = _padded_input(x, pad, ((Ho - 1) * sh + 2 * dh + 1, (Wo - 1) * sw + 2 * dw + 1))[..., 0]
+    Wt = np.ascontiguousarray(W.reshape(K, 9).T)
+    bias = np.zeros(K, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
+    out = _arena.empty((N, Ho, Wo, K), x.dtype)
+    _threads.split_rows(
+        lambda n0, n1: _jit.conv3x3_depth1_kernel(xp[n0:n1], sh, sw, dh, dw, Wt, bias,
+                                                  out[n0:n1]), N, out.size)
     return out
 
 
