@@ -56,6 +56,31 @@ def set_threads(n: int) -> None:
         os.environ[var] = str(n)
 
 
+#: glibc mallopt parameters (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD) for ``--malloc keep``
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc to keep freed memory in the process (no trimming, no per-array mmap): every
+    large array of either system then reuses pages that are already mapped. Without it both
+    systems' fresh arrays page-fault on first touch, and that cost depends on the machine's
+    memory state and on the other system in the same process: PyTorch's inference of the
+    reference network at batch 128 took 8,600 page faults and 29 ms of system time per call
+    here (53 ms in all; 32 ms with this setting), and ran at 13 ms when convnet's frees, earlier
+    in the same process, had raised glibc's mmap threshold. PyTorch's CPU tuning guide
+    recommends jemalloc or tcmalloc for this reason; this is the same effect with glibc.
+    convnet reuses its own large arrays (``ops/_arena.py``) either way. Returns whether it was
+    applied (glibc only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31))
+    except (OSError, AttributeError):
+        return False
+
+
 def network_specs() -> dict[str, str]:
     """Name -> spec text of the four benchmarked networks."""
     from convnet.spec import zoo
@@ -418,7 +443,8 @@ def markdown(info: dict, fl: dict | None, nets: list[dict], layers: list[dict],
     out.append(f"Command: `{info['command']}`  ")
     out.append(f"Date: {info['date']}; threads: {info['threads']} for both systems; "
                f"median of {info['reps']} interleaved repetitions; "
-               f"{'wall-clock' if info['clock'] == 'wall' else 'process CPU'} time.  ")
+               f"{'wall-clock' if info['clock'] == 'wall' else 'process CPU'} time; "
+               f"allocator: {info.get('malloc', 'glibc defaults')} (`--malloc`).  ")
     m = info["machine"]
     out.append(f"Machine: {m['cpu']}; {m['os']}; Python {m['python']}, NumPy {m['numpy']} "
                f"({m['blas']}), PyTorch {m['torch']}.  ")
@@ -493,6 +519,9 @@ def main() -> None:
     ap.add_argument("--batches", default="1,32,128")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall-clock time (default) or process CPU time")
+    ap.add_argument("--malloc", choices=("keep", "system"), default="keep",
+                    help="keep: glibc keeps freed memory for both systems (default, see "
+                         "keep_freed_memory); system: glibc's defaults")
     ap.add_argument("--out", default=str(HERE / "results" / "RESULTS.md"))
     ap.add_argument("--memory-child", nargs=3, metavar=("SYSTEM", "NETWORK", "BATCH"),
                     help=argparse.SUPPRESS)
@@ -504,6 +533,7 @@ def main() -> None:
         memory_child(system, name, int(batch), args.threads)
         return
 
+    kept = args.malloc == "keep" and keep_freed_memory()   # timings only: not the memory runs
     global CLOCK
     if args.clock == "cpu":
         CLOCK = time.process_time
@@ -511,7 +541,8 @@ def main() -> None:
     parts = set(args.only.split(","))
     info = {"command": " ".join(["python bench/run.py", *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "reps": reps,
-            "clock": args.clock,
+            "clock": args.clock, "malloc": "glibc keeps freed memory" if kept else
+            "glibc defaults",
             "machine": machine(), "load_before": load()}
     print(f"# {info['machine']['cpu']}, threads={args.threads}, load {info['load_before']}")
     fl = None

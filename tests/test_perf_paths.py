@@ -719,8 +719,9 @@ def test_arena_hands_a_buffer_to_one_thread_at_a_time(monkeypatch):
        S=st.integers(1, 2), Pd=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(),
        seed=st.integers(0, 999))
 def test_direct_3x3_one_channel_conv_equals_im2col(N, H, Wd, K, S, Pd, dil, bias, seed):
-    """The compiled direct kernel (any stride, padding, dilation; with and without bias)
-    against im2col + GEMM in float64, and float32 against float64."""
+    """The compiled direct kernels, forward and weight/bias gradients (any stride, padding,
+    dilation; with and without bias), against im2col + GEMM in float64, and float32 against
+    float64."""
     if effective_extent(3, dil) > min(H, Wd) + 2 * Pd:
         return
     rng = np.random.default_rng(seed)
@@ -729,36 +730,54 @@ def test_direct_3x3_one_channel_conv_equals_im2col(N, H, Wd, K, S, Pd, dil, bias
     b = rng.standard_normal(K) if bias else None
     args = ((S, S), (Pd, Pd), (dil, dil))
     assert C._depth1_direct_pays((3, 3), 1, K, x.dtype)
-    direct, _ = C.conv2d_forward(x, W, b, *args)
+
+    def run(x, W, b):
+        out, cache = C.conv2d_forward(x, W, b, *args)
+        return [out, *C.conv2d_backward(np.cos(out), cache)[1:]]
+
+    direct = run(x, W, b)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(C, "DEPTH1_MIN_FILTERS", 10**9)
-        plain, _ = C.conv2d_forward(x, W, b, *args)
-    np.testing.assert_allclose(direct, plain, rtol=1e-12, atol=1e-12)
-    f32, _ = C.conv2d_forward(x.astype(np.float32), W.astype(np.float32),
-                              None if b is None else b.astype(np.float32), *args)
-    assert f32.dtype == np.float32
-    np.testing.assert_allclose(f32, direct, rtol=1e-5, atol=1e-5)
+        plain = run(x, W, b)
+    f32 = run(x.astype(np.float32), W.astype(np.float32),
+              None if b is None else b.astype(np.float32))
+    for d, p, f in zip(direct, plain, f32, strict=True):
+        if d is None:
+            assert p is None and f is None
+            continue
+        np.testing.assert_allclose(d, p, rtol=1e-11, atol=1e-11)
+        assert f.dtype == np.float32 and f.shape == d.shape
+        np.testing.assert_allclose(f, d, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(d).max()))
 
 
 def test_direct_3x3_one_channel_conv_matches_torch_in_a_network():
-    """The reference network's first layer takes the direct path; its scores and gradients
+    """A grayscale network's first layer takes the direct paths; its scores and gradients
     agree with PyTorch's (two threads: the images are split between them)."""
     calls = []
-    real = _jit.conv3x3_depth1_kernel
+    fwd, wgrad = _jit.conv3x3_depth1_kernel, _jit.conv3x3_depth1_wgrad_kernel
+    net = cn.build("INPUT(12x12x1) -> CONV(16,F=3,S=1,P=1) -> RELU -> POOL -> FC(5)", seed=3,
+                   dtype=np.float64)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, 12, 12, 1))                     # big enough to be split
+    dout = rng.standard_normal((400, 5))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_jit, "conv3x3_depth1_kernel", lambda *a: (calls.append(1), real(*a))[1])
-        net = cn.build("INPUT(12x12x1) -> CONV(16,F=3,S=1,P=1) -> RELU -> POOL -> FC(5)", seed=3,
-                       dtype=np.float64)
-        x = np.random.default_rng(4).standard_normal((40, 12, 12, 1))
-        with _threads.single_blas():
-            scores = net.forward(x, train=True)
-    assert calls
-    conv = net.layers[0]
+        mp.setattr(_jit, "conv3x3_depth1_kernel", lambda *a: (calls.append(0), fwd(*a))[1])
+        mp.setattr(_jit, "conv3x3_depth1_wgrad_kernel",
+                   lambda *a: (calls.append(1), wgrad(*a))[1])
+        mp.setattr(_threads, "workers", lambda: 2)
+        scores = net.forward(x, train=True)
+        net.backward(dout, need_dx=False)
+    assert calls.count(0) == 2 and calls.count(1) == 2              # 2 threads' ranges each
+    conv, fc = net.layers[0], net.layers[-1]
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    tW = torch.from_numpy(conv.params["W"].transpose(0, 3, 1, 2).copy())
-    tb = torch.from_numpy(conv.params["b"])
+    tW = torch.from_numpy(conv.params["W"].transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tb = torch.from_numpy(conv.params["b"].copy()).requires_grad_()
     h = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(tx, tW, tb,
                                                                              padding=1)), 2)
-    fc = net.layers[-1]
-    ref = h.permute(0, 2, 3, 1).reshape(40, -1).numpy() @ fc.params["W"] + fc.params["b"]
-    np.testing.assert_allclose(scores, ref, rtol=1e-10, atol=1e-10)
+    ref = h.permute(0, 2, 3, 1).reshape(400, -1) @ torch.from_numpy(fc.params["W"]) \
+        + torch.from_numpy(fc.params["b"])
+    ref.backward(torch.from_numpy(dout))
+    np.testing.assert_allclose(scores, ref.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv.grads["W"], tW.grad.numpy().transpose(0, 2, 3, 1),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv.grads["b"], tb.grad.numpy(), rtol=1e-10, atol=1e-10)

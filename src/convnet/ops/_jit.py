@@ -33,7 +33,8 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
+__all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "conv3x3_depth1_wgrad_kernel",
+           "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
            "maxpool_backward_kernel", "maxpool_forward_kernel", "spin_until"]
 
 
@@ -204,9 +205,53 @@ if HAVE_NUMBA:
                                 + x4 * w4[k] + x5 * w5[k] + x6 * w6[k] + x7 * w7[k]
                                 + x8 * w8[k])
 
+    @njit(cache=True, nogil=True)
+    def conv3x3_depth1_wgrad_kernel(xp, Sh, Sw, dh, dw, g, acc):  # pragma: no cover - compiled
+        """The weight and bias gradients of :func:`conv3x3_depth1_kernel`: ``acc[tap, :] +=
+        sum over pixels of x_tap * g`` for the 9 taps and ``acc[9, :] += sum of g`` (the bias).
+
+        Each output-gradient vector is read once and multiplied by the pixel's 9 input values
+        into 10 accumulator rows (in L1), summed per image row in the data's type and then into
+        ``acc`` (float64): more exact than the GEMM (10 x pixels) x (pixels x K) it replaces,
+        which OpenBLAS ran at ~30 GFLOP/s and no faster on two threads than on one (28x28x1 ->
+        32 at batch 32: 0.58 ms on one thread, 0.86 ms on two; this kernel 0.42 on one).
+
+        ``xp``: padded images ``(N, Hp, Wp)``; ``g``: ``(N, Ho, Wo, K)``; ``acc``: ``(10, K)``.
+        """
+        N, Ho, Wo, K = g.shape
+        row = np.zeros((10, K), g.dtype)
+        a0, a1, a2, a3, a4 = row[0], row[1], row[2], row[3], row[4]
+        a5, a6, a7, a8, a9 = row[5], row[6], row[7], row[8], row[9]
+        for n in range(N):
+            for oh in range(Ho):
+                h = oh * Sh
+                r0, r1, r2 = xp[n, h], xp[n, h + dh], xp[n, h + 2 * dh]
+                row[:] = 0
+                for ow in range(Wo):
+                    c = ow * Sw
+                    x0, x1, x2 = r0[c], r0[c + dw], r0[c + 2 * dw]
+                    x3, x4, x5 = r1[c], r1[c + dw], r1[c + 2 * dw]
+                    x6, x7, x8 = r2[c], r2[c + dw], r2[c + 2 * dw]
+                    gv = g[n, oh, ow]
+                    for k in range(K):
+                        v = gv[k]
+                        a0[k] += x0 * v
+                        a1[k] += x1 * v
+                        a2[k] += x2 * v
+                        a3[k] += x3 * v
+                        a4[k] += x4 * v
+                        a5[k] += x5 * v
+                        a6[k] += x6 * v
+                        a7[k] += x7 * v
+                        a8[k] += x8 * v
+                        a9[k] += v
+                for t in range(10):
+                    for k in range(K):
+                        acc[t, k] += row[t, k]
+
 else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
-    conv3x3_depth1_kernel = None
+    conv3x3_depth1_kernel = conv3x3_depth1_wgrad_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
 
 

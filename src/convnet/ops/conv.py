@@ -370,6 +370,29 @@ def _conv3x3_depth1(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: 
     return out
 
 
+def _depth1_weight_grad(x: np.ndarray, dout: np.ndarray, stride: Pair, pad: Pair,
+                        dilation: Pair, has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dW`` ``(K, 3, 3, 1)`` and ``db`` of the 3x3 one-channel convolution by the compiled
+    kernel (:func:`convnet.ops._jit.conv3x3_depth1_wgrad_kernel`): each worker thread sums
+    its range of images into its own ``(10, K)`` float64 accumulator; those are added in
+    order."""
+    N, K = x.shape[0], dout.shape[3]
+    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, dout.shape[1:3]
+    xp = _padded_input(x, pad, ((Ho - 1) * sh + 2 * dh + 1, (Wo - 1) * sw + 2 * dw + 1))[..., 0]
+
+    def part(n0: int, n1: int) -> np.ndarray:
+        acc = np.zeros((10, K))
+        _jit.conv3x3_depth1_wgrad_kernel(xp[n0:n1], sh, sw, dh, dw, dout[n0:n1], acc)
+        return acc
+
+    workers = _threads.workers() if dout.size >= _threads.SPLIT_MIN_ELEMENTS else 1
+    acc, *rest = _threads.map_blocks(part, _threads.row_blocks(N, workers), workers)
+    for more in rest:
+        acc += more
+    dW = np.ascontiguousarray(acc[:9].T, dtype=x.dtype).reshape(K, 3, 3, 1)
+    return dW, (acc[9].astype(x.dtype) if has_b else None)
+
+
 # ----------------------------------------------------------------- Winograd F(2x2, 3x3)
 #: Smallest input depth AND filter count for which a 3x3 stride-1 convolution (forward, input
 #: and weight gradients) runs as Winograd F(2x2, 3x3) (:mod:`convnet.ops.winograd`, 2.25x fewer
@@ -487,6 +510,8 @@ def _weight_grad(x: np.ndarray, dout: np.ndarray, W_shape: tuple[int, ...], stri
     if _winograd_pays((Fh, Fw), stride, dilation, D, K, x.shape[0], dout.shape[1:3]):
         dW = _winograd_weight_grad(x, dout, pad)
         return dW, (_sum_rows(dout.reshape(-1, K)) if has_b else None)
+    if _depth1_direct_pays((Fh, Fw), D, K, x.dtype):
+        return _depth1_weight_grad(x, dout, stride, pad, dilation, has_b)
     ones = has_b and not _is_pointwise((Fh, Fw), pad)
     _, g = _conv_gemms(x, (Fh, Fw), stride, pad, dilation, dout.shape[1:3], ones_column=ones,
                        gout=dout)
