@@ -781,3 +781,59 @@ def test_direct_3x3_one_channel_conv_matches_torch_in_a_network():
     np.testing.assert_allclose(conv.grads["W"], tW.grad.numpy().transpose(0, 2, 3, 1),
                                rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(conv.grads["b"], tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+# --------------------------------------------------- dilated 3x3 as Winograd on sub-images
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 2), h=st.integers(1, 4), w=st.integers(1, 4), dh=st.integers(1, 3),
+       dw=st.integers(2, 3), D=st.integers(1, 4), K=st.integers(1, 4), bias=st.booleans(),
+       seed=st.integers(0, 999))
+def test_dilated_conv_on_subimages_equals_im2col(N, h, w, dh, dw, D, K, bias, seed):
+    """Forward, input, weight and bias gradients of a "same" dilated 3x3 convolution run as
+    Winograd on the d x d interleaved sub-images, against im2col in float64."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, h * dh, w * dw, D))
+    W = rng.standard_normal((K, 3, 3, D))
+    b = rng.standard_normal(K) if bias else None
+    args = ((1, 1), (dh, dw), (dh, dw))
+
+    def run():
+        out, cache = C.conv2d_forward(x, W, b, *args)
+        return [out, *C.conv2d_backward(np.cos(out), cache)]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
+        mp.setattr(C, "WINOGRAD_MIN_TILES", 1)
+        assert C._dilated_as_subimages((3, 3), *args, D, K, x.shape, x.shape[1:3])
+        fast = run()
+        mp.setattr(C, "_dilated_as_subimages", lambda *a: False)
+        plain = run()
+    for a, c in zip(fast, plain, strict=True):
+        if a is None:
+            assert c is None
+        else:
+            np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-10)
+
+
+def test_dilated_conv_on_subimages_matches_torch():
+    """At the default thresholds the encoder-decoder's dilated layer (8x16x32 -> 48, d=2)
+    takes the sub-image path, and agrees with PyTorch in float32 (against float64)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 8, 16, 32))
+    W = rng.standard_normal((48, 3, 3, 32)) * 0.1
+    b = rng.standard_normal(48)
+    assert C._dilated_as_subimages((3, 3), (1, 1), (2, 2), (2, 2), 32, 48, x.shape, (8, 16))
+    out, cache = C.conv2d_forward(x.astype(np.float32), W.astype(np.float32),
+                                  b.astype(np.float32), (1, 1), (2, 2), (2, 2))
+    dout = np.cos(out.astype(np.float64))
+    dx, dW, db = C.conv2d_backward(dout.astype(np.float32), cache)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tW = torch.from_numpy(W.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tb = torch.from_numpy(b).requires_grad_()
+    tout = torch.nn.functional.conv2d(tx, tW, tb, padding=2, dilation=2)
+    tout.backward(torch.from_numpy(dout.transpose(0, 3, 1, 2).copy()))
+    for ours, ref in ((out, tout.detach().numpy().transpose(0, 2, 3, 1)),
+                      (dx, tx.grad.numpy().transpose(0, 2, 3, 1)),
+                      (dW, tW.grad.numpy().transpose(0, 2, 3, 1)), (db, tb.grad.numpy())):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -330,6 +330,10 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
     K, Fh, Fw, D = W.shape
     if _winograd_pays((Fh, Fw), stride, dilation, D, K, x.shape[0], out_hw):
         return _winograd_conv(x, W, b, pad, out_hw, memo)
+    if _dilated_as_subimages((Fh, Fw), stride, pad, dilation, D, K, x.shape, out_hw):
+        d = tuple(dilation)
+        sub = _winograd_conv(_to_subimages(x, d), W, b, (1, 1), _sub_hw(out_hw, d), memo)
+        return _from_subimages(sub, x.shape[0], d)
     if _depth1_direct_pays((Fh, Fw), D, K, x.dtype):
         return _conv3x3_depth1(x, W, b, stride, pad, dilation, out_hw)
     W2d = W.reshape(K, -1)
@@ -416,6 +420,48 @@ def _winograd_pays(F: Pair, stride: Pair, dilation: Pair, D: int, K: int, N: int
     return (tuple(F) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
             and min(D, K) >= WINOGRAD_MIN_CHANNELS
             and N * th * tw >= WINOGRAD_MIN_TILES)
+
+
+def _dilated_as_subimages(F: Pair, stride: Pair, pad: Pair, dilation: Pair, D: int, K: int,
+                          x_shape: tuple[int, ...], out_hw: Pair) -> bool:
+    """Whether a dilated 3x3 stride-1 "same" convolution runs as Winograd on sub-images.
+
+    With dilation ``d`` and padding ``P = d``, output pixel ``(r, c)`` reads only input pixels
+    congruent to it modulo ``d``: the convolution is ``d_h * d_w`` independent undilated 3x3
+    convolutions (padding 1) of the interleaved sub-images ``x[:, a::d_h, b::d_w]``, which
+    Winograd F(2x2, 3x3) runs with 2.25x fewer multiplies (space-to-batch). Needs sizes
+    divisible by ``d`` and enough channels and tiles for Winograd (:func:`_winograd_pays`)."""
+    N, H, W_ = x_shape[:3]
+    dh, dw = dilation
+    if (tuple(F) != (3, 3) or tuple(stride) != (1, 1) or (dh, dw) == (1, 1)
+            or tuple(pad) != (dh, dw) or tuple(out_hw) != (H, W_) or H % dh or W_ % dw):
+        return False
+    return _winograd_pays(F, stride, (1, 1), D, K, N * dh * dw, _sub_hw(out_hw, dilation))
+
+
+def _sub_hw(hw: Pair, d: Pair) -> Pair:
+    return hw[0] // d[0], hw[1] // d[1]
+
+
+def _to_subimages(x: np.ndarray, d: Pair) -> np.ndarray:
+    """``(N, H, W, C)`` -> ``(N * d_h * d_w, H / d_h, W / d_w, C)``: image ``n``'s sub-image
+    ``(a, b)`` (pixels ``a::d_h, b::d_w``) at batch index ``(n * d_h + a) * d_w + b``."""
+    N, H, W, C = x.shape
+    (dh, dw), (h, w) = d, _sub_hw((H, W), d)
+    out = _arena.empty((N * dh * dw, h, w, C), x.dtype)
+    np.copyto(out.reshape(N, dh, dw, h, w, C),
+              x.reshape(N, h, dh, w, dw, C).transpose(0, 2, 4, 1, 3, 5))
+    return out
+
+
+def _from_subimages(y: np.ndarray, N: int, d: Pair) -> np.ndarray:
+    """The inverse of :func:`_to_subimages`: sub-images back into ``N`` whole images."""
+    _, h, w, C = y.shape
+    dh, dw = d
+    out = _arena.empty((N, h * dh, w * dw, C), y.dtype)
+    np.copyto(out.reshape(N, h, dh, w, dw, C),
+              y.reshape(N, dh, dw, h, w, C).transpose(0, 3, 1, 4, 2, 5))
+    return out
 
 
 def _winograd_filters(W: np.ndarray, memo: dict | None) -> np.ndarray:
@@ -509,6 +555,10 @@ def _weight_grad(x: np.ndarray, dout: np.ndarray, W_shape: tuple[int, ...], stri
     K, Fh, Fw, D = W_shape
     if _winograd_pays((Fh, Fw), stride, dilation, D, K, x.shape[0], dout.shape[1:3]):
         dW = _winograd_weight_grad(x, dout, pad)
+        return dW, (_sum_rows(dout.reshape(-1, K)) if has_b else None)
+    if _dilated_as_subimages((Fh, Fw), stride, pad, dilation, D, K, x.shape, dout.shape[1:3]):
+        d = tuple(dilation)
+        dW = _winograd_weight_grad(_to_subimages(x, d), _to_subimages(dout, d), (1, 1))
         return dW, (_sum_rows(dout.reshape(-1, K)) if has_b else None)
     if _depth1_direct_pays((Fh, Fw), D, K, x.dtype):
         return _depth1_weight_grad(x, dout, stride, pad, dilation, has_b)
