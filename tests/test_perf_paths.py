@@ -53,11 +53,16 @@ def test_blocks_of_any_size_give_the_same_conv(N, H, D, K, F, S, Pd, dil, bias,
         small = run()
         mp.setattr(C, "BLOCK_BYTES", 2**40)               # the whole batch in one block
         whole = run()
-    for a, c in zip(small, whole, strict=True):
+    _assert_all_close(small, whole, 1e-12)
+
+
+def _assert_all_close(got, want, tol):
+    """Two lists of results agree pairwise to ``tol`` (a None only where the other is None)."""
+    for a, c in zip(got, want, strict=True):
         if a is None:
             assert c is None
         else:
-            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
 
 
 # ------------------------------------------------------------ flipped-convolution input gradient
@@ -145,6 +150,17 @@ def test_numba_is_installed():
 
 
 
+def _same_without_numba(run):
+    """``run()`` with the compiled kernels and with the NumPy ones: equal arrays, exactly."""
+    fast = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "HAVE_NUMBA", False)
+        plain = run()
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+    return fast, plain
+
+
 @settings(max_examples=40, deadline=None)
 @given(N=st.integers(1, 3), H=st.integers(1, 8), Wd=st.integers(1, 8), D=st.integers(1, 5),
        Fh=st.integers(1, 3), Fw=st.integers(1, 3), Sh=st.integers(1, 3), Sw=st.integers(1, 3),
@@ -166,12 +182,7 @@ def test_compiled_maxpool_equals_numpy_kernel(N, H, Wd, D, Fh, Fw, Sh, Sw, data,
         dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)
         return out, cache[0], P.maxpool2d_backward(dout, cache)
 
-    fast = run()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_jit, "HAVE_NUMBA", False)
-        plain = run()
-    for a, b in zip(fast, plain, strict=True):
-        np.testing.assert_array_equal(a, b)
+    fast, plain = _same_without_numba(run)
     assert fast[1].dtype == plain[1].dtype
 
 
@@ -195,12 +206,7 @@ def test_2x2_pool_kernels_equal_numpy_kernels(N, H, Wd, D, relu, nan, seed, dtyp
         return ev, out, cache[0], P.maxpool2d_backward(dout, cache,
                                                        relu_out=out if relu else None)
 
-    fast = run()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_jit, "HAVE_NUMBA", False)
-        plain = run()
-    for a, b in zip(fast, plain, strict=True):
-        np.testing.assert_array_equal(a, b)
+    _same_without_numba(run)
 
 
 # ------------------------------------------------------------------- Sequential's plan
@@ -808,11 +814,7 @@ def test_dilated_conv_on_subimages_equals_im2col(N, h, w, dh, dw, D, K, bias, se
         fast = run()
         mp.setattr(C, "_dilated_as_subimages", lambda *a: False)
         plain = run()
-    for a, c in zip(fast, plain, strict=True):
-        if a is None:
-            assert c is None
-        else:
-            np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-10)
+    _assert_all_close(fast, plain, 1e-10)
 
 
 def test_dilated_conv_on_subimages_matches_torch():
