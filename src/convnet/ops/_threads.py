@@ -267,8 +267,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             np.matmul(a[r0:r1], b, out=out[r0:r1])
         blocks = row_blocks(M, n)
     else:                                        # b is the larger: columns of b
-        def part(c0: int, c1: int) -> None:
-            out[:, c0:c1] = a @ b[:, c0:c1]
+        def part(c0: int, c1: int) -> None:      # (BLAS writes the column block in place)
+            np.matmul(a, b[:, c0:c1], out=out[:, c0:c1])
         blocks = row_blocks(N, n)
     map_blocks(part, blocks, n)
     return out
@@ -296,6 +296,6 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             np.matmul(a[:, r0:r1].T, b, out=out[r0:r1])
     else:
         def part(c0: int, c1: int) -> None:
-            out[:, c0:c1] = a.T @ b[:, c0:c1]
+            np.matmul(a.T, b[:, c0:c1], out=out[:, c0:c1])
     map_blocks(part, row_blocks(max(P, Q), n), n)
     return out
