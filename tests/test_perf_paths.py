@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -203,6 +204,7 @@ def test_2x2_pool_kernels_equal_numpy_kernels(N, H, Wd, D, relu, nan, seed, dtyp
         ev, _ = P.maxpool2d_forward(x, *cfg, need_index=False, relu=relu)
         out, cache = P.maxpool2d_forward(x, *cfg, relu=relu)
         dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)
+        dout.flat[::3] = np.inf                 # masked by the RELU (0) or routed, in both
         return ev, out, cache[0], P.maxpool2d_backward(dout, cache,
                                                        relu_out=out if relu else None)
 
@@ -660,8 +662,14 @@ def test_winograd_filter_transform_is_kept_while_the_weights_stay_the_same(monke
     np.testing.assert_array_equal(net.forward(x), first)
     made.clear()
     net.forward(x, train=True)
+    assert net.layers[0]._memo == {}                      # training drops what evaluation kept
     net.forward(x, train=True)
     assert len(made) == 2
+    deconv = cn.build("INPUT(10x10x32) -> DECONV(32,F=3,P=1)", seed=0)  # stride 1: Winograd
+    y = np.random.default_rng(12).standard_normal((1, 10, 10, 32)).astype(np.float32)
+    made.clear()
+    np.testing.assert_array_equal(deconv.forward(y), deconv.forward(y))
+    assert len(made) == 1
 
 
 # ------------------------------------------------------------------------- the arena
@@ -697,26 +705,35 @@ def test_arena_reuses_a_buffer_only_once_nothing_references_it(monkeypatch):
 
 
 def test_arena_hands_a_buffer_to_one_thread_at_a_time(monkeypatch):
+    """Two threads allocating the same size at once never get the same buffer: the check that a
+    buffer is free and the view that takes it happen under one lock. A sleep after the check
+    lets the other thread run there, so that without the lock both would take the buffer."""
     from convnet.ops import _arena
 
     monkeypatch.setattr(_arena, "_buffers", [])
+    real_free = _arena._free
+    monkeypatch.setattr(_arena, "_free", lambda i: (real_free(i), time.sleep(1e-4))[0])
     n = _arena.MIN_BYTES // 4
-    seen: list[list[int]] = [[], []]
+    clashes: list[int] = []
 
     def work(t):
-        for _ in range(200):
+        held = None                                    # one array held while asking for more
+        for k in range(300):
             arr = _arena.empty((n,), np.float32)
-            arr[:8] = t                                # nobody else may write it meanwhile
-            seen[t].append(int(arr[:8].sum() != 8 * t))
+            arr[:8] = 10 * t + k % 2
+            time.sleep(1e-4)
+            clashes.append(int(np.any(arr[:8] != 10 * t + k % 2)))
+            held = arr
             del arr
+        del held
 
     threads = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    assert sum(seen[0]) + sum(seen[1]) == 0
-    assert _arena.kept_bytes()[0] <= 2 * n * 4
+    assert len(clashes) == 600 and sum(clashes) == 0
+    assert _arena.kept_bytes()[0] <= 4 * n * 4                  # two per thread at most
 
 
 # ------------------------------------------------------------- 3x3 on one channel, direct
@@ -773,7 +790,7 @@ def test_direct_3x3_one_channel_conv_matches_torch_in_a_network():
         mp.setattr(_threads, "workers", lambda: 2)
         scores = net.forward(x, train=True)
         net.backward(dout, need_dx=False)
-    assert calls.count(0) == 2 and calls.count(1) == 2              # 2 threads' ranges each
+    assert calls.count(0) == 2 and calls.count(1) == 2              # split in 2 ranges each
     conv, fc = net.layers[0], net.layers[-1]
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     tW = torch.from_numpy(conv.params["W"].transpose(0, 3, 1, 2).copy()).requires_grad_()
@@ -810,6 +827,7 @@ def test_dilated_conv_on_subimages_equals_im2col(N, h, w, dh, dw, D, K, bias, se
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
         mp.setattr(C, "WINOGRAD_MIN_TILES", 1)
+        mp.setattr(C, "FLIP_MIN_DEPTH", 1)        # dx as the turned (dilated) convolution too
         assert C._dilated_as_subimages((3, 3), *args, D, K, x.shape, x.shape[1:3])
         fast = run()
         mp.setattr(C, "_dilated_as_subimages", lambda *a: False)

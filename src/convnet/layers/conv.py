@@ -67,6 +67,10 @@ class _ConvBase(_WindowLayer):
             dilation=as_pair(dilation, "dilation", minimum=1, where=self.kind),
         )
         self.bias = bool(bias)
+        #: what evaluation passes keep between calls (Winograd's filter transform, see
+        #: ``ops.conv.conv2d_forward``): checked against the weights at every call, emptied by
+        #: every training pass (the weights change then), never saved
+        self._memo: dict = {}
 
     # hyperparameters by their seed names
     F = property(lambda self: self.window.F)
@@ -130,14 +134,14 @@ class _ConvBase(_WindowLayer):
         :attr:`_memo`."""
         raise NotImplementedError
 
-    @property
-    def _memo(self) -> dict:
-        """What evaluation passes keep between calls (Winograd's filter transform, see
-        ``ops.conv.conv2d_forward``): checked against the weights at every call, never saved."""
-        memo = self.__dict__.get("_memo_dict")
-        if memo is None:
-            memo = self.__dict__["_memo_dict"] = {}
-        return memo
+    def _memo_for(self, train: bool) -> dict | None:
+        """The memo for a pass: None in training, which also drops what evaluation kept (a
+        Winograd layer's memo holds a copy of its weights and their transform, 2.8x the
+        weights' size)."""
+        if train:
+            self._memo.clear()
+            return None
+        return self._memo
 
     def _spec_args(self) -> list[str]:
         return [str(self.K), *self._window_args()] + ([] if self.bias else ["bias=false"])
@@ -206,9 +210,8 @@ class Conv(_ConvBase):
         return F_conv.conv2d_forward(x, W, b, w.S, w.P, w.dilation, memo=memo)
 
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        # training changes the weights at every step: nothing worth keeping then
         out, self._cache = self._op(x, self.params["W"], self.params.get("b"),
-                                    memo=None if train else self._memo)
+                                    memo=self._memo_for(train))
         return out
 
     def _spec_args(self) -> list[str]:
@@ -279,12 +282,13 @@ class ConvTranspose(_ConvBase):
 
     def _op(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
             memo: dict | None = None) -> tuple[np.ndarray, Any]:
-        w = self.window          # (no Winograd path: nothing to keep in memo)
+        w = self.window
         return F_conv.conv_transpose2d_forward(x, W, b, w.S, w.P, w.dilation,
-                                               self.output_padding)
+                                               self.output_padding, memo=memo)
 
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        out, self._cache = self._op(x, self.params["W"], self.params.get("b"))
+        out, self._cache = self._op(x, self.params["W"], self.params.get("b"),
+                                    memo=self._memo_for(train))
         return out
 
     def _spec_args(self) -> list[str]:

@@ -14,10 +14,12 @@ its reference count says that only this module holds it: every array handed out 
 anywhere, the buffer is not handed out again. (An integer address taken with ``arr.ctypes.data``
 holds no reference, just as it does not keep a freed ``np.empty`` alive.)
 
-The kept buffers that are free at a call are bounded by :data:`KEEP_BYTES` (oldest dropped
-first): memory is kept in the process, for the next step, instead of returned and faulted in
-again, as PyTorch's caching allocators do on GPUs. A step's peak stays what it was, since a
-buffer is only reused when free. :func:`release` drops every free buffer.
+Memory is kept in the process, for the next step, instead of returned and faulted in again, as
+PyTorch's caching allocators do on GPUs. A step's peak stays what it was, since a buffer is only
+reused when free; between steps the process keeps that peak. Whenever a new buffer has to be
+made, the free ones beyond :data:`KEEP_BYTES` are dropped (oldest first), so a change of batch
+size does not pile up buffers of the old sizes; :func:`release` drops every free buffer (the
+trainer calls it when a run ends).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 #: Arrays smaller than this come from ``np.empty`` (glibc keeps small blocks itself).
 MIN_BYTES = 1 << 20
-#: At most this many bytes of free buffers are kept (the oldest free ones go first).
+#: Free buffers beyond this many bytes are dropped (oldest first) when a new one is made.
 KEEP_BYTES = 256 << 20
 
 _lock = threading.Lock()

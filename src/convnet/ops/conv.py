@@ -357,6 +357,14 @@ def _depth1_direct_pays(F: Pair, D: int, K: int, dtype: np.dtype) -> bool:
             and dtype in (np.float32, np.float64))
 
 
+def _depth1_padded(x: np.ndarray, stride: Pair, pad: Pair, dilation: Pair,
+                   out_hw: Pair) -> np.ndarray:
+    """The padded one-channel images ``(N, Hp, Wp)`` that the 3x3 windows on ``out_hw`` read
+    (this thread's scratch; the worker threads only read it)."""
+    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
+    return _padded_input(x, pad, ((Ho - 1) * sh + 2 * dh + 1, (Wo - 1) * sw + 2 * dw + 1))[..., 0]
+
+
 def _conv3x3_depth1(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
                     pad: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
     """The 3x3 convolution of one-channel images by the compiled direct kernel, ranges of
@@ -364,7 +372,7 @@ def _conv3x3_depth1(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: 
     N = x.shape[0]
     K = W.shape[0]
     (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
-    xp = _padded_input(x, pad, ((Ho - 1) * sh + 2 * dh + 1, (Wo - 1) * sw + 2 * dw + 1))[..., 0]
+    xp = _depth1_padded(x, stride, pad, dilation, out_hw)
     Wt = np.ascontiguousarray(W.reshape(K, 9).T)
     bias = np.zeros(K, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
     out = _arena.empty((N, Ho, Wo, K), x.dtype)
@@ -382,7 +390,7 @@ def _depth1_weight_grad(x: np.ndarray, dout: np.ndarray, stride: Pair, pad: Pair
     order."""
     N, K = x.shape[0], dout.shape[3]
     (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, dout.shape[1:3]
-    xp = _padded_input(x, pad, ((Ho - 1) * sh + 2 * dh + 1, (Wo - 1) * sw + 2 * dw + 1))[..., 0]
+    xp = _depth1_padded(x, stride, pad, dilation, (Ho, Wo))
 
     def part(n0: int, n1: int) -> np.ndarray:
         acc = np.zeros((10, K))
@@ -624,6 +632,7 @@ def conv2d_backward(
 def conv2d_input_grad(
     dout: np.ndarray, W: np.ndarray, input_hw: Pair,
     stride: Pair = (1, 1), pad: Pair = (0, 0), dilation: Pair = (1, 1),
+    *, memo: dict | None = None,
 ) -> np.ndarray:
     """Gradient of a convolution with respect to its input: THE transposed-convolution kernel.
 
@@ -632,7 +641,8 @@ def conv2d_input_grad(
     lives in a reused scratch buffer).
     The output grid is ``dout``'s own (not re-derived), so any grid that fits inside
     ``input_hw`` works: floor-cropped convolutions (positions no window reads get zero), and
-    transposed convolutions whose output padding leaves rows no input reaches.
+    transposed convolutions whose output padding leaves rows no input reaches. ``memo``: as in
+    :func:`conv2d_forward`, for the turned filters of the stride-1 path below.
 
     Shape:
         - dout: ``(N, Ho, Wo, K)``; W: ``(K, Fh, Fw, D)`` -> dx: ``(N, *input_hw, D)``
@@ -653,7 +663,7 @@ def conv2d_input_grad(
         # first layer) the GEMM is too narrow and col2im wins, 2.7 vs 8.5 ms.
         Wf = np.ascontiguousarray(W.transpose(3, 1, 2, 0)[:, ::-1, ::-1, :])
         flip_pad = (ext[0] - 1 - pad[0], ext[1] - 1 - pad[1])
-        return _conv_core(dout, Wf, None, (1, 1), flip_pad, dilation, tuple(input_hw))
+        return _conv_core(dout, Wf, None, (1, 1), flip_pad, dilation, tuple(input_hw), memo)
     dx = _arena.empty((N, *input_hw, D), dout.dtype)
 
     planes = D < COL2IM_PLANES_BELOW
@@ -701,7 +711,7 @@ def conv2d_weight_grad(
 def conv_transpose2d_forward(
     x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
     stride: Pair = (1, 1), pad: Pair = (0, 0), dilation: Pair = (1, 1),
-    output_padding: Pair = (0, 0),
+    output_padding: Pair = (0, 0), *, memo: dict | None = None,
 ) -> tuple[np.ndarray, Any]:
     """Transposed convolution ("deconvolution"): the input gradient of a convolution, as a layer.
 
@@ -713,6 +723,8 @@ def conv_transpose2d_forward(
             the output back to the input (``D`` filters over ``K`` channels). b: ``(K,)`` or None.
         output_padding: ``a`` per axis, extra rows/cols at the bottom/right choosing among the
             input sizes a stride-``S`` convolution maps to the same size.
+        memo: as in :func:`conv2d_forward` (a stride-1 layer of >= 32 channels runs as a
+            Winograd convolution with the filters turned, see :func:`conv2d_input_grad`).
 
     Shape:
         - x: ``(N, H, W, D)`` -> out: ``(N, Ho, Wo, K)`` with
@@ -728,7 +740,7 @@ def conv_transpose2d_forward(
         deconv_output_size(H, Fh, stride[0], pad[0], output_padding[0], dilation[0]),
         deconv_output_size(Wd, Fw, stride[1], pad[1], output_padding[1], dilation[1]),
     )
-    out = conv2d_input_grad(x, W, out_hw, stride, pad, dilation)
+    out = conv2d_input_grad(x, W, out_hw, stride, pad, dilation, memo=memo)
     if b is not None:
         out += b
     return out, (x, W, b is not None, stride, pad, dilation)

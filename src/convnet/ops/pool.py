@@ -170,7 +170,9 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...], *,
         dout ``(N, Ho, Wo, D)`` -> dx ``(N, H, W, D)``.
     """
     if relu_out is not None and not (_jit.HAVE_NUMBA and dout.dtype in (np.float32, np.float64)):
-        dout = dout * (relu_out > 0)            # the NumPy path below: the mask first
+        # the NumPy path below: the mask first, as a select like the compiled kernel (and
+        # PyTorch's threshold_backward): 0 where the output is not positive, even for Inf/NaN
+        dout = np.where(relu_out > 0, dout, dout.dtype.type(0))
         relu_out = None
     idx, x_shape, F, S, P = cache
     N, H, W, D = x_shape
@@ -195,7 +197,9 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...], *,
     dxp = np.zeros((N, H + 2 * P[0], W + 2 * P[1], D), dtype=dout.dtype)
     for k in range(F[0] * F[1]):
         i, j = divmod(k, F[1])
-        g = dout * (idx == k)  # branch-free; np.where is slower on irregular masks
+        # a select, not dout * mask: an Inf/NaN gradient reaches only its argmax, as in the
+        # compiled kernel and PyTorch (a product would put NaN = Inf * 0 everywhere else)
+        g = np.where(idx == k, dout, dout.dtype.type(0))
         if overlap:
             # Overlapping windows (e.g. 3x3 S=2) share pixels across offsets: accumulate.
             dxp[_window(i, j, out_hw, S)] += g
