@@ -362,7 +362,8 @@ def _depth1_padded(x: np.ndarray, stride: Pair, pad: Pair, dilation: Pair,
     """The padded one-channel images ``(N, Hp, Wp)`` that the 3x3 windows on ``out_hw`` read
     (this thread's scratch; the worker threads only read it)."""
     (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
-    return _padded_input(x, pad, ((Ho - 1) * sh + 2 * dh + 1, (Wo - 1) * sw + 2 * dw + 1))[..., 0]
+    need = ((Ho - 1) * sh + effective_extent(3, dh), (Wo - 1) * sw + effective_extent(3, dw))
+    return _padded_input(x, pad, need)[..., 0]
 
 
 def _conv3x3_depth1(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
