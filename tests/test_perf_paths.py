@@ -328,14 +328,23 @@ def test_fc_gemms_split_over_threads_agree():
 
     def run():
         out = layer.forward(x, train=True)
-        return [out, layer.backward(dout), layer.grads["W"].copy(), layer.grads["b"].copy()]
+        got = [out, layer.backward(dout), layer.grads["W"].copy(), layer.grads["b"].copy()]
+        layer.forward(x, train=True)
+        layer.backward_params(dout)                   # dW alone (a first layer): split GEMM
+        return [*got, layer.grads["W"].copy()]
 
+    calls = []
+    real = _threads.concurrently
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_threads, "concurrently", lambda *f: (calls.append(len(f)), real(*f))[1])
         mp.setattr(_threads, "workers", lambda: 1)
         serial = run()
         mp.setattr(_threads, "workers", lambda: 3)
         mp.setattr(_threads, "SPLIT_MIN_MACS", 0)
         split = run()
+    assert calls == [2, 2]             # dW and dx on two threads (both runs: serial in the first)
+    np.testing.assert_allclose(serial[2], x.T @ dout, rtol=1e-12)
+    np.testing.assert_allclose(serial[1], dout @ layer.params["W"].T, rtol=1e-12)
     for a, c in zip(serial, split, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
@@ -525,9 +534,9 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
     """With the default thresholds a cifar10-sized layer takes the Winograd paths (forward,
     input and weight gradients), and its training step agrees with PyTorch."""
     calls = []
-    real, real_dW = C._winograd_conv, C._winograd_weight_grad
+    real, real_bwd = C._winograd_conv, C._winograd_backward
     monkeypatch.setattr(C, "_winograd_conv", lambda *a: (calls.append(1), real(*a))[1])
-    monkeypatch.setattr(C, "_winograd_weight_grad", lambda *a: (calls.append(0), real_dW(*a))[1])
+    monkeypatch.setattr(C, "_winograd_backward", lambda *a: (calls.append(0), real_bwd(*a))[1])
     rng = np.random.default_rng(8)
     N = -(-C.WINOGRAD_MIN_TILES // 64)                            # 16x16 outputs: 64 tiles each
     x = rng.standard_normal((N, 16, 16, 32))
@@ -536,7 +545,7 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
     out, cache = C.conv2d_forward(x, W, b, (1, 1), (1, 1), (1, 1))
     dout = np.cos(out)
     dx, dW, db = C.conv2d_backward(dout, cache)
-    assert sorted(calls) == [0, 1, 1]                             # dW; forward and dx
+    assert calls == [1, 0]                                        # forward; dW and dx
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
     tW = torch.from_numpy(W.transpose(0, 3, 1, 2).copy()).requires_grad_()
     tb = torch.from_numpy(b).requires_grad_()
@@ -549,6 +558,46 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
     np.testing.assert_allclose(dW, tW.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10,
                                atol=1e-10)
     np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
+@pytest.mark.parametrize("H, Wd, P, dilation", [(14, 14, 1, 1), (9, 7, 0, 1), (10, 12, 0, 1),
+                                                 (8, 11, 2, 1), (12, 8, 2, 2), (5, 6, 3, 1)])
+def test_winograd_backward_in_one_pass_equals_the_separate_gradients(monkeypatch, compiled, H,
+                                                                       Wd, P, dilation):
+    """The one-pass backward (dx from the tile gradients dV = dM U^T) against the separate
+    weight gradient and flipped-convolution dx, against PyTorch, and dW alone (need_dx=False).
+    Odd sizes and P != 1 crop or pad the tile grid on the right and bottom; P = 0 on even sizes
+    reaches the last padded column (only the tile before it adds there); P = 3 drops more
+    than one ring of the padded gradient; dilation 2 runs on sub-images."""
+    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
+    rng = np.random.default_rng(H * Wd + P)
+    x = rng.standard_normal((3, H, Wd, 5))
+    W = rng.standard_normal((6, 3, 3, 5))
+    b = rng.standard_normal(6)
+    calls = []
+    real = C._winograd_backward
+    monkeypatch.setattr(C, "_winograd_backward",
+                        lambda *a: (calls.append(len(a) == 4), real(*a))[1])
+    out, cache = C.conv2d_forward(x, W, b, (1, 1), (P, P), (dilation, dilation))
+    dout = np.cos(out)
+    fused = C.conv2d_backward(dout, cache)
+    dW_only = C.conv2d_backward(dout, cache, need_dx=False)
+    monkeypatch.setattr(C, "FUSED_WINOGRAD_BACKWARD", False)
+    separate = C.conv2d_backward(dout, cache)
+    assert calls[:2] == [True, False]                        # one pass with dx, then dW alone
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tW = torch.from_numpy(W.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tout = torch.nn.functional.conv2d(tx, tW, torch.from_numpy(b), padding=P, dilation=dilation)
+    tout.backward(torch.from_numpy(dout.transpose(0, 3, 1, 2).copy()))
+    ref_dx, ref_dW = tx.grad.numpy().transpose(0, 2, 3, 1), tW.grad.numpy().transpose(0, 2, 3, 1)
+    assert dW_only[0] is None
+    for got, ref in ((fused[0], ref_dx), (separate[0], ref_dx), (fused[1], ref_dW),
+                     (dW_only[1], ref_dW), (separate[1], ref_dW)):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+    np.testing.assert_allclose(fused[2], dout.sum(axis=(0, 1, 2)), rtol=1e-12)
 
 
 def test_winograd_blocks_on_two_threads_give_the_same_results(monkeypatch):

@@ -98,13 +98,23 @@ class FC(Layer):
             out += self.params["b"]
         return out
 
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         x2, shape = self._cache
         self._cache = None
-        self.grads["W"] = _threads.matmul_tn(x2, dout)
+        W = self.params["W"]
         if self.bias:
             self.grads["b"] = dout.sum(axis=0)
-        return _threads.matmul(dout, self.params["W"].T).reshape(shape)
+        macs = dout.size * W.shape[0]                  # each of the two GEMMs
+        if need_dx and macs >= _threads.SPLIT_MIN_MACS:
+            # the two gradients at once, one whole GEMM per thread (_threads.concurrently)
+            self.grads["W"], dx = _threads.concurrently(lambda: x2.T @ dout,
+                                                        lambda: dout @ W.T)
+            return dx.reshape(shape)
+        self.grads["W"] = _threads.matmul_tn(x2, dout)
+        return _threads.matmul(dout, W.T).reshape(shape) if need_dx else None
+
+    def backward_params(self, dout: np.ndarray) -> None:
+        self._backward(dout, need_dx=False)
 
     def _spec_args(self) -> list[str]:
         return [str(self.K)] + ([] if self.bias else ["bias=false"])
