@@ -230,15 +230,16 @@ def _plain_pass(net, x, dout):
 
 def test_plan_swaps_relu_and_pool_fuses_them_and_works_in_place():
     net = cn.build(SPEC, seed=0)
-    kinds = [(net.layers[i].kind, f, b, None if r is None else net.layers[r].kind)
-             for i, f, b, r in net._plan]
-    assert kinds[:2] == [("CONV", False, False, None), ("POOL", False, False, "RELU")]
-    assert kinds[2:4] == [("CONV", False, False, None), ("POOL", False, False, "RELU")]
-    assert kinds[4:6] == [("DECONV", False, False, None), ("RELU", True, True, None)]
-    assert kinds[-2] == ("RELU", True, True, None)          # after FC, before FC
-    assert kinds[-1] == ("FC", False, False, None)
-    assert sorted(i for step in net._plan for i in (step[0], step[3]) if i is not None) == \
-        list(range(len(net.layers)))                        # every layer exactly once
+    kinds = [(net.layers[i].kind, f, b, None if r is None else net.layers[r].kind,
+              None if p is None else net.layers[p].kind) for i, f, b, r, p in net._plan]
+    assert kinds[0] == ("CONV", False, False, "RELU", "POOL")   # 3x3 S1 CONV + 2x2 POOL
+    assert kinds[1:3] == [("CONV", False, False, None, None),   # 3x3/S2 POOL: not a tile
+                          ("POOL", False, False, "RELU", None)]
+    assert kinds[3:5] == [("DECONV", False, False, None, None), ("RELU", True, True, None, None)]
+    assert kinds[-2] == ("RELU", True, True, None, None)        # after FC, before FC
+    assert kinds[-1] == ("FC", False, False, None, None)
+    assert sorted(i for step in net._plan for i in (step[0], *step[3:]) if i is not None) == \
+        list(range(len(net.layers)))                            # every layer exactly once
 
 
 def _assert_plan_matches_plain_order(net, x, dout, need_dx=True):
@@ -272,12 +273,85 @@ def test_fused_pool_relu_first_in_the_network_and_without_numba(monkeypatch, com
         monkeypatch.setattr(_jit, "HAVE_NUMBA", False)
     net = cn.build("INPUT(8x8x2) -> POOL(F=3,S=2,P=1,floor=true) -> RELU -> FC(3)", seed=0,
                    dtype=np.float64)
-    assert net._plan[0][3] == 1
+    assert net._plan[0][3] == 1 and net._plan[0][4] is None
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 8, 8, 2))
     dout = rng.standard_normal((4, 3))
     for need_dx in (True, False):
         _assert_plan_matches_plain_order(net, x, dout, need_dx)
+
+
+@pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
+@pytest.mark.parametrize("spec", [
+    "INPUT(9x8x3) -> CONV(4,F=3,P=1) -> RELU -> POOL(floor=true) -> FC(3)",
+    "INPUT(8x8x2) -> CONV(5,F=3) -> RELU -> CONV(4,F=3,P=1) -> POOL -> FC(3)",
+    "INPUT(10x10x2) -> CONV(4,F=3,P=2) -> POOL -> RELU -> CONV(3,F=3,P=1) -> RELU -> POOL -> FC(2)",
+])
+def test_conv_and_pool_on_winograd_tiles_match_the_plain_order(monkeypatch, compiled, spec):
+    """CONV -> POOL (-> RELU) in one step on Winograd's tiles (thresholds off so these small
+    layers take it): first in the network (its backward last, with and without dx), after
+    another layer, without a RELU, on an odd grid that a floor-cropped pool crops; against the
+    layers one by one (which run the CONV as Winograd too, then the pool), in training and
+    evaluation; the compiled tile kernels and the NumPy ones."""
+    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
+    net = cn.build(spec, seed=0, dtype=np.float64)
+    pooled = [step for step in net._plan if step[4] is not None]
+    assert pooled and all(net.layers[i].kind == "CONV" for i, *_ in pooled)
+    calls = []
+    real = C.conv2d_maxpool_backward
+    monkeypatch.setattr(C, "conv2d_maxpool_backward",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, *net.input_shape))
+    dout = rng.standard_normal((3, *net.output_shape))
+    for need_dx in (True, False):
+        _assert_plan_matches_plain_order(net, x, dout, need_dx)
+    assert len(calls) == 2 * len(pooled)                     # the fused backward really ran
+    plain = x
+    for layer in net.layers:
+        plain = layer.forward(plain)
+    np.testing.assert_allclose(net.forward(x), plain, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
+def test_pool_on_winograd_tiles_breaks_ties_like_the_pool(monkeypatch, compiled):
+    """Small integer inputs and weights make exact ties inside windows (and whole windows of
+    equal values): the first maximum in row-major order wins, as in the 2x2 pool kernels and
+    PyTorch, so the index, the output and the routed gradients are those of CONV then POOL."""
+    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-1, 2, (2, 6, 6, 2)).astype(np.float32)
+    W = rng.integers(-1, 2, (3, 3, 3, 2)).astype(np.float32)
+    W[0] = 0                                                  # filter 0: every window a tie
+    b = np.array([0.5, 0.0, -1.0], np.float32)
+    conv, conv_cache = C.conv2d_forward(x, W, b, (1, 1), (1, 1))
+    for relu in (True, False):
+        ref, pool_cache = P.maxpool2d_forward(conv, (2, 2), (2, 2), (0, 0), relu=relu)
+        out, idx, cache, conv_hw = C.conv2d_maxpool_forward(x, W, b, (1, 1), relu=relu)
+        assert (idx[..., 0] == 0).all() and np.mean(idx == pool_cache[0]) == 1.0
+        np.testing.assert_array_equal(out, ref)
+        g = rng.standard_normal(out.shape).astype(np.float32)
+        dconv = P.maxpool2d_backward(g, pool_cache, relu_out=ref if relu else None)
+        want = C.conv2d_backward(dconv, conv_cache)
+        got = C.conv2d_maxpool_backward(g, idx, out if relu else None, cache, conv_hw)
+        for a, c in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_and_pool_step_runs_the_layers_in_turn_where_winograd_does_not_pay():
+    """The same step at a batch too small for Winograd: CONV then POOL, the layers' own
+    passes (and the same gradients as the plain order)."""
+    net = cn.build("INPUT(6x6x32) -> CONV(32,F=3,P=1) -> RELU -> POOL -> FC(2)", seed=0,
+                   dtype=np.float64)
+    assert net._plan[0][4] is not None
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 6, 6, 32))                   # 9 tiles < WINOGRAD_MIN_TILES
+    _assert_plan_matches_plain_order(net, x, rng.standard_normal((1, 2)))
+    assert net.layers[0]._pooled is False
 
 
 def test_relu_leaves_its_argument_alone_unless_asked():

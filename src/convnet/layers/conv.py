@@ -190,6 +190,7 @@ class Conv(_ConvBase):
         super().__init__()
         self._setup(K, F, S, P, dilation, bias)
         self.floor = bool(floor)
+        self._pooled = False      # whether the last _forward_pool ran as one fused pass
 
     _backward_op = staticmethod(F_conv.conv2d_backward)
 
@@ -216,6 +217,42 @@ class Conv(_ConvBase):
 
     def _spec_args(self) -> list[str]:
         return super()._spec_args() + (["floor=true"] if self.floor else [])
+
+    # ------------------------------------------------ with the 2x2 max pool that follows it
+    def _forward_pool(self, x: np.ndarray, pool: Layer, train: bool = False, *,
+                      relu: bool = False) -> np.ndarray:
+        """This layer, then ``pool`` (a 2x2 stride-2 MAXPOOL; then the RELU when ``relu``),
+        as :func:`convnet.ops.conv.conv2d_maxpool_forward` when the convolution runs as
+        Winograd (its output tiles are the pool's windows), else one after the other. Both
+        layers keep the caches their own backward passes read (the pool's index included)."""
+        w, W, b = self.window, self.params["W"], self.params.get("b")
+        self._pooled = F_conv.maxpool_fuses(x.shape, W.shape, w.S, w.P, w.dilation)
+        if not self._pooled:
+            return pool._forward(self._forward(x, train), train, relu=relu)
+        out, idx, cache, conv_hw = F_conv.conv2d_maxpool_forward(
+            x, W, b, w.P, relu=relu, need_index=train, memo=self._memo_for(train))
+        self._cache = cache if train else None
+        pool._cache = (idx, (x.shape[0], *conv_hw, self.K), pool.window.F, pool.window.S,
+                       pool.window.P) if train else None
+        return out
+
+    def _backward_pool(self, dout: np.ndarray, pool: Layer, relu_out: np.ndarray | None,
+                       need_dx: bool = True) -> np.ndarray | None:
+        """The backward of :meth:`_forward_pool`: the pool's (and RELU's, from ``relu_out``)
+        and this layer's, in one pass when the forward was one."""
+        if not self._pooled:
+            d = pool._backward(dout, relu_out=relu_out)
+            return self._backward(d, need_dx=need_dx)
+        if self._cache is None or pool._cache is None:
+            raise ConfigError(f"{self.describe()}: call forward(x, train=True) before backward")
+        idx, conv_shape = pool._cache[:2]
+        dx, dW, db = F_conv.conv2d_maxpool_backward(dout, idx, relu_out, self._cache,
+                                                    conv_shape[1:3], need_dx=need_dx)
+        self._cache = pool._cache = None
+        self.grads["W"] = dW
+        if self.bias:
+            self.grads["b"] = db
+        return dx
 
 
 class ConvTranspose(_ConvBase):

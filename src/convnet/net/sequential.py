@@ -53,13 +53,13 @@ def choose_init(layers: Sequence[Layer], i: int) -> str:
     return "glorot"
 
 
-Step = tuple[int, bool, bool, "int | None"]
+Step = tuple[int, bool, bool, "int | None", "int | None"]
 
 
 def _execution_plan(layers: Sequence[Layer]) -> list[Step]:
     """The order :meth:`Sequential.forward` runs the layers in, and where RELU works in place.
 
-    Three rewrites that change no result and only remove memory passes (measured on the
+    Four rewrites that change no result and only remove memory passes (measured on the
     reference network at batch 128: 4.5 of 80 ms for the first two, at an early stage):
 
     - **RELU -> POOL runs as POOL -> RELU.** Max pooling commutes with any nondecreasing
@@ -73,10 +73,20 @@ def _execution_plan(layers: Sequence[Layer]) -> list[Step]:
     - **RELU in place** when its input is an array the previous layer just made and keeps no
       reference to (CONV, DECONV and FC keep their input; POOL a compact index), and in the
       backward pass when its ``dout`` comes fresh from such a layer's backward.
+    - **3x3 stride-1 CONV -> 2x2 stride-2 POOL (-> RELU) in one step**: where the CONV runs as
+      Winograd F(2x2, 3x3) its 2x2 output tiles are the pool's windows, so the pool (and the
+      RELU) are taken on each tile as it is transformed, and the backward routes the pooled
+      gradient straight into the output-gradient tiles
+      (:meth:`~convnet.layers.conv.Conv._forward_pool`; other batches run the layers one
+      after the other). The CONV's full output and its gradient are never written; the
+      reference network (2 threads, interleaved with the layers run one after the other,
+      medians): training step 31.2 vs 32.6 ms at batch 128, 12.3 vs 13.2 at 32; inference
+      11.1 vs 12.3 ms at batch 128, 4.3 vs 4.5 at 32.
 
-    Returns ``(layer index, forward in place, backward in place, fused RELU index or None)``
-    in execution order; a fused RELU has no step of its own. Calling the layers one by one (as
-    ``visualize`` does) runs the plain order with no in-place writes.
+    Returns ``(layer index, forward in place, backward in place, fused RELU index or None,
+    fused POOL index or None)`` in execution order; a fused RELU or POOL has no step of its
+    own. Calling the layers one by one (as ``visualize`` does) runs the plain order with no
+    in-place writes.
     """
     from convnet.layers import FC, Conv, ConvTranspose, MaxPool, ReLU
 
@@ -95,15 +105,31 @@ def _execution_plan(layers: Sequence[Layer]) -> list[Step]:
         i = order[k]
         if (isinstance(layers[i], MaxPool) and k + 1 < len(order)
                 and isinstance(layers[order[k + 1]], ReLU)):
-            plan.append((i, False, False, order[k + 1]))
+            plan.append((i, False, False, order[k + 1], None))
             k += 2
             continue
         relu = isinstance(layers[i], ReLU)
         fwd = relu and k > 0 and isinstance(layers[order[k - 1]], fresh)
         bwd = relu and k + 1 < len(order) and isinstance(layers[order[k + 1]], fresh)
-        plan.append((i, fwd, bwd, None))
+        plan.append((i, fwd, bwd, None, None))
         k += 1
-    return plan
+    merged: list[Step] = []
+    for step in plan:
+        prev = merged[-1] if merged else None
+        if (prev is not None and prev[3] is None and prev[4] is None
+                and isinstance(layers[prev[0]], Conv) and isinstance(layers[step[0]], MaxPool)
+                and _tiles_are_windows(layers[prev[0]], layers[step[0]])):
+            merged[-1] = (prev[0], False, False, step[3], step[0])
+        else:
+            merged.append(step)
+    return merged
+
+
+def _tiles_are_windows(conv: Layer, pool: Layer) -> bool:
+    """A CONV that can run as Winograd F(2x2, 3x3) followed by a 2x2 stride-2 unpadded POOL."""
+    c, p = conv.window, pool.window
+    return (c.F == (3, 3) and c.S == (1, 1) and c.dilation == (1, 1)
+            and p.F == (2, 2) and p.S == (2, 2) and p.P == (0, 0))
 
 
 def _bn_folds(layers: Sequence[Layer], plan: list[Step]) -> dict[int, int]:
@@ -115,8 +141,8 @@ def _bn_folds(layers: Sequence[Layer], plan: list[Step]) -> dict[int, int]:
     from convnet.layers import BatchNorm, Conv, ConvTranspose
 
     folds = {}
-    for (i, _, _, relu), (j, _, _, _) in zip(plan, plan[1:], strict=False):
-        if relu is None and isinstance(layers[i], Conv | ConvTranspose) \
+    for (i, _, _, relu, pool), (j, *_) in zip(plan, plan[1:], strict=False):
+        if relu is None and pool is None and isinstance(layers[i], Conv | ConvTranspose) \
                 and isinstance(layers[j], BatchNorm):
             folds[i] = j
     return folds
@@ -285,13 +311,18 @@ class Sequential:
         out = self._check_forward_input(x)
         folded = None
         with _threads.single_blas():      # one BLAS thread switch per pass (ops/_threads.py)
-            for i, fwd_inplace, _, relu in self._plan:
+            for i, fwd_inplace, _, relu, pool in self._plan:
                 if i == folded:               # a BN already folded into the layer before it
                     self.layers[i]._cache = None
                     continue
                 if not train and i in self._folds:
                     folded = self._folds[i]
                     out = self.layers[i]._forward_folded(out, *self.layers[folded].affine())
+                elif pool is not None:        # CONV, POOL (and RELU) on Winograd's tiles
+                    out = self.layers[i]._forward_pool(out, self.layers[pool], train,
+                                                       relu=relu is not None)
+                    if relu is not None:
+                        self.layers[relu]._cache = out
                 elif relu is not None:        # POOL and the RELU after it in one pass
                     out = self.layers[i]._forward(out, train, relu=True)
                     self.layers[relu]._cache = out       # the RELU's cache: its output
@@ -320,16 +351,27 @@ class Sequential:
         dout = dout.astype(self.dtype, copy=False)
         plan = self._plan
         with _threads.single_blas():
-            for i, _, bwd_inplace, relu in reversed(plan[1:]):
-                if relu is not None:
+            for i, _, bwd_inplace, relu, pool in reversed(plan[1:]):
+                if pool is not None:
+                    relu_out = None if relu is None else self.layers[relu]._cache
+                    dout = self.layers[i]._backward_pool(dout, self.layers[pool], relu_out)
+                    if relu is not None:
+                        self.layers[relu]._cache = None
+                elif relu is not None:
                     dout = self.layers[i]._backward(dout, relu_out=self.layers[relu]._cache)
                     self.layers[relu]._cache = None
                 elif bwd_inplace:
                     dout = self.layers[i]._backward(dout, inplace=True)
                 else:
                     dout = self.layers[i]._backward(dout)
-            i, _, _, relu = plan[0]
+            i, _, _, relu, pool = plan[0]
             first = self.layers[i]
+            if pool is not None:              # a network that starts with CONV -> POOL
+                relu_out = None if relu is None else self.layers[relu]._cache
+                dx = first._backward_pool(dout, self.layers[pool], relu_out, need_dx)
+                if relu is not None:
+                    self.layers[relu]._cache = None
+                return dx
             if relu is not None:              # a network that starts with POOL -> RELU
                 dx = first._backward(dout, relu_out=self.layers[relu]._cache)
                 self.layers[relu]._cache = None

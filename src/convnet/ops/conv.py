@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -506,11 +507,21 @@ def _winograd_conv(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair
     Shape:
         - x: ``(N, H, W, D)``; W: ``(K, 3, 3, D)``; b: ``(K,)`` -> out: ``(N, *out_hw, K)``
     """
+    out = _arena.empty((x.shape[0], *out_hw, W.shape[0]), x.dtype)
+    _winograd_tiles(x, W, b, pad, out_hw, memo,
+                    lambda M, n0, n1: winograd.output_transform(M, out[n0:n1]))
+    return out
+
+
+def _winograd_tiles(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair,
+                    out_hw: Pair, memo: dict | None,
+                    finish: Callable[[np.ndarray, int, int], None]) -> None:
+    """The blocks of :func:`_winograd_conv` up to the GEMMs' output ``M`` (bias included);
+    ``finish(M, n0, n1)`` turns each block's ``M`` into outputs (while it is in cache)."""
     N, _, _, D = x.shape
     K = W.shape[0]
     U = _winograd_filters(W, memo)
     th, tw = winograd.tiles(out_hw)
-    out = _arena.empty((N, *out_hw, K), x.dtype)
 
     def block(n0: int, n1: int) -> None:
         n = n1 - n0
@@ -521,12 +532,11 @@ def _winograd_conv(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair
         np.matmul(V.reshape(16, -1, D), U, out=M.reshape(16, -1, K))
         if b is not None:
             M[5] += b
-        winograd.output_transform(M, out[n0:n1])
+        finish(M, n0, n1)
 
     per_image = th * tw * 16 * (D + K) * x.itemsize
     workers = _threads.workers()
     _threads.map_blocks(block, _blocks(N, per_image, workers), workers)
-    return out
 
 
 #: Whether a Winograd layer's backward makes both gradients in one pass
@@ -552,36 +562,54 @@ def _winograd_backward(x: np.ndarray, dout: np.ndarray, pad: Pair,
     3.6 (3.0). :data:`FUSED_WINOGRAD_BACKWARD` = False gives the separate passes (for such
     comparisons; a training step's first layer, ``need_dx=False``, needs only ``dW`` anyway).
     """
-    N, _, _, D = x.shape
-    K = dout.shape[3]
     th, tw = winograd.tiles(dout.shape[1:3])
+
+    def fill(dM: np.ndarray, n0: int, n1: int) -> None:
+        # dout zero-padded to whole tiles (_padded_input with P = 0: a view when already even;
+        # it reuses the scratch slot of xp, which the input transform has finished reading)
+        doutp = _padded_input(dout[n0:n1], (0, 0), (2 * th, 2 * tw))
+        winograd.output_grad_transform(doutp, dM)
+
+    dW, dx, _ = _winograd_tile_grads(x, dout.shape[3], pad, (th, tw), fill, W)
+    return dW, dx
+
+
+def _winograd_tile_grads(x: np.ndarray, K: int, pad: Pair, tiles: Pair,
+                         fill: Callable[[np.ndarray, int, int], None], W: np.ndarray | None,
+                         want_db: bool = False,
+                         ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The blocks of :func:`_winograd_backward` once ``fill(dM, n0, n1)`` has written each
+    block's output-gradient tiles: ``(dW, dx or None, db or None)``. ``db`` (``want_db``) is
+    the sum of ``dM[1, 1]`` over the tiles: row 1 of ``A`` is ``(1, 1)``, so that position
+    holds the sum of each tile's four output gradients (the forward adds the bias there)."""
+    N, _, _, D = x.shape
+    th, tw = tiles
     Ut = None if W is None else winograd.filter_transform(W).transpose(0, 2, 1)   # (16, K, D)
     dx = None if W is None else _arena.empty(x.shape, x.dtype)
 
-    def block(n0: int, n1: int) -> np.ndarray:
+    def block(n0: int, n1: int) -> tuple[np.ndarray, np.ndarray | None]:
         n = n1 - n0
         xp = _padded_input(x[n0:n1], pad, (2 * th + 2, 2 * tw + 2))
         V = _scratch("wino_V", (16, n, th, tw, D), x.dtype)
         winograd.input_transform(xp, V)
-        # dout zero-padded to whole tiles (_padded_input with P = 0: a view when already even;
-        # it reuses the scratch slot of xp, which the input transform has finished reading)
-        doutp = _padded_input(dout[n0:n1], (0, 0), (2 * th, 2 * tw))
         dM = _scratch("wino_M", (16, n, th, tw, K), x.dtype)
-        winograd.output_grad_transform(doutp, dM)
+        fill(dM, n0, n1)
         dM2, V2 = dM.reshape(16, -1, K), V.reshape(16, -1, D)
         dU = np.matmul(dM2.transpose(0, 2, 1), V2)
         if dx is not None:
             np.matmul(dM2, Ut, out=V2)           # V is spent: it becomes dV
             winograd.input_grad_transform(V, dx[n0:n1], pad)
-        return dU
+        return dU, (_sum_rows(dM2[5]) if want_db else None)
 
     per_image = th * tw * 16 * (D + K) * x.itemsize
     workers = _threads.workers()
     parts = _threads.map_blocks(block, _blocks(N, per_image, workers), workers)
-    dU = parts[0]
-    for part in parts[1:]:                  # in place, in block order (np.sum would first copy
+    dU, db = parts[0]
+    for part, part_db in parts[1:]:         # in place, in block order (np.sum would first copy
         dU += part                          # the list into one more array)
-    return winograd.filter_grad_transform(dU), dx
+        if want_db:
+            db += part_db
+    return winograd.filter_grad_transform(dU), dx, db
 
 
 def _weight_grad(x: np.ndarray, dout: np.ndarray, W_shape: tuple[int, ...], stride: Pair,
@@ -745,6 +773,76 @@ def conv2d_weight_grad(
     """
     K = dout.shape[3]
     return _weight_grad(x, dout, (K, F[0], F[1], x.shape[3]), stride, pad, dilation, False)[0]
+
+
+# ------------------------------------------------------------------ conv2d + 2x2 max pool
+def maxpool_fuses(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair, pad: Pair,
+                  dilation: Pair) -> bool:
+    """Whether the convolution followed by a 2x2 stride-2 max pool runs as
+    :func:`conv2d_maxpool_forward`: when the convolution runs as Winograd F(2x2, 3x3), whose
+    2x2 output tiles are the pool's windows."""
+    K, Fh, Fw, D = W_shape
+    out_hw = _out_hw(x_shape[1:3], (Fh, Fw), stride, pad, dilation)
+    return _winograd_pays((Fh, Fw), stride, dilation, D, K, x_shape[0], out_hw)
+
+
+def conv2d_maxpool_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair, *, relu: bool = False,
+    need_index: bool = True, memo: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, Any, Pair]:
+    """A 3x3 stride-1 convolution, then a 2x2 stride-2 max pool (then ``max(., 0)`` when
+    ``relu``), in one pass: the pool is taken on each Winograd output tile while it is in
+    registers (:func:`winograd.output_transform_maxpool`), so the convolution's output is never
+    written and the pool makes no pass of its own. Only where :func:`maxpool_fuses`.
+
+    Returns ``(pooled, idx, cache, conv_hw)``: the pool's output and first-argmax offsets
+    (None unless ``need_index``; :func:`convnet.ops.pool.maxpool2d_forward`'s index), the
+    convolution's cache (as :func:`conv2d_forward` returns it) and its output grid.
+
+    Shape:
+        - x: ``(N, H, W, D)``; W: ``(K, 3, 3, D)`` -> pooled, idx: ``(N, Ho // 2, Wo // 2, K)``
+          (a floor-cropped pool drops the last row or column of an odd grid)
+    """
+    K = W.shape[0]
+    one = (1, 1)
+    conv_hw = _out_hw(x.shape[1:3], (3, 3), one, pad, one)
+    pooled_shape = (x.shape[0], conv_hw[0] // 2, conv_hw[1] // 2, K)
+    out = _arena.empty(pooled_shape, x.dtype)
+    idx = _arena.empty(pooled_shape, np.uint8) if need_index else None
+
+    def finish(M: np.ndarray, n0: int, n1: int) -> None:
+        ix = (idx[n0:n1] if idx is not None
+              else _scratch("wino_idx", (n1 - n0, *pooled_shape[1:]), np.uint8))
+        winograd.output_transform_maxpool(M, out[n0:n1], ix, relu)
+
+    _winograd_tiles(x, W, b, pad, conv_hw, memo, finish)
+    return out, idx, (x, W, b is not None, one, pad, one), conv_hw
+
+
+def conv2d_maxpool_backward(
+    dout: np.ndarray, idx: np.ndarray, relu_out: np.ndarray | None, cache: Any, conv_hw: Pair,
+    *, need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Gradients of :func:`conv2d_maxpool_forward`: ``(dx, dW, db)`` from the pool's output
+    gradient ``dout``, its ``idx`` and, with the RELU, its output ``relu_out``. The gradient
+    each pooled value sends to its argmax goes straight into the Winograd output-gradient tiles
+    (:func:`winograd.output_grad_transform_maxpool`): the pool's backward pass and the dense
+    gradient of the convolution's output (4x ``dout``, mostly zeros) are never made.
+
+    Shape:
+        - dout, idx, relu_out: ``(N, Ho // 2, Wo // 2, K)`` -> dx ``(N, H, W, D)``,
+          dW ``(K, 3, 3, D)``, db ``(K,)``
+    """
+    x, W, has_b, _, pad, _ = cache
+    dout = np.ascontiguousarray(dout)
+
+    def fill(dM: np.ndarray, n0: int, n1: int) -> None:
+        winograd.output_grad_transform_maxpool(
+            dout[n0:n1], idx[n0:n1], None if relu_out is None else relu_out[n0:n1], dM)
+
+    dW, dx, db = _winograd_tile_grads(x, W.shape[0], pad, winograd.tiles(conv_hw), fill,
+                                      W if need_dx else None, want_db=has_b)
+    return dx, dW, db
 
 
 # ------------------------------------------------------------------------ conv_transpose2d
