@@ -488,3 +488,41 @@ def test_schedule_reprs():
         == "CosineLR(lr=0.1, total_steps=50, warmup_steps=5)"
     )
     assert repr(OneCycleLR(0.1, 50)) == "OneCycleLR(max_lr=0.1, total_steps=50)"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ours", [c[0] for c in CASES[:4]], ids=CASE_IDS[:4])
+def test_sgd_compiled_step_is_bitwise_the_numpy_passes(monkeypatch, ours, dtype):
+    """The one-pass compiled SGD update against the NumPy passes it replaces: the same
+    parameters and velocities to the last bit, first step (velocity = gradient) included; a
+    velocity that is not contiguous (as a user could load one) takes the NumPy path."""
+    from convnet.ops import _jit
+
+    if not _jit.HAVE_NUMBA:
+        pytest.skip("Numba missing: only the NumPy path exists")
+    grads = grad_sequence(4, dtype=dtype)
+    calls = []
+    real = SGD._compiled_update
+    monkeypatch.setattr(SGD, "_compiled_update",
+                        lambda self, *a: (calls.append(1), real(self, *a))[1])
+    compiled_net, compiled = make_net(dtype=dtype), ours()
+    run_ours(compiled, compiled_net, grads)
+    monkeypatch.setattr(SGD, "_compiled_update", lambda self, *a: False)
+    numpy_net, numpy_opt = make_net(dtype=dtype), ours()
+    run_ours(numpy_opt, numpy_net, grads)
+    assert len(calls) == 4 * len(SHAPES)
+    for k in SHAPES:
+        np.testing.assert_array_equal(compiled_net.params[k], numpy_net.params[k])
+        assert compiled_net.params[k].dtype == dtype
+    for k, v in numpy_opt.state_dict().items():
+        np.testing.assert_array_equal(compiled.state_dict()[k], v)
+    if compiled.momentum:
+        monkeypatch.setattr(SGD, "_compiled_update", real)
+        v = compiled.state["fc1.W"]["velocity"]
+        compiled.state["fc1.W"]["velocity"] = np.asfortranarray(v)   # not C-contiguous
+        numpy_opt.state["fc1.W"]["velocity"] = v.copy()
+        compiled_net.grads["fc1.W"][...] = grads[0]["fc1.W"]
+        numpy_net.grads["fc1.W"][...] = grads[0]["fc1.W"]
+        numpy_opt._update("fc1.W", numpy_net.params["fc1.W"], numpy_net.grads["fc1.W"])
+        compiled._update("fc1.W", compiled_net.params["fc1.W"], compiled_net.grads["fc1.W"])
+        np.testing.assert_array_equal(compiled_net.params["fc1.W"], numpy_net.params["fc1.W"])
