@@ -211,6 +211,34 @@ def test_2x2_pool_kernels_equal_numpy_kernels(N, H, Wd, D, relu, nan, seed, dtyp
     _same_without_numba(run)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_backward_selects_compiled_and_not(monkeypatch, dtype, inplace):
+    """The RELU's backward is a select in both paths (and on 3 threads): Inf and NaN gradients
+    where the output is 0 give 0, where it is positive pass; 0 at exactly 0."""
+    from convnet.ops import activations as A
+
+    monkeypatch.setattr(_threads, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_threads, "workers", lambda: 3)
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, (5, 4, 3, 2)).astype(dtype)
+    out, cache = A.relu_forward(x)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    dout.flat[::4] = np.inf
+    dout.flat[1::7] = np.nan
+    want = np.where(x > 0, dout, 0)
+
+    def run():
+        d = dout.copy()
+        got = A.relu_backward(d, cache, inplace=inplace)
+        assert (got is d) == inplace
+        return [got]
+
+    fast, _ = _same_without_numba(run)
+    np.testing.assert_array_equal(fast[0], want)
+    assert not np.isnan(fast[0][x <= 0]).any()
+
+
 # ------------------------------------------------------------------- Sequential's plan
 SPEC = ("INPUT(10x10x3) -> CONV(6,F=3,P=1) -> RELU -> POOL -> CONV(8,F=3,P=1) -> RELU "
         "-> POOL(F=3,S=2,P=1,floor=true) -> DECONV(4,F=2,S=2) -> RELU -> FC(7) -> RELU -> FC(5)")

