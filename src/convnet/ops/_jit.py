@@ -107,6 +107,22 @@ if HAVE_NUMBA:
                         m = v if (v > m) | (v != v) else m
                         o[k] = m if (not relu) | (m > zero) | (m != m) else zero
 
+    @njit(cache=True, nogil=True, inline="always")
+    def first_max4(v0, v1, v2, v3, relu, zero):  # pragma: no cover - compiled
+        """``(max, offset)`` of four values in row-major window order: the FIRST maximum wins
+        ties, a NaN wins (offset 0 where the max is NaN, as the general kernels give it); the
+        max becomes ``max(max, 0)`` when ``relu`` (NaN kept). Shared by the 2x2 pool kernel
+        and the Winograd tile pool (``convnet.ops.winograd``), inlined into both loops."""
+        m, i = v0, 0
+        t = (v1 > m) | (v1 != v1)
+        m, i = (v1, 1) if t else (m, i)
+        t = (v2 > m) | (v2 != v2)
+        m, i = (v2, 2) if t else (m, i)
+        t = (v3 > m) | (v3 != v3)
+        m, i = (v3, 3) if t else (m, i)
+        nan = m != m
+        return (m if (not relu) | (m > zero) | nan else zero), (0 if nan else i)
+
     @njit(cache=True, nogil=True)
     def maxpool2x2_argmax_kernel(x, relu, out, idx):  # pragma: no cover - compiled
         """:func:`maxpool2x2_kernel` with the argmax (training): ``idx`` gets the row-major
@@ -122,19 +138,7 @@ if HAVE_NUMBA:
                     c, d = x[n, 2 * oh + 1, 2 * ow], x[n, 2 * oh + 1, 2 * ow + 1]
                     o, ix = out[n, oh, ow], idx[n, oh, ow]
                     for k in range(D):
-                        m, i = a[k], 0
-                        v = b[k]
-                        t = (v > m) | (v != v)
-                        m, i = (v, 1) if t else (m, i)
-                        v = c[k]
-                        t = (v > m) | (v != v)
-                        m, i = (v, 2) if t else (m, i)
-                        v = d[k]
-                        t = (v > m) | (v != v)
-                        m, i = (v, 3) if t else (m, i)
-                        nan = m != m
-                        ix[k] = 0 if nan else i
-                        o[k] = m if (not relu) | (m > zero) | nan else zero
+                        o[k], ix[k] = first_max4(a[k], b[k], c[k], d[k], relu, zero)
 
     @njit(cache=True, nogil=True)
     def maxpool_backward_kernel(dout, idx, relu_out, use_relu, Fh, Fw, Sh, Sw, Ph, Pw, disjoint,

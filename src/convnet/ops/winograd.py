@@ -315,6 +315,8 @@ _BT_SIGNS = np.array([t[2] for t in _BT_TERMS], dtype=np.float64)
 if HAVE_NUMBA:
     from numba import njit
 
+    from convnet.ops._jit import first_max4
+
     @njit(cache=True, nogil=True)
     def _input_transform_kernel(xp, V, rows, signs):  # pragma: no cover - compiled
         """:func:`input_transform` in one pass over the tiles: ``V[4a + b]`` is the sum of the
@@ -337,6 +339,18 @@ if HAVE_NUMBA:
                             for c in range(D):
                                 dst[c] = (d_pu[c] + sj * d_pv[c]) + si * (d_qu[c] + sj * d_qv[c])
 
+    @njit(cache=True, nogil=True, inline="always")
+    def _rows_of_AtM(M, b, ty, tx, s):  # pragma: no cover - compiled
+        """``s = A^T M`` for tile ``(b, ty, tx)``: rows ``m0 + m1 + m2`` and ``m1 - m2 - m3``
+        of each column ``j``, ``(2, 4, K)`` (in L1); shared by the output transforms."""
+        for j in range(4):
+            m0, m1 = M[j, b, ty, tx], M[4 + j, b, ty, tx]
+            m2, m3 = M[8 + j, b, ty, tx], M[12 + j, b, ty, tx]
+            s0, s1 = s[0, j], s[1, j]
+            for k in range(M.shape[4]):
+                s0[k] = m0[k] + m1[k] + m2[k]
+                s1[k] = m1[k] - m2[k] - m3[k]
+
     @njit(cache=True, nogil=True)
     def _output_transform_kernel(M, out):  # pragma: no cover - compiled
         """:func:`output_transform` in one pass over the tiles: ``A^T M`` into a small per-tile
@@ -347,13 +361,7 @@ if HAVE_NUMBA:
         for b in range(n):
             for ty in range(th):
                 for tx in range(tw):
-                    for j in range(4):
-                        m0, m1 = M[j, b, ty, tx], M[4 + j, b, ty, tx]
-                        m2, m3 = M[8 + j, b, ty, tx], M[12 + j, b, ty, tx]
-                        s0, s1 = s[0, j], s[1, j]
-                        for k in range(K):
-                            s0[k] = m0[k] + m1[k] + m2[k]
-                            s1[k] = m1[k] - m2[k] - m3[k]
+                    _rows_of_AtM(M, b, ty, tx, s)
                     for r in range(min(2, Ho - 2 * ty)):
                         t0, t1, t2, t3 = s[r, 0], s[r, 1], s[r, 2], s[r, 3]
                         o = out[b, 2 * ty + r, 2 * tx]
@@ -454,7 +462,7 @@ if HAVE_NUMBA:
     def _output_maxpool_kernel(M, relu, out, idx):  # pragma: no cover - compiled
         """:func:`output_transform_maxpool`: per tile, ``A^T M`` into a small buffer as in
         :func:`_output_transform_kernel`, then the four outputs of each channel compared in
-        registers (the first maximum wins, NaN wins, as in ``maxpool2x2_argmax_kernel``) and
+        registers (:func:`convnet.ops._jit.first_max4`, the 2x2 pool kernel's own rule) and
         only the max and its offset stored."""
         n, K = M.shape[1], M.shape[4]
         Hp, Wp = out.shape[1], out.shape[2]
@@ -463,30 +471,14 @@ if HAVE_NUMBA:
         for b in range(n):
             for ty in range(Hp):
                 for tx in range(Wp):
-                    for j in range(4):
-                        m0, m1 = M[j, b, ty, tx], M[4 + j, b, ty, tx]
-                        m2, m3 = M[8 + j, b, ty, tx], M[12 + j, b, ty, tx]
-                        s0, s1 = s[0, j], s[1, j]
-                        for k in range(K):
-                            s0[k] = m0[k] + m1[k] + m2[k]
-                            s1[k] = m1[k] - m2[k] - m3[k]
+                    _rows_of_AtM(M, b, ty, tx, s)
                     t0, t1, t2, t3 = s[0, 0], s[0, 1], s[0, 2], s[0, 3]
                     u0, u1, u2, u3 = s[1, 0], s[1, 1], s[1, 2], s[1, 3]
                     o, ix = out[b, ty, tx], idx[b, ty, tx]
                     for k in range(K):
-                        m, i = t0[k] + t1[k] + t2[k], 0
-                        v = t1[k] - t2[k] - t3[k]
-                        t = (v > m) | (v != v)
-                        m, i = (v, 1) if t else (m, i)
-                        v = u0[k] + u1[k] + u2[k]
-                        t = (v > m) | (v != v)
-                        m, i = (v, 2) if t else (m, i)
-                        v = u1[k] - u2[k] - u3[k]
-                        t = (v > m) | (v != v)
-                        m, i = (v, 3) if t else (m, i)
-                        nan = m != m
-                        ix[k] = 0 if nan else i
-                        o[k] = m if (not relu) | (m > zero) | nan else zero
+                        o[k], ix[k] = first_max4(
+                            t0[k] + t1[k] + t2[k], t1[k] - t2[k] - t3[k],
+                            u0[k] + u1[k] + u2[k], u1[k] - u2[k] - u3[k], relu, zero)
 
     @njit(cache=True, nogil=True)
     def _output_grad_maxpool_kernel(g, idx, mask, use_relu, dM, A):  # pragma: no cover
