@@ -2,7 +2,8 @@
 
 They are duals: the input gradient of a CONV with weights ``W`` *is* the forward pass of a
 transposed CONV with the same ``W``, and both run on one kernel
-(:func:`convnet.ops.conv.conv2d_input_grad`).
+(:func:`convnet.ops.conv.conv2d_input_grad`), except that a CONV running as Winograd makes its
+input gradient from its weight gradient's own tiles in the same pass.
 """
 
 from __future__ import annotations

@@ -112,7 +112,12 @@ if HAVE_NUMBA:
         """``(max, offset)`` of four values in row-major window order: the FIRST maximum wins
         ties, a NaN wins (offset 0 where the max is NaN, as the general kernels give it); the
         max becomes ``max(max, 0)`` when ``relu`` (NaN kept). Shared by the 2x2 pool kernel
-        and the Winograd tile pool (``convnet.ops.winograd``), inlined into both loops."""
+        and the Winograd tile pool (``convnet.ops.winograd``), inlined into both loops.
+
+        Numba's on-disk cache does not see edits across files: after changing this, delete
+        ``src/convnet/ops/__pycache__/*.nbi`` and ``*.nbc``, or the cached Winograd kernel keeps
+        the old rule (``test_pool_on_winograd_tiles_breaks_ties_like_the_pool``, which compares
+        the two kernels on ties, would then fail)."""
         m, i = v0, 0
         t = (v1 > m) | (v1 != v1)
         m, i = (v1, 1) if t else (m, i)

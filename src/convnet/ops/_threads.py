@@ -290,8 +290,9 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a.T @ b`` (a weight gradient: the reduction runs over the ``M`` rows of both).
 
-    With fewer rows than output rows or columns (an FC layer's ``x.T @ dout`` at batch 32:
-    32 rows, 3136 x 128 out) the output is split, no partial sums to add; with a long reduction
+    With fewer rows than output rows or columns (an FC layer's ``x.T @ dout`` at batch 32 when
+    it is the network's first layer, so no ``dx`` runs beside it: 32 rows, 3136 x 128 out) the
+    output is split, no partial sums to add; with a long reduction
     (a 1x1 CONV's 100,352 pixels) each thread sums its share of the rows and the partial
     products are added in block order.
     """

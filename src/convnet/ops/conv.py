@@ -31,8 +31,9 @@ How it is computed (and what it costs):
   alone, as a transposed convolution's forward, the input gradient is the flipped convolution
   above, itself Winograd). Float32 results differ from im2col's by ~1e-7 relative (the
   transforms add with signs).
-- **One kernel both ways.** :func:`conv2d_input_grad` is the only input-gradient kernel. The
-  convolution's backward uses it for ``dx``; :func:`conv_transpose2d_forward` IS it (plus
+- **One kernel both ways.** :func:`conv2d_input_grad` is the general input-gradient kernel.
+  The convolution's backward uses it for ``dx`` (except where Winograd makes ``dx`` from the
+  weight gradient's own tiles, above); :func:`conv_transpose2d_forward` IS it (plus
   bias). Conversely the transposed convolution's ``dx`` is the ordinary convolution's forward
   core and its ``dW`` is the convolution's weight-gradient GEMM with the roles of input and
   output swapped (Chainer computes one with the other's function; tinygrad builds one from the
@@ -683,15 +684,15 @@ def conv2d_backward(
     x, W, has_b, stride, pad, dilation = cache
     K, Fh, Fw, D = W.shape
     if need_dx and FUSED_WINOGRAD_BACKWARD:
-        db = _sum_rows(dout.reshape(-1, K)) if has_b else None
         if _winograd_pays((Fh, Fw), stride, dilation, D, K, x.shape[0], dout.shape[1:3]):
             dW, dx = _winograd_backward(x, dout, pad, W)
-            return dx, dW, db
+            return dx, dW, (_sum_rows(dout.reshape(-1, K)) if has_b else None)
         if _dilated_as_subimages((Fh, Fw), stride, pad, dilation, D, K, x.shape,
                                  dout.shape[1:3]):
             d = tuple(dilation)
             dW, dx = _winograd_backward(_to_subimages(x, d), _to_subimages(dout, d), (1, 1), W)
-            return _from_subimages(dx, x.shape[0], d), dW, db
+            return (_from_subimages(dx, x.shape[0], d), dW,
+                    _sum_rows(dout.reshape(-1, K)) if has_b else None)
     dW, db = _weight_grad(x, dout, W.shape, stride, pad, dilation, has_b)
     dx = conv2d_input_grad(dout, W, x.shape[1:3], stride, pad, dilation) if need_dx else None
     return dx, dW, db
@@ -909,6 +910,7 @@ def conv_transpose2d_backward(
 
 
 __all__ = [
-    "conv2d_backward", "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad",
-    "conv_transpose2d_backward", "conv_transpose2d_forward",
+    "conv2d_backward", "conv2d_forward", "conv2d_input_grad", "conv2d_maxpool_backward",
+    "conv2d_maxpool_forward", "conv2d_weight_grad", "conv_transpose2d_backward",
+    "conv_transpose2d_forward", "maxpool_fuses",
 ]

@@ -136,10 +136,10 @@ def _reduce_one(parts: list[np.ndarray], r: int, out: np.ndarray) -> None:
 # ------------------------------------------------------------------------ weight gradient
 # The forward is linear in the filters, so its adjoint gives the weight gradient with the same
 # tiles (Lavin & Gray's F(3x3, 2x2) form): for each tile position (a, b),
-#     dU[a, b] = V[a, b]^T @ dM[a, b],  dM = A dY A^T (the 2x2 output-gradient tile, spread
-#     back to 4x4),  dW = G^T dU G.
-# 16 GEMMs (D, tiles) x (tiles, K) with the long tile axis as the reduction (BLAS's best case)
-# instead of one (Fh*Fw*D, N*Ho*Wo) x (N*Ho*Wo, K): 2.25x fewer multiplies again.
+#     dU[a, b] = dM[a, b]^T @ V[a, b]  (K x D),  dM = A dY A^T (the 2x2 output-gradient tile,
+#     spread back to 4x4),  dW = G^T dU G.
+# 16 GEMMs (K, tiles) x (tiles, D) with the long tile axis as the reduction, instead of one
+# (Fh*Fw*D, N*Ho*Wo) x (N*Ho*Wo, K): 2.25x fewer multiplies again.
 
 #: A of F(2x2, 3x3), ``(A^T)^T``: the output-gradient transform ``dM = A dY A^T``.
 _A = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]])
@@ -458,6 +458,7 @@ if HAVE_NUMBA:
                         for c in range(D):
                             dst[c] = (Rr[1, cur + c] - Rr[2, cur + c] + Rr[3, cur + c]) - Rr[
                                 3, prev + c]
+
     @njit(cache=True, nogil=True)
     def _output_maxpool_kernel(M, relu, out, idx):  # pragma: no cover - compiled
         """:func:`output_transform_maxpool`: per tile, ``A^T M`` into a small buffer as in
