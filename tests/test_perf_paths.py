@@ -57,6 +57,27 @@ def test_blocks_of_any_size_give_the_same_conv(N, H, D, K, F, S, Pd, dil, bias,
     _assert_all_close(small, whole, 1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(3, 8), Wd=st.integers(3, 8), D=st.integers(1, 6),
+       Fh=st.integers(1, 3), Fw=st.integers(2, 3), S=st.integers(1, 2), Pd=st.integers(0, 1),
+       dil=st.integers(1, 2), ones=st.booleans(), seed=st.integers(0, 999))
+def test_im2col_planes_gather_equals_the_rows_gather(N, H, Wd, D, Fh, Fw, S, Pd, dil, ones,
+                                                      seed):
+    """The transposed, plane-by-plane gather of thin inputs (depth <= 4 by default) builds
+    exactly the matrix of the row-by-row gather: strides, dilation, padding, the ones column."""
+    if effective_extent(Fh, dil) > H + 2 * Pd or effective_extent(Fw, dil) > Wd + 2 * Pd:
+        return
+    x = np.random.default_rng(seed).standard_normal((N, H, Wd, D))
+    out_hw = C._out_hw((H, Wd), (Fh, Fw), (S, S), (Pd, Pd), (dil, dil))
+    args = (x, (Fh, Fw), (S, S), (Pd, Pd), (dil, dil), out_hw, ones)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "IM2COL_PLANES_MAX_DEPTH", 6)
+        planes = C._im2col(*args).copy()
+        mp.setattr(C, "IM2COL_PLANES_MAX_DEPTH", 0)
+        rows = C._im2col(*args).copy()
+    np.testing.assert_array_equal(planes, rows)
+
+
 def _assert_all_close(got, want, tol):
     """Two lists of results agree pairwise to ``tol`` (a None only where the other is None)."""
     for a, c in zip(got, want, strict=True):
