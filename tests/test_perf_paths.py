@@ -945,20 +945,55 @@ def test_direct_3x3_one_channel_conv_equals_im2col(N, H, Wd, K, S, Pd, dil, bias
         np.testing.assert_allclose(f, d, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(d).max()))
 
 
-def test_direct_3x3_one_channel_conv_matches_torch_in_a_network():
-    """A grayscale network's first layer takes the direct paths; its scores and gradients
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 3), H=st.integers(2, 9), Wd=st.integers(2, 9), K=st.integers(8, 12),
+       pad=st.integers(0, 1), relu=st.booleans(), ties=st.booleans(), seed=st.integers(0, 999),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_one_channel_weight_grad_from_the_pooled_gradient(N, H, Wd, K, pad, relu, ties, seed,
+                                                           dtype):
+    """dW and db of CONV(3x3, one channel) -> POOL 2x2 (-> RELU) straight from the pooled
+    gradient and index, against the pool's backward then the dense kernel: odd grids (the
+    pool crops), P = 0 and 1, exact ties (integer inputs), float32 and float64."""
+    if H + 2 * pad < 4 or Wd + 2 * pad < 4:
+        return
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-1, 2, (N, H, Wd, 1)) if ties else rng.standard_normal((N, H, Wd, 1)))
+    x = x.astype(dtype)
+    W = rng.standard_normal((K, 3, 3, 1)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    conv, cache = C.conv2d_forward(x, W, b, (1, 1), (pad, pad))
+    out, pcache = P.maxpool2d_forward(conv, (2, 2), (2, 2), (0, 0), relu=relu)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    dense = P.maxpool2d_backward(g, pcache, relu_out=out if relu else None)
+    _, want_dW, want_db = C.conv2d_backward(dense, cache, need_dx=False)
+    assert C.depth1_maxpool_fuses(W.shape, (1, 1), (1, 1), np.dtype(dtype))
+    dW, db = C.conv3x3_depth1_maxpool_weight_grad(x, g, pcache[0], out if relu else None,
+                                                  (pad, pad), conv.shape[1:3], True)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(dW, want_dW, rtol=tol, atol=tol * (1 + np.abs(want_dW).max()))
+    np.testing.assert_allclose(db, want_db, rtol=tol, atol=tol * (1 + np.abs(want_db).max()))
+
+
+@pytest.mark.parametrize("after, wgrad_kernel", [
+    ("RELU -> POOL", "conv3x3_depth1_pool_wgrad_kernel"),       # dW from the pooled gradient
+    ("POOL(floor=true)", "conv3x3_depth1_pool_wgrad_kernel"),   # no RELU; 13x13 cropped
+    ("RELU", "conv3x3_depth1_wgrad_kernel"),                    # the dense output gradient
+])
+def test_direct_3x3_one_channel_conv_matches_torch_in_a_network(after, wgrad_kernel):
+    """A grayscale network's first layer takes the direct paths (its weight gradient straight
+    from the POOL's gradient and index when a 2x2 POOL follows); its scores and gradients
     agree with PyTorch's (two threads: the images are split between them)."""
     calls = []
-    fwd, wgrad = _jit.conv3x3_depth1_kernel, _jit.conv3x3_depth1_wgrad_kernel
-    net = cn.build("INPUT(12x12x1) -> CONV(16,F=3,S=1,P=1) -> RELU -> POOL -> FC(5)", seed=3,
-                   dtype=np.float64)
+    fwd, wgrad = _jit.conv3x3_depth1_kernel, getattr(_jit, wgrad_kernel)
+    size = 13 if "floor" in after else 12
+    net = cn.build(f"INPUT({size}x{size}x1) -> CONV(16,F=3,S=1,P=1) -> {after} -> FC(5)",
+                   seed=3, dtype=np.float64)
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((400, 12, 12, 1))                     # big enough to be split
+    x = rng.standard_normal((400, size, size, 1))                 # big enough to be split
     dout = rng.standard_normal((400, 5))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_jit, "conv3x3_depth1_kernel", lambda *a: (calls.append(0), fwd(*a))[1])
-        mp.setattr(_jit, "conv3x3_depth1_wgrad_kernel",
-                   lambda *a: (calls.append(1), wgrad(*a))[1])
+        mp.setattr(_jit, wgrad_kernel, lambda *a: (calls.append(1), wgrad(*a))[1])
         mp.setattr(_threads, "workers", lambda: 2)
         scores = net.forward(x, train=True)
         net.backward(dout, need_dx=False)
@@ -967,8 +1002,11 @@ def test_direct_3x3_one_channel_conv_matches_torch_in_a_network():
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     tW = torch.from_numpy(conv.params["W"].transpose(0, 3, 1, 2).copy()).requires_grad_()
     tb = torch.from_numpy(conv.params["b"].copy()).requires_grad_()
-    h = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(tx, tW, tb,
-                                                                             padding=1)), 2)
+    h = torch.nn.functional.conv2d(tx, tW, tb, padding=1)
+    if "RELU" in after:
+        h = torch.relu(h)
+    if "POOL" in after:
+        h = torch.nn.functional.max_pool2d(h, 2)
     ref = h.permute(0, 2, 3, 1).reshape(400, -1) @ torch.from_numpy(fc.params["W"]) \
         + torch.from_numpy(fc.params["b"])
     ref.backward(torch.from_numpy(dout))

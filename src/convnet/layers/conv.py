@@ -242,6 +242,18 @@ class Conv(_ConvBase):
         """The backward of :meth:`_forward_pool`: the pool's (and RELU's, from ``relu_out``)
         and this layer's, in one pass when the forward was one."""
         if not self._pooled:
+            w = self.window
+            if (not need_dx and pool._cache is not None and self._cache is not None
+                    and F_conv.depth1_maxpool_fuses(self.params["W"].shape, w.S, w.dilation,
+                                                    dout.dtype)):
+                # a network's first layer on one channel: dW straight from the pooled gradient
+                idx, conv_shape = pool._cache[:2]
+                self.grads["W"], db = F_conv.conv3x3_depth1_maxpool_weight_grad(
+                    self._cache[0], dout, idx, relu_out, w.P, conv_shape[1:3], self.bias)
+                if self.bias:
+                    self.grads["b"] = db
+                self._cache = pool._cache = None
+                return None
             d = pool._backward(dout, relu_out=relu_out)
             return self._backward(d, need_dx=need_dx)
         if self._cache is None or pool._cache is None:

@@ -401,21 +401,65 @@ def _depth1_weight_grad(x: np.ndarray, dout: np.ndarray, stride: Pair, pad: Pair
     kernel (:func:`convnet.ops._jit.conv3x3_depth1_wgrad_kernel`): each worker thread sums
     its range of images into its own ``(10, K)`` float64 accumulator; those are added in
     order."""
-    N, K = x.shape[0], dout.shape[3]
-    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, dout.shape[1:3]
-    xp = _depth1_padded(x, stride, pad, dilation, (Ho, Wo))
+    (sh, sw), (dh, dw) = stride, dilation
+    xp = _depth1_padded(x, stride, pad, dilation, dout.shape[1:3])
+    return _depth1_accumulate(
+        lambda n0, n1, acc: _jit.conv3x3_depth1_wgrad_kernel(xp[n0:n1], sh, sw, dh, dw,
+                                                             dout[n0:n1], acc),
+        x, dout.shape[3], dout.size, has_b)
+
+
+def _depth1_accumulate(kernel: Callable[[int, int, np.ndarray], None], x: np.ndarray, K: int,
+                       work: int, has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(dW, db)`` from a weight-gradient kernel that adds images ``n0:n1`` into a
+    ``(10, K)`` float64 accumulator: one accumulator per worker thread (when the ``work``,
+    the convolution's output elements, is worth a split), added in order."""
+    N = x.shape[0]
 
     def part(n0: int, n1: int) -> np.ndarray:
         acc = np.zeros((10, K))
-        _jit.conv3x3_depth1_wgrad_kernel(xp[n0:n1], sh, sw, dh, dw, dout[n0:n1], acc)
+        kernel(n0, n1, acc)
         return acc
 
-    workers = _threads.workers() if dout.size >= _threads.SPLIT_MIN_ELEMENTS else 1
+    workers = _threads.workers() if work >= _threads.SPLIT_MIN_ELEMENTS else 1
     acc, *rest = _threads.map_blocks(part, _threads.row_blocks(N, workers), workers)
     for more in rest:
         acc += more
     dW = np.ascontiguousarray(acc[:9].T, dtype=x.dtype).reshape(K, 3, 3, 1)
     return dW, (acc[9].astype(x.dtype) if has_b else None)
+
+
+def depth1_maxpool_fuses(W_shape: tuple[int, ...], stride: Pair, dilation: Pair,
+                         dtype: np.dtype) -> bool:
+    """Whether :func:`conv3x3_depth1_maxpool_weight_grad` can take the weight gradient of this
+    convolution when a 2x2 stride-2 max pool follows it (3x3, stride 1, one input channel)."""
+    K, Fh, Fw, D = W_shape
+    return (_depth1_direct_pays((Fh, Fw), D, K, dtype) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1))
+
+
+def conv3x3_depth1_maxpool_weight_grad(
+    x: np.ndarray, dout: np.ndarray, idx: np.ndarray, relu_out: np.ndarray | None, pad: Pair,
+    conv_hw: Pair, has_b: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(dW, db)`` of a 3x3 stride-1 one-channel convolution followed by a 2x2 stride-2 max
+    pool (then a RELU, whose output ``relu_out`` is given), from the POOL's output gradient
+    ``dout`` and index ``idx`` (:func:`convnet.ops._jit.conv3x3_depth1_pool_wgrad_kernel`):
+    the pool's backward and the convolution's dense output gradient are skipped. A network's
+    first layer (no ``dx``); where :func:`depth1_maxpool_fuses`.
+
+    Shape:
+        - x: ``(N, H, W, 1)``; dout, idx, relu_out: ``(N, Ho // 2, Wo // 2, K)`` with
+          ``conv_hw = (Ho, Wo)`` -> dW ``(K, 3, 3, 1)``, db ``(K,)``
+    """
+    one = (1, 1)
+    xp = _depth1_padded(x, one, pad, one, conv_hw)
+    dout = np.ascontiguousarray(dout)
+    mask = dout if relu_out is None else relu_out
+    return _depth1_accumulate(
+        lambda n0, n1, acc: _jit.conv3x3_depth1_pool_wgrad_kernel(
+            xp[n0:n1], dout[n0:n1], idx[n0:n1], mask[n0:n1], relu_out is not None, acc),
+        x, dout.shape[3], x.shape[0] * conv_hw[0] * conv_hw[1] * dout.shape[3], has_b)
 
 
 # ----------------------------------------------------------------- Winograd F(2x2, 3x3)
@@ -919,6 +963,7 @@ def conv_transpose2d_backward(
 
 __all__ = [
     "conv2d_backward", "conv2d_forward", "conv2d_input_grad", "conv2d_maxpool_backward",
-    "conv2d_maxpool_forward", "conv2d_weight_grad", "conv_transpose2d_backward",
-    "conv_transpose2d_forward", "maxpool_fuses",
+    "conv2d_maxpool_forward", "conv2d_weight_grad", "conv3x3_depth1_maxpool_weight_grad",
+    "conv_transpose2d_backward", "conv_transpose2d_forward", "depth1_maxpool_fuses",
+    "maxpool_fuses",
 ]
