@@ -859,7 +859,7 @@ def conv2d_maxpool_forward(
     K = W.shape[0]
     one = (1, 1)
     conv_hw = _out_hw(x.shape[1:3], (3, 3), one, pad, one)
-    pooled_shape = (x.shape[0], conv_hw[0] // 2, conv_hw[1] // 2, K)
+    pooled_shape = (x.shape[0], *(conv_output_size(n, 2, 2, floor=True) for n in conv_hw), K)
     out = _arena.empty(pooled_shape, x.dtype)
     idx = _arena.empty(pooled_shape, np.uint8) if need_index else None
 
