@@ -260,110 +260,6 @@ def test_relu_backward_selects_compiled_and_not(monkeypatch, dtype, inplace):
     assert not np.isnan(fast[0][x <= 0]).any()
 
 
-# ------------------------------------------------------------------- Sequential's plan
-SPEC = ("INPUT(10x10x3) -> CONV(6,F=3,P=1) -> RELU -> POOL -> CONV(8,F=3,P=1) -> RELU "
-        "-> POOL(F=3,S=2,P=1,floor=true) -> DECONV(4,F=2,S=2) -> RELU -> FC(7) -> RELU -> FC(5)")
-
-
-def _plain_pass(net, x, dout):
-    """The layers one by one in their own order, with no in-place writes."""
-    out = x
-    for layer in net.layers:
-        out = layer.forward(out, train=True)
-    scores = out.copy()
-    d = dout
-    for layer in reversed(net.layers):
-        d = layer.backward(d)
-    return scores, d, {name: g.copy() for name, _, g in net.parameters()}
-
-
-def test_plan_swaps_relu_and_pool_fuses_them_and_works_in_place():
-    net = cn.build(SPEC, seed=0)
-    kinds = [(net.layers[i].kind, f, b, None if r is None else net.layers[r].kind,
-              None if p is None else net.layers[p].kind) for i, f, b, r, p in net._plan]
-    assert kinds[0] == ("CONV", False, False, "RELU", "POOL")   # 3x3 S1 CONV + 2x2 POOL
-    assert kinds[1:3] == [("CONV", False, False, None, None),   # 3x3/S2 POOL: not a tile
-                          ("POOL", False, False, "RELU", None)]
-    assert kinds[3:5] == [("DECONV", False, False, None, None), ("RELU", True, True, None, None)]
-    assert kinds[-2] == ("RELU", True, True, None, None)        # after FC, before FC
-    assert kinds[-1] == ("FC", False, False, None, None)
-    assert sorted(i for step in net._plan for i in (step[0], *step[3:]) if i is not None) == \
-        list(range(len(net.layers)))                            # every layer exactly once
-
-
-def _assert_plan_matches_plain_order(net, x, dout, need_dx=True):
-    """The network's plan (swaps, fusions, in-place writes) against :func:`_plain_pass`."""
-    ref_scores, ref_dx, ref_grads = _plain_pass(net, x, dout)
-    scores = net.forward(x, train=True)
-    dx = net.backward(dout.copy(), need_dx=need_dx)
-    np.testing.assert_allclose(scores, ref_scores, rtol=1e-13, atol=1e-13)
-    if need_dx:
-        np.testing.assert_allclose(dx, ref_dx, rtol=1e-13, atol=1e-13)
-    else:
-        assert dx is None
-    for name, _, g in net.parameters():
-        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
-
-
-def test_plan_gives_the_same_scores_and_gradients_as_the_plain_order():
-    net = cn.build(SPEC, seed=0, dtype=np.float64)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((3, 10, 10, 3))
-    x_before = x.copy()
-    _assert_plan_matches_plain_order(net, x, rng.standard_normal((3, 5)))
-    np.testing.assert_array_equal(x, x_before)              # the caller's input is never written
-
-
-@pytest.mark.parametrize("compiled", [True, False])
-def test_fused_pool_relu_first_in_the_network_and_without_numba(monkeypatch, compiled):
-    """POOL -> RELU as the first step (its backward is the last one run), and the NumPy pool
-    kernels (the mask taken before routing) against the plain order."""
-    if not compiled:
-        monkeypatch.setattr(_jit, "HAVE_NUMBA", False)
-    net = cn.build("INPUT(8x8x2) -> POOL(F=3,S=2,P=1,floor=true) -> RELU -> FC(3)", seed=0,
-                   dtype=np.float64)
-    assert net._plan[0][3] == 1 and net._plan[0][4] is None
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((4, 8, 8, 2))
-    dout = rng.standard_normal((4, 3))
-    for need_dx in (True, False):
-        _assert_plan_matches_plain_order(net, x, dout, need_dx)
-
-
-@pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
-@pytest.mark.parametrize("spec", [
-    "INPUT(9x8x3) -> CONV(4,F=3,P=1) -> RELU -> POOL(floor=true) -> FC(3)",
-    "INPUT(8x8x2) -> CONV(5,F=3) -> RELU -> CONV(4,F=3,P=1) -> POOL -> FC(3)",
-    "INPUT(10x10x2) -> CONV(4,F=3,P=2) -> POOL -> RELU -> CONV(3,F=3,P=1) -> RELU -> POOL -> FC(2)",
-])
-def test_conv_and_pool_on_winograd_tiles_match_the_plain_order(monkeypatch, compiled, spec):
-    """CONV -> POOL (-> RELU) in one step on Winograd's tiles (thresholds off so these small
-    layers take it): first in the network (its backward last, with and without dx), after
-    another layer, without a RELU, on an odd grid that a floor-cropped pool crops; against the
-    layers one by one (which run the CONV as Winograd too, then the pool), in training and
-    evaluation; the compiled tile kernels and the NumPy ones."""
-    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
-    monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
-    net = cn.build(spec, seed=0, dtype=np.float64)
-    pooled = [step for step in net._plan if step[4] is not None]
-    assert pooled and all(net.layers[i].kind == "CONV" for i, *_ in pooled)
-    calls = []
-    real = C.conv2d_maxpool_backward
-    monkeypatch.setattr(C, "conv2d_maxpool_backward",
-                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, *net.input_shape))
-    dout = rng.standard_normal((3, *net.output_shape))
-    for need_dx in (True, False):
-        _assert_plan_matches_plain_order(net, x, dout, need_dx)
-    assert len(calls) == 2 * len(pooled)                     # the fused backward really ran
-    plain = x
-    for layer in net.layers:
-        plain = layer.forward(plain)
-    np.testing.assert_allclose(net.forward(x), plain, rtol=1e-13, atol=1e-13)
-
-
 @pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
 def test_pool_on_winograd_tiles_breaks_ties_like_the_pool(monkeypatch, compiled):
     """Small integer inputs and weights make exact ties inside windows (and whole windows of
@@ -389,18 +285,6 @@ def test_pool_on_winograd_tiles_breaks_ties_like_the_pool(monkeypatch, compiled)
         got = C.conv2d_maxpool_backward(g, idx, out if relu else None, cache, conv_hw)
         for a, c in zip(got, want, strict=True):
             np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
-
-
-def test_conv_and_pool_step_runs_the_layers_in_turn_where_winograd_does_not_pay():
-    """The same step at a batch too small for Winograd: CONV then POOL, the layers' own
-    passes (and the same gradients as the plain order)."""
-    net = cn.build("INPUT(6x6x32) -> CONV(32,F=3,P=1) -> RELU -> POOL -> FC(2)", seed=0,
-                   dtype=np.float64)
-    assert net._plan[0][4] is not None
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((1, 6, 6, 32))                   # 9 tiles < WINOGRAD_MIN_TILES
-    _assert_plan_matches_plain_order(net, x, rng.standard_normal((1, 2)))
-    assert net.layers[0]._pooled is False
 
 
 def test_relu_leaves_its_argument_alone_unless_asked():
@@ -778,36 +662,6 @@ def test_memory_bound_passes_split_over_threads_agree(monkeypatch):
     split = run()
     for a, c in zip(serial, split, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_bn_after_conv_and_deconv_is_folded_in_evaluation(dtype, tol):
-    """CONV -> BN and DECONV -> BN in evaluation as one layer with folded weights: the same
-    scores as the layers one by one (BN's running statistics, gamma and beta all non-trivial,
-    a CONV without bias); training still runs BN on the batch statistics."""
-    net = cn.build("INPUT(12x12x3) -> CONV(6,F=3,P=1,bias=false) -> BN -> RELU -> POOL "
-                   "-> CONV(8,F=3,P=1) -> BN -> RELU -> DECONV(5,F=2,S=2) -> BN -> RELU "
-                   "-> CONV(4,F=1)", seed=0, dtype=dtype)
-    assert sorted(net._folds.items()) == [(0, 1), (4, 5), (7, 8)]
-    rng = np.random.default_rng(3)
-    for layer in net.layers:
-        if layer.kind == "BN":
-            D = layer.params["gamma"].shape[0]
-            layer.params["gamma"][:] = rng.uniform(0.5, 2.0, D)
-            layer.params["beta"][:] = rng.standard_normal(D)
-            layer.buffers["running_mean"][:] = rng.standard_normal(D)
-            layer.buffers["running_var"][:] = rng.uniform(0.2, 3.0, D)
-    x = rng.standard_normal((3, 12, 12, 3)).astype(dtype)
-    plain = x
-    for layer in net.layers:
-        plain = layer.forward(plain)
-    folded = net.forward(x)
-    np.testing.assert_allclose(folded, plain, rtol=tol, atol=tol)
-    with pytest.raises(cn.ConfigError):                # no backward from a folded pass
-        net.layers[0].backward(np.ones((3, 12, 12, 6), dtype))
-    scores = net.forward(x, train=True)                # training: BN on batch statistics
-    assert scores.shape == (3, 12, 12, 4)
-    assert net.backward(np.ones_like(scores)).shape == x.shape
 
 
 def test_winograd_filter_transform_is_kept_while_the_weights_stay_the_same(monkeypatch):

@@ -162,9 +162,9 @@ def test_tokenizer_pairs_and_numbers():
 
 
 # ---------------------------------------------------------------------------- exact errors
-LAYER_NAMES = ("layer names: INPUT, CONV, DECONV, POOL, AVGPOOL, GAP, FC, FLATTEN, RELU, TANH, "
-               "SIGMOID, LRELU, DROPOUT, BN")
-CONV_SIG = "CONV(K, F=3, S=1, P=0, dilation=1, bias=true, floor=false)"
+LAYER_NAMES = ("layer names: INPUT, CONV, DWCONV, DECONV, POOL, AVGPOOL, GAP, FC, FLATTEN, RELU, "
+               "RELU6, LRELU, TANH, SIGMOID, DROPOUT, BN, RES, CAT")
+CONV_SIG = "CONV(K, F=3, S=1, P=0, dilation=1, bias=true, floor=false, G=1)"
 
 
 def test_error_unknown_layer():
@@ -185,9 +185,9 @@ def test_error_names_from_other_libraries_get_a_hint():
 
 
 def test_error_unknown_argument():
-    assert error_of("INPUT(32x32x3) -> CONV(16,G=3)") == (
-        "CONV has no argument 'G' at column 27:\n"
-        "  INPUT(32x32x3) -> CONV(16,G=3)\n"
+    assert error_of("INPUT(32x32x3) -> CONV(16,Q=3)") == (
+        "CONV has no argument 'Q' at column 27:\n"
+        "  INPUT(32x32x3) -> CONV(16,Q=3)\n"
         "                            ^\n"
         f"arguments of {CONV_SIG}"
     )
@@ -413,7 +413,7 @@ def test_input_shape_overrides_or_supplies_input():
     assert build("fcn", input_shape=(56, 56, 1), weights=False).shapes[-2] == (14, 14, 10)
     assert build("CONV(4,F=3) -> RELU", input_shape=(5, 5, 2), weights=False).output_shape == \
         (3, 3, 4)
-    with pytest.raises(SpecError, match=r"input_shape=\(5, 5\) must be"):
+    with pytest.raises(SpecError, match=r"input_shape=\(5, 5\) has no depth"):
         build("RELU", input_shape=(5, 5))
 
 

@@ -24,10 +24,13 @@ from convnet.errors import (
 )
 from convnet.layers import (
     FC,
+    Add,
     AvgPool,
     BatchNorm,
+    Concat,
     Conv,
     ConvTranspose,
+    DepthwiseConv,
     Dropout,
     Flatten,
     GlobalAvgPool,
@@ -35,9 +38,12 @@ from convnet.layers import (
     LeakyReLU,
     MaxPool,
     ReLU,
+    ReLU6,
     Sigmoid,
     Tanh,
 )
+from convnet.net.blocks import Block, Cat, Res
+from convnet.net.graph import Graph
 from convnet.net.sequential import Sequential
 from convnet.ops.loss import softmax, softmax_cross_entropy
 
@@ -86,8 +92,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "FC", "AvgPool", "BatchNorm", "CheckpointError", "ConfigError", "Conv", "ConvTranspose",
-    "ConvnetError", "DataError", "Dropout", "Flatten", "GlobalAvgPool", "InputError", "Layer",
-    "LeakyReLU", "MaxPool", "ReLU", "Sequential", "ShapeError", "Sigmoid", "SpecError", "Tanh",
+    "FC", "Add", "AvgPool", "BatchNorm", "Block", "Cat", "CheckpointError", "Concat",
+    "ConfigError", "Conv", "ConvTranspose", "ConvnetError", "DataError", "DepthwiseConv",
+    "Dropout", "Flatten", "GlobalAvgPool", "Graph", "InputError", "Layer", "LeakyReLU", "MaxPool",
+    "ReLU", "ReLU6", "Res", "Sequential", "ShapeError", "Sigmoid", "SpecError", "Tanh",
     "softmax", "softmax_cross_entropy", *_LAZY,
 ]

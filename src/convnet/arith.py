@@ -382,6 +382,34 @@ def receptive_field_step(rf: ReceptiveField, window: Window | None,
     return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (start[0], start[1]), rf.whole)
 
 
+def union_receptive_field(rfs: Sequence[ReceptiveField]) -> ReceptiveField:
+    """The receptive field of a unit that merges units at the same position of several inputs
+    (an ADD or CAT of branches): per axis, the smallest window that holds all of theirs.
+
+    The branches of a merge share their spatial grid, so their jumps agree; where they do not
+    (a branch on another grid), the largest jump is kept and the box is exact for unit 0 only.
+
+    >>> a = ReceptiveField((Fraction(5), Fraction(5)), (Fraction(2), Fraction(2)),
+    ...                    (Fraction(2), Fraction(2)))
+    >>> b = ReceptiveField((Fraction(1), Fraction(1)), (Fraction(2), Fraction(2)),
+    ...                    (Fraction(0), Fraction(0)))
+    >>> u = union_receptive_field([a, b])
+    >>> [str(v) for v in u.size], [str(v) for v in u.start]
+    (['5', '5'], ['2', '2'])
+    """
+    if any(r.whole for r in rfs):
+        whole = next(r for r in rfs if r.whole)
+        return whole
+    size, jump, start = [], [], []
+    for i in range(2):
+        lo = min(r.start[i] - (r.size[i] - 1) / 2 for r in rfs)
+        hi = max(r.start[i] + (r.size[i] - 1) / 2 for r in rfs)
+        size.append(hi - lo + 1)
+        start.append((lo + hi) / 2)
+        jump.append(max(r.jump[i] for r in rfs))
+    return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (start[0], start[1]))
+
+
 def receptive_fields(windows: Sequence[Window | None],
                      transposed: Sequence[bool] | None = None) -> list[ReceptiveField]:
     """The receptive field of every layer of a stack (one per entry of ``windows``).
@@ -459,7 +487,10 @@ def fmt_bytes(n: int) -> str:
 # -------------------------------------------------------------------------- per-layer rows
 @dataclass(frozen=True)
 class LayerRow:
-    """One layer's numbers, from the shapes alone (see :func:`layer_rows`)."""
+    """One layer's numbers, from the shapes alone (see :func:`layer_rows`).
+
+    ``inputs`` names where the layer's inputs come from (``"input"`` for the network's input);
+    a merge (ADD, CAT) has two or more, and ``input_shape`` is then its first input's."""
 
     name: str
     kind: str
@@ -470,33 +501,27 @@ class LayerRow:
     macs: int
     rf: ReceptiveField
     activation_bytes: int
+    inputs: tuple[str, ...] = ()
 
 
 def layer_macs(layer: object) -> int:
-    """Multiply-accumulates of one layer for one image, from its shapes.
-
-    Counted for the layers with weights (CONV, DECONV, FC). Pooling, activations, BN and DROPOUT
-    do a handful of comparisons or additions per element and are reported as 0 MACs, as
-    torchinfo and most papers do. FLOPs are ``2 x MACs``.
-    """
-    kind = getattr(layer, "kind", "")
-    ins, outs = layer.input_shape, layer.output_shape  # type: ignore[attr-defined]
-    if kind == "CONV":
-        return conv_macs((outs[0], outs[1]), layer.window.F, ins[2], layer.K)  # type: ignore
-    if kind == "DECONV":
-        return deconv_macs((ins[0], ins[1]), layer.window.F, ins[2], layer.K)  # type: ignore
-    if kind == "FC":
-        return fc_macs(num_elements(ins), layer.K)  # type: ignore[attr-defined]
-    return 0
+    """Multiply-accumulates of one layer for one image, from its shapes (the layer's own
+    ``macs()``: CONV, DECONV and FC count theirs; pooling, activations, BN and DROPOUT do a
+    handful of comparisons or additions per element and are reported as 0, as torchinfo and
+    most papers do). FLOPs are ``2 x MACs``."""
+    return int(layer.macs())  # type: ignore[attr-defined]
 
 
 def layer_rows(net: object, batch: int = 1, itemsize: int | None = None) -> list[LayerRow]:
     """Every layer's numbers for a network whose shapes are inferred (weights not needed).
 
-    ``net`` is a :class:`~convnet.net.sequential.Sequential` (or anything with ``layers`` and
-    ``input_shape`` whose layers have ``input_shape`` and ``output_shape`` set). ``itemsize``
-    defaults to the network's dtype (4 for float32). The receptive field is carried through:
-    an FC after an ``H x W`` volume (directly or after FLATTEN) or a GAP sees the whole input.
+    ``net`` is a :class:`~convnet.net.graph.Graph` or :class:`~convnet.net.sequential.Sequential`
+    (or anything with ``layers`` and ``input_shape`` whose layers have ``input_shape`` and
+    ``output_shape`` set, and optionally ``inputs_of``: each layer's input indices, -1 for the
+    network's input; a chain without it). ``itemsize`` defaults to the network's dtype (4 for
+    float32). The receptive field is carried through each layer's own ``receptive_field``: an FC
+    after an ``H x W`` volume (directly or after FLATTEN) or a GAP sees the whole input, and a
+    merge sees the union of its inputs' windows.
 
     Shape:
         One :class:`LayerRow` per layer, in order; ``activation_bytes`` is the layer's output
@@ -505,30 +530,34 @@ def layer_rows(net: object, batch: int = 1, itemsize: int | None = None) -> list
     if itemsize is None:
         itemsize = int(getattr(getattr(net, "dtype", None), "itemsize", 4) or 4)
     input_shape = tuple(net.input_shape)  # type: ignore[attr-defined]
-    rf = ReceptiveField()
-    # the spatial grid a vector was flattened from: an FC on it sees all of it
-    grid: Pair = (input_shape[0], input_shape[1]) if len(input_shape) == 3 else (1, 1)
+    layers = list(net.layers)  # type: ignore[attr-defined]
+    inputs_of = getattr(net, "inputs_of", None) or [(i - 1,) for i in range(len(layers))]
+    # per node: its receptive field and the spatial grid its output lies on (a vector remembers
+    # the volume it was flattened from; None: a network of vectors has no grid at all)
+    start_grid: Pair | None = (input_shape[0], input_shape[1]) if len(input_shape) == 3 else None
+    state: dict[int, tuple[ReceptiveField, Pair | None]] = {-1: (ReceptiveField(), start_grid)}
+    names = {-1: "input", **{i: ly.name for i, ly in enumerate(layers)}}
     rows = []
-    for layer in net.layers:  # type: ignore[attr-defined]
-        kind = getattr(layer, "kind", "")
+    for i, layer in enumerate(layers):
+        srcs = inputs_of[i]
         ins, outs = tuple(layer.input_shape), tuple(layer.output_shape)
-        if kind in ("CONV", "POOL", "AVGPOOL", "DECONV"):
-            rf = receptive_field_step(rf, layer.window, transposed=kind == "DECONV")
-        elif kind in ("FC", "GAP"):
-            h, w = (ins[0], ins[1]) if len(ins) == 3 else grid
-            if (h, w) != (1, 1) or kind == "GAP":
-                rf = receptive_field_step(rf, Window(F=(h, w), S=(h, w)))
-                rf = ReceptiveField(rf.size, rf.jump, rf.start, whole=True)
-            elif not rf.whole and kind == "FC" and len(input_shape) == 1:
-                rf = ReceptiveField(whole=True)
+        if len(srcs) > 1:
+            rf = layer.merge_receptive_field([state[k][0] for k in srcs])
+            grid = state[srcs[0]][1]
+        else:
+            rf_in, grid_in = state[srcs[0]]
+            grid = (ins[0], ins[1]) if len(ins) == 3 else grid_in
+            rf = layer.receptive_field(rf_in, grid)
         if len(outs) == 3:
             grid = (outs[0], outs[1])
-        elif kind in ("FC", "GAP"):
+        elif rf.whole and grid is not None:
             grid = (1, 1)
+        state[i] = (rf, grid)
         rows.append(LayerRow(
-            name=layer.name, kind=kind, spec=layer.to_spec(), input_shape=ins, output_shape=outs,
-            params=int(layer.count_params()), macs=layer_macs(layer), rf=rf,
+            name=layer.name, kind=layer.kind, spec=layer.to_spec(), input_shape=ins,
+            output_shape=outs, params=int(layer.count_params()), macs=layer_macs(layer), rf=rf,
             activation_bytes=activation_bytes(outs, batch, itemsize),
+            inputs=tuple(names[k] for k in srcs),
         ))
     return rows
 
@@ -541,4 +570,5 @@ __all__ = [
     "same_padding", "strides_that_fit", "window_formula", "window_output_hw",
     "LayerRow", "ReceptiveField", "fmt_bytes", "fmt_frac_pair", "fmt_number", "layer_macs",
     "layer_rows", "receptive_field_step", "receptive_fields", "training_memory",
+    "union_receptive_field",
 ]

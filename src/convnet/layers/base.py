@@ -9,28 +9,156 @@ A layer is made in two steps, as in jax's ``stax`` and ConvNetJS's ``makeLayers`
 
 Then ``forward(x, train)`` keeps what ``backward(dout)`` needs, and ``backward`` fills ``grads``
 and returns ``dx``.
+
+A layer also *describes itself*, so that adding a layer kind is one class (and its kernels): its
+spec name and arguments (read from the constructor's signature), parameters, MACs, receptive
+field, derivation text and what the page draws. The architecture language, ``arith``'s reports,
+``explain`` and ``visualize`` read these; none of them keeps a table of kinds. Every concrete
+class with its own ``kind`` is registered in :data:`LAYER_CLASSES`.
+
+How a network may run a layer faster (fusing it with its neighbour, working in place) is declared
+by the class itself in :class:`PlanTraits`, read from the class's OWN body only: a subclass does
+not silently inherit a fusion whose kernels it may have changed (see ``convnet/net/plan.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from convnet.arith import fmt_shape
 from convnet.errors import ConfigError, InputError, ShapeError
 
+if TYPE_CHECKING:
+    from convnet.arith import LayerRow, ReceptiveField
+
 Shape = tuple[int, ...]
+
+#: every concrete layer class by its spec name (``"CONV" -> Conv``), filled as classes are defined
+LAYER_CLASSES: dict[str, type[Layer]] = {}
+
+
+@dataclass(frozen=True)
+class SpecArg:
+    """One argument of a layer in the architecture language, read from its constructor.
+
+    ``kind`` is ``"int"``, ``"pair"`` (an int or rows x cols), ``"float"`` or ``"bool"``;
+    ``default`` is how the default is written (``""`` for a required argument)."""
+
+    name: str
+    kind: str
+    default: str
+    required: bool
+    param: str = ""   # the constructor keyword, when the spec spells it otherwise (G: groups)
+
+    @property
+    def keyword(self) -> str:
+        return self.param or self.name
+
+
+@dataclass(frozen=True)
+class PlanTraits:
+    """What a layer class lets a network's execution plan do with it (``convnet/net/plan.py``).
+
+    Attributes:
+        fresh_output: ``forward`` returns a new array nobody else holds and ``backward`` a new
+            input gradient (CONV, DECONV, FC, POOL): the RELU after it may work in place.
+        inplace: an elementwise layer that can overwrite its argument, forward and backward
+            (``_forward(x, train, inplace=True)``, ``_backward(dout, inplace=True)``).
+        monotone: an elementwise nondecreasing function (RELU): a max pool commutes with it.
+        takes_activation: kinds of the activation this layer can apply in its own pass, with
+            ``_forward(x, train, relu=True)`` / ``_backward(dout, relu_out=...)`` (a max POOL).
+        takes_pool: this layer can run with the max POOL after it as one step
+            (``fuses_pool(pool)``, ``_forward_pool``, ``_backward_pool``: a CONV on Winograd tiles).
+        folds_bn: in evaluation a BN after this layer folds into its weights
+            (``_forward_folded(x, scale, shift)``).
+    """
+
+    fresh_output: bool = False
+    inplace: bool = False
+    monotone: bool = False
+    takes_activation: tuple[str, ...] = ()
+    takes_pool: bool = False
+    folds_bn: bool = False
+
+
+NO_TRAITS = PlanTraits()
+
+
+def traits(layer: Layer) -> PlanTraits:
+    """The :class:`PlanTraits` that ``layer``'s own class declares (not inherited ones)."""
+    return type(layer).__dict__.get("plan_traits", NO_TRAITS)
+
+
+def _arg_kind(annotation: Any, default: Any) -> str:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__",
+                                                                  str(annotation))
+    if "Pair" in text:
+        return "pair"
+    if "bool" in text:
+        return "bool"
+    if "float" in text:
+        return "float"
+    if "int" in text:
+        return "int"
+    raise TypeError(f"spec argument of unsupported type {text!r}")  # a programming error
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return f"{value[0]}x{value[1]}" if value[0] != value[1] else str(value[0])
+    return "" if value is inspect.Parameter.empty else str(value)
 
 
 class Layer:
-    """Base class. Subclasses set ``kind`` (the spec name) and override the hooks below."""
+    """Base class. Subclasses set ``kind`` (the spec name) and override the hooks below.
 
-    kind: str = "LAYER"
+    Self-description (class attributes; all optional but ``kind``):
+
+    - ``kind``: the name in the architecture language (``"CONV"``); ``aliases`` other spellings
+      the language accepts (``"MAXPOOL"``), ``foreign_names`` names from other libraries that get
+      a did-you-mean (``"DENSE"``); ``purpose`` and ``example`` for help texts.
+    - ``positional``: the constructor arguments that may be given without a name, in the seeds'
+      order (``("K", "F", "S", "P")``); ``spec_defaults`` how a default that is not a literal is
+      written (POOL's ``S`` defaults to ``"F"``), ``spec_names`` a constructor keyword the
+      language spells otherwise (``{"groups": "G"}``). The arguments themselves, their kinds and
+      defaults come from the constructor's signature (:meth:`spec_args`).
+    - ``activation``: the activation this layer *is*, which chooses He or Glorot for the weights
+      before it; ``weighted``: a layer whose weights mix its inputs (CONV, DECONV, FC), where
+      that search stops; ``slides``: it slides a ``window`` over its input; ``fixed_size``:
+      the layer needs one input size (FC, FLATTEN), so a network holding it is not fully
+      convolutional.
+    - ``arity``: how many inputs it takes (1; 0 for a merge of two or more, ``Add``, ``Concat``).
+    - ``plan_traits``: :class:`PlanTraits`, how a network may fuse it (declared per class).
+    """
+
+    kind: ClassVar[str] = "LAYER"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    foreign_names: ClassVar[tuple[str, ...]] = ()
+    purpose: ClassVar[str] = ""
+    example: ClassVar[str] = ""
+    positional: ClassVar[tuple[str, ...]] = ()
+    spec_defaults: ClassVar[dict[str, str]] = {}
+    spec_names: ClassVar[dict[str, str]] = {}
     #: the activation this layer *is*, used to choose He or Glorot for the weights before it
-    activation: str | None = None
+    activation: ClassVar[str | None] = None
+    weighted: ClassVar[bool] = False
+    #: slides a window over its input (CONV, DECONV, POOL, GAP): it has a ``window``
+    slides: ClassVar[bool] = False
+    fixed_size: ClassVar[bool] = False
+    arity: ClassVar[int] = 1
     #: elementwise layers with no state work on any shape without build()
-    needs_build: bool = True
+    needs_build: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__ and not cls.__name__.startswith("_"):
+            LAYER_CLASSES[cls.kind] = cls
 
     def __init__(self) -> None:
         self.name: str = self.kind.lower()
@@ -42,7 +170,61 @@ class Layer:
         self.dtype: np.dtype = np.dtype(np.float32)
         self._cache: Any = None
         self.built = False  # True once build() has allocated the parameters
-        self.network: Any = None  # the Sequential this layer belongs to, if any
+        self.network: Any = None  # the network this layer belongs to, if any
+        #: why a network made this layer itself (e.g. "projection"), or None for a written one
+        self.inserted: str | None = None
+
+    # ------------------------------------------------------------------- self-description
+    @classmethod
+    def spec_args(cls) -> tuple[SpecArg, ...]:
+        """The layer's arguments in the architecture language, from its constructor."""
+        args = []
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            required = p.default is inspect.Parameter.empty
+            default = cls.spec_defaults.get(p.name, _default_text(p.default))
+            name = cls.spec_names.get(p.name, p.name)
+            args.append(SpecArg(name, _arg_kind(p.annotation, p.default), default, required,
+                                p.name if name != p.name else ""))
+        return tuple(args)
+
+    @classmethod
+    def signature_text(cls) -> str:
+        """``CONV(K, F=3, S=1, ...)``: how help texts and errors show the arguments."""
+        args = cls.spec_args()
+        if not args:
+            return f"{cls.kind} (takes no arguments)"
+        parts = [a.name if a.required else f"{a.name}={a.default}" for a in args]
+        return f"{cls.kind}({', '.join(parts)})"
+
+    def macs(self) -> int:
+        """Multiply-accumulates for one image, from the shapes (0 for layers without weights:
+        pooling, activations, BN and DROPOUT do a handful of comparisons or additions per
+        element, reported as 0 as torchinfo and most papers do)."""
+        return 0
+
+    def receptive_field(self, rf: ReceptiveField, grid: tuple[int, int]) -> ReceptiveField:
+        """The receptive field of this layer's units from its input's (``rf``); ``grid`` is the
+        spatial grid its input was last laid out on (a vector remembers the volume it was
+        flattened from). Elementwise layers keep it."""
+        return rf
+
+    def derivation(self, row: LayerRow) -> list[str]:
+        """Sentences that derive this layer's numbers (``convnet explain``)."""
+        from convnet import arith
+
+        return [f"{self.describe()}: {fmt_shape(row.input_shape)} -> "
+                f"{fmt_shape(row.output_shape)}; {row.params:,} parameters, "
+                f"{arith.num_elements(row.output_shape):,} outputs."]
+
+    def hyper(self) -> dict[str, Any]:
+        """The hyperparameters the page shows and its click-a-unit explainer reads (JSON)."""
+        return {}
+
+    def short_hyper(self) -> str:
+        """``K=32 F=3 S=1 P=1``: the label under the layer's volume in the page's drawing."""
+        return self._hyper_text().strip()
 
     # ----------------------------------------------------------------------- shape inference
     def describe(self) -> str:
@@ -105,7 +287,7 @@ class Layer:
     def forward(self, x: Any, train: bool = False, **kwargs: Any) -> np.ndarray:
         """The layer on a batch ``x``: ``(N, *input_shape)``, or another image size where the
         window fits it. Validated (a layer used on its own gets the same errors as a network);
-        a :class:`~convnet.Sequential` validates once at its entry and calls :meth:`_forward`."""
+        a network validates once at its entry and calls :meth:`_forward`."""
         return self._forward(self._validate(x), train, **kwargs)
 
     def backward(self, dout: Any, **kwargs: Any) -> np.ndarray | None:
@@ -128,6 +310,17 @@ class Layer:
         whose input gradient nobody reads). Layers where ``dx`` is costly override this."""
         self._backward(dout)
 
+    def forget(self) -> None:
+        """Drop what the last forward kept for backward (its gradient is not wanted)."""
+        self._cache = None
+
+    def remember_output(self, out: np.ndarray | None) -> None:
+        """Keep ``out`` as this layer's output for its backward pass, when another layer's kernel
+        computed this layer in its own pass (a POOL applying the RELU after it); None forgets it.
+        Only activations whose backward reads their output (``takes_activation`` partners)
+        implement it."""
+        raise ConfigError(f"{self.describe()} cannot be computed inside another layer's pass")
+
     def _validate(self, x: Any) -> np.ndarray:
         arr = np.asarray(x)
         if not self.needs_build and not self.built:  # an elementwise layer: any shape will do
@@ -136,7 +329,7 @@ class Layer:
         self._check_built()
         shape = self.input_shape
         if (arr.ndim == 4 and len(shape) == 3 and arr.shape[3] == shape[2]
-                and arr.shape[1:] != shape and self.kind not in ("FC", "FLATTEN")):
+                and arr.shape[1:] != shape and not self.fixed_size):
             self.infer_shape(arr.shape[1:])  # another image size: the window must fit it too
             shape = arr.shape[1:]
         return check_array(arr, shape, self.dtype, self.describe())
@@ -144,7 +337,7 @@ class Layer:
     def _check_built(self) -> None:
         if not self.built:
             raise ShapeError(
-                f"{self.describe()}: call build(input_shape) (or put the layer in a Sequential) "
+                f"{self.describe()}: call build(input_shape) (or put the layer in a network) "
                 "before forward"
             )
 

@@ -9,14 +9,23 @@ conversion and the visualiser all use this order.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from convnet import arith
-from convnet.arith import fmt_shape
+from convnet.arith import ReceptiveField, Window, fmt_shape
 from convnet.errors import ShapeError
-from convnet.layers.base import Layer, Shape
+from convnet.layers.base import Layer, PlanTraits, Shape
 from convnet.net.init import init_weights
 from convnet.ops import _threads
+
+if TYPE_CHECKING:
+    from convnet.arith import LayerRow
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
 
 
 class Flatten(Layer):
@@ -27,9 +36,17 @@ class Flatten(Layer):
     """
 
     kind = "FLATTEN"
+    purpose = "HxWxD -> H*W*D"
+    example = "FLATTEN"
+    fixed_size = True
 
     def infer_shape(self, input_shape: Shape) -> Shape:
         return (arith.num_elements(input_shape),)
+
+    def derivation(self, row: LayerRow) -> list[str]:
+        return [f"Flattens {fmt_shape(self.input_shape)} -> {self.output_shape[0]} in NHWC order "
+                "(row by row, left to right, all depth values of a position together). No "
+                "parameters."]
 
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         self._cache = x.shape
@@ -57,6 +74,13 @@ class FC(Layer):
     """
 
     kind = "FC"
+    foreign_names = ("DENSE", "LINEAR")
+    positional = ("K",)
+    purpose = "fully connected, K outputs"
+    example = "FC(10)"
+    weighted = True
+    fixed_size = True
+    plan_traits = PlanTraits(fresh_output=True)
 
     def __init__(self, K: int, bias: bool = True) -> None:
         super().__init__()
@@ -71,6 +95,42 @@ class FC(Layer):
 
     def infer_shape(self, input_shape: Shape) -> Shape:
         return (self.K,)
+
+    def macs(self) -> int:
+        return arith.fc_macs(arith.num_elements(self.input_shape), self.K)
+
+    def receptive_field(self, rf: ReceptiveField, grid: tuple[int, int] | None) -> ReceptiveField:
+        """Every output sees the whole input: the window of an FC is the volume it reads
+        (directly, or the grid it was flattened from)."""
+        if grid is None:            # a network of vectors: there is no image to see
+            return rf if rf.whole else ReceptiveField(whole=True)
+        if grid == (1, 1):
+            return rf
+        rf = arith.receptive_field_step(rf, Window(F=grid, S=grid))
+        return ReceptiveField(rf.size, rf.jump, rf.start, whole=True)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"K": int(self.K)}
+
+    def short_hyper(self) -> str:
+        return f"K={self.K}"
+
+    def derivation(self, row: LayerRow) -> list[str]:
+        ins, K = self.input_shape, self.K
+        n = arith.num_elements(ins)
+        lines = []
+        if len(ins) == 3:
+            lines.append(
+                f"Flattens the {fmt_shape(ins)} volume into {ins[0]}*{ins[1]}*{ins[2]} = {_n(n)} "
+                f"values ({fmt_shape(ins)} -> {n}), in NHWC order: row by row, left to right, "
+                f"the {ins[2]} depth values of each position together.")
+        lines += [
+            f"Each of the {_n(K)} outputs is a dot product with all {_n(n)} inputs"
+            + (" plus a bias" if self.bias else "") + f": {_n(n)}*{_n(K)} weights"
+            + (f" + {_n(K)} biases" if self.bias else "") + f" = {_n(row.params)} parameters.",
+            f"MACs: {_n(n)} x {_n(K)} = {_n(row.macs)}.",
+        ]
+        return lines
 
     def n_in(self, input_shape: Shape | None = None) -> int:
         return arith.num_elements(input_shape or self.input_shape)

@@ -6,17 +6,27 @@ map separately, so the depth is preserved: ``(H, W, D) -> ((H - F + 2P)/S + 1, .
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from convnet import arith
-from convnet.arith import Pair, Window, as_pair, fmt_pair
+from convnet.arith import Pair, ReceptiveField, Window, as_pair, fmt_pair, fmt_shape
 from convnet.errors import ConfigError, ShapeError
-from convnet.layers.base import Shape
-from convnet.layers.conv import _WindowLayer
+from convnet.layers.base import PlanTraits, Shape
+from convnet.layers.conv import _hw, _WindowLayer
 from convnet.ops import pool as F_pool
+
+if TYPE_CHECKING:
+    from convnet.arith import LayerRow
 
 
 class _Pool(_WindowLayer):
+    positional = ("F", "S", "P")
+    spec_defaults = {"S": "F"}
+    #: what each window is replaced by, in the derivation
+    reduces_to = "maximum"
+
     def __init__(self, F: int | Pair = 2, S: int | Pair | None = None, P: int | Pair = 0,
                  floor: bool = False) -> None:
         super().__init__()
@@ -47,6 +57,18 @@ class _Pool(_WindowLayer):
                                       where=self.where(input_shape), floor=self.floor)
         return (H, W, input_shape[2])
 
+    def derivation(self, row: LayerRow) -> list[str]:
+        ins, outs, w = self.input_shape, self.output_shape, self.window
+        what = self.reduces_to
+        return [
+            f"Input volume: {fmt_shape(ins)}. Each {w.F[0]}x{w.F[1]} window (stride "
+            f"{fmt_pair(w.S)}) of each of the {ins[2]} depth slices is replaced by its {what}; "
+            f"the slices are pooled independently, so the depth stays {ins[2]}.",
+            f"Output side: (W1 - F + 2P)/S + 1 = {self.formula_text()}: {_hw(ins)} -> "
+            f"{_hw(outs)} per slice, {fmt_shape(outs)} in all.",
+            f"No parameters: the {what} is a fixed operation, nothing to learn.",
+        ]
+
     def _spec_args(self) -> list[str]:
         w = self.window
         args = []
@@ -75,6 +97,24 @@ class MaxPool(_Pool):
     """
 
     kind = "POOL"
+    aliases = ("MAXPOOL",)
+    foreign_names = ("MAXPOOL2D",)
+    purpose = "max pooling, F=2 S=2 by default"
+    example = "POOL(F=3,S=2)"
+    # max pooling commutes with a nondecreasing activation and can apply the RELU after it in
+    # its own pass (convnet/net/plan.py)
+    plan_traits = PlanTraits(fresh_output=True, takes_activation=("RELU",))
+
+    def remember_index(self, idx: np.ndarray | None, conv_shape: tuple[int, ...] | None) -> None:
+        """Keep the argmax index that another layer's kernel computed for this pool (a CONV
+        running this pool on its Winograd tiles); None forgets it. ``conv_shape`` is the
+        pooled volume's shape ``(N, H, W, D)``."""
+        self._cache = None if idx is None else (idx, conv_shape, self.window.F, self.window.S,
+                                                self.window.P)
+
+    def fused_index(self) -> tuple[np.ndarray, tuple[int, ...]] | None:
+        """``(index, pooled input shape)`` kept by :meth:`remember_index` or a training forward."""
+        return None if self._cache is None else self._cache[:2]
 
     def _forward(self, x: np.ndarray, train: bool = False, *, relu: bool = False) -> np.ndarray:
         w = self.window
@@ -96,6 +136,10 @@ class AvgPool(_Pool):
     """AVGPOOL: the mean of each ``F x F`` window of each depth slice (padded zeros count)."""
 
     kind = "AVGPOOL"
+    foreign_names = ("AVGPOOL2D",)
+    purpose = "average pooling, F=2 S=2 by default"
+    example = "AVGPOOL(F=2)"
+    reduces_to = "mean"
 
     def _spec_args(self) -> list[str]:
         args = super()._spec_args()
@@ -118,10 +162,28 @@ class GlobalAvgPool(_WindowLayer):
     """GAP: the mean of each whole depth slice: ``(N, H, W, D) -> (N, D)``."""
 
     kind = "GAP"
+    foreign_names = ("GLOBALAVGPOOL", "GLOBALAVERAGEPOOLING2D", "ADAPTIVEAVGPOOL2D")
+    purpose = "global average pooling: HxWxD -> D"
+    example = "GAP"
 
     def infer_shape(self, input_shape: Shape) -> Shape:
         self._require_volume(input_shape)
         return (input_shape[2],)
+
+    def receptive_field(self, rf: ReceptiveField, grid: tuple[int, int]) -> ReceptiveField:
+        rf = arith.receptive_field_step(rf, Window(F=grid, S=grid))
+        return ReceptiveField(rf.size, rf.jump, rf.start, whole=True)
+
+    def hyper(self) -> dict[str, Any]:
+        return {}
+
+    def short_hyper(self) -> str:
+        return ""
+
+    def derivation(self, row: LayerRow) -> list[str]:
+        ins, outs = self.input_shape, self.output_shape
+        return [f"Global average pooling: the mean of each whole {_hw(ins)} depth slice, "
+                f"{fmt_shape(ins)} -> {outs[0]}. No parameters."]
 
     @property
     def window(self) -> Window:  # a GAP is a pool whose window is the whole input

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convnet import arith
 from convnet.errors import ConfigError, ShapeError
 from convnet.layers.base import Layer, Shape
 from convnet.ops import norm as F_norm
+
+if TYPE_CHECKING:
+    from convnet.arith import LayerRow
 
 
 class Dropout(Layer):
@@ -20,6 +24,9 @@ class Dropout(Layer):
     """
 
     kind = "DROPOUT"
+    positional = ("p",)
+    purpose = "p is the probability to drop"
+    example = "DROPOUT(p=0.5)"
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -34,6 +41,15 @@ class Dropout(Layer):
 
     def _hyper_text(self) -> str:
         return f" p={self.p:g}"
+
+    def hyper(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+    def derivation(self, row: LayerRow) -> list[str]:
+        size = f"{arith.num_elements(self.input_shape):,}"
+        return [f"During training each of the {size} values is zeroed with probability "
+                f"p = {self.p:g} and the rest scaled by 1/(1 - p); at test time it does nothing. "
+                "Shape unchanged, no parameters."]
 
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None,
               dtype: Any = np.float32, init: str | None = None) -> Shape:
@@ -72,6 +88,9 @@ class BatchNorm(Layer):
     """
 
     kind = "BN"
+    aliases = ("BATCHNORM",)
+    foreign_names = ("BATCHNORM2D", "BATCHNORMALIZATION")
+    example = "BN"
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
@@ -85,6 +104,17 @@ class BatchNorm(Layer):
     def count_params(self, input_shape: Shape | None = None) -> int:
         shape = input_shape or self.input_shape
         return 2 * shape[-1]
+
+    def hyper(self) -> dict[str, Any]:
+        return {"eps": self.eps}
+
+    def derivation(self, row: LayerRow) -> list[str]:
+        ins = self.input_shape
+        D = ins[-1]
+        over = "the batch and every position" if len(ins) == 3 else "the batch"
+        return [f"Batch normalisation: each of the {D} depth slices is normalised over {over}, "
+                f"then scaled by gamma and shifted by beta: 2*{D} = {row.params} parameters "
+                "(running mean and variance are kept too, but not trained). Shape unchanged."]
 
     def _init_params(self, rng: np.random.Generator, init: str) -> None:
         D = self.input_shape[-1]

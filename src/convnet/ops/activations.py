@@ -22,6 +22,8 @@ from convnet.ops import _arena, _jit, _threads
 __all__ = [
     "leaky_relu_backward",
     "leaky_relu_forward",
+    "relu6_backward",
+    "relu6_forward",
     "relu_backward",
     "relu_forward",
     "sigmoid_backward",
@@ -130,3 +132,16 @@ def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """``dout * s(1 - s)`` with ``s`` the forward output."""
     return dout * cache * (1 - cache)
+
+
+def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``min(max(x, 0), 6)`` (MobileNet's RELU6; ONNX writes it as Clip(0, 6)); the cache is the
+    output."""
+    out = np.clip(x, x.dtype.type(0), x.dtype.type(6))
+    return out, out
+
+
+def relu6_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """``dout`` where ``0 < out < 6``, 0 elsewhere (0 at both ends, like PyTorch's hardtanh)."""
+    zero = dout.dtype.type(0)
+    return np.where((cache > 0) & (cache < 6), dout, zero)

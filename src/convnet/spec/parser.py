@@ -1,4 +1,5 @@
-"""The architecture language of the seeds: text -> layers -> :class:`Sequential`.
+"""The architecture language of the seeds: text -> layers -> a network (:class:`Sequential`,
+or :class:`Graph` for RES[...] and CAT[...] blocks).
 
 ::
 
@@ -10,9 +11,21 @@ Grammar (a hand-written tokenizer and a recursive-descent parser; no ``eval``, n
     input  := INPUT "(" dims ")" | INPUT dims  # INPUT(28x28x1), INPUT(64), INPUT(28,28,1)
     chain  := item ("->" item)*               # "->" or "→"
     item   := layer | "[" chain "]" "*" N     # N >= 0 whole; *0 leaves the group out
+            | RES "[" chain ["|" chain] "]"   # residual: main(x) + x, or main(x) + shortcut(x)
+            | CAT "[" chain ("|" chain)+ "]"  # branches stacked along depth
     layer  := NAME ["(" [arg ("," arg)*] ")"]
     arg    := value | NAME "=" value          # positional first, in the seeds' order (K, F, S, P)
     value  := INT | FLOAT | HxW | "(" INT "," INT ")" | true | false
+
+``RES[main]`` adds the block's input to the main branch's output; where the main branch changes
+the size or depth, a projection (a 1x1 CONV with the matching stride and K, then a BN when the
+main branch has one) is inserted on the shortcut, and ``net.spec`` writes it out. Blocks nest,
+and repeat like any item: ``[RES[CONV(64,F=3,P=1) -> BN -> RELU -> CONV(64,F=3,P=1) -> BN] ->
+RELU]*2``.
+
+The layers, their arguments and their defaults are read from the layer classes themselves
+(:data:`convnet.layers.LAYER_CLASSES`: each class's ``kind``, constructor signature,
+``positional`` order, ``aliases``); adding a layer class adds it to the language.
 
 Names of layers and arguments are case-insensitive; whitespace and newlines go anywhere and ``#``
 starts a comment that runs to the end of the line (handy in spec files).
@@ -37,7 +50,6 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,103 +58,93 @@ import numpy as np
 
 from convnet.arith import fmt_shape
 from convnet.errors import ConfigError, ConvnetError, ShapeError, SpecError
+from convnet.layers import LAYER_CLASSES, Layer, SpecArg
 
 if TYPE_CHECKING:
-    from convnet.net.sequential import Sequential
+    from convnet.net.graph import Graph
 
 MAX_SIZE = 100_000          # largest whole number accepted anywhere (sizes, K, F, S, P, N)
 MAX_LAYERS = 10_000         # layers after expanding every [...]*N
 MAX_DEPTH = 32              # nesting of [ ... ]
 MAX_TEXT = 1_000_000        # characters of spec text
-MAX_PARAMS = 1_000_000_000  # parameters build(weights=True) will allocate (4 GB in float32)
 
 
 # ------------------------------------------------------------------------------ layer table
 @dataclass(frozen=True)
-class _Arg:
-    name: str      # the constructor's keyword, also how to_spec writes it
-    kind: str      # "int" | "pair" | "float" | "bool"
-    default: str   # shown in signatures, as the seeds write it
-
-
-@dataclass(frozen=True)
 class _LayerDef:
+    """A layer of the language, as its class describes itself."""
+
     name: str                          # canonical spelling: CONV, DECONV, POOL, ...
     cls: str                           # class name in convnet.layers
-    args: tuple[_Arg, ...] = ()
+    args: tuple[SpecArg, ...] = ()
     positional: tuple[str, ...] = ()   # the seeds' order
     required: tuple[str, ...] = ()
     purpose: str = ""
+    example: str = ""
 
-    def arg(self, name: str) -> _Arg | None:
+    def arg(self, name: str) -> SpecArg | None:
         low = name.lower()
-        return next((a for a in self.args if a.name.lower() == low), None)
+        return next((a for a in self.args if a.name.lower() == low or a.keyword.lower() == low),
+                    None)
 
     @property
     def signature(self) -> str:
         if not self.args:
             return f"{self.name} (takes no arguments)"
-        parts = [a.name if a.name in self.required else f"{a.name}={a.default}" for a in self.args]
+        parts = [a.name if a.required else f"{a.name}={a.default}" for a in self.args]
         return f"{self.name}({', '.join(parts)})"
 
 
-_K = _Arg("K", "int", "")
-_S1 = _Arg("S", "pair", "1")
-_P = _Arg("P", "pair", "0")
-_DIL = _Arg("dilation", "pair", "1")
-_BIAS = _Arg("bias", "bool", "true")
-_FLOOR = _Arg("floor", "bool", "false")
+def _layer_def(cls: type[Layer]) -> _LayerDef:
+    args = cls.spec_args()
+    return _LayerDef(cls.kind, cls.__name__, args, tuple(cls.positional),
+                     tuple(a.name for a in args if a.required), cls.purpose,
+                     cls.example or (cls.kind if not args else ""))
 
+
+def _reading_order(cls: type[Layer]) -> int:
+    """Where a layer comes in lists of names, from what it says of itself: windows with weights
+    (CONV, DECONV), other windows (POOL), other weights (FC), reshapes (FLATTEN), activations,
+    the rest (DROPOUT, BN)."""
+    window = cls.slides
+    if cls.weighted:
+        return 0 if window else 2
+    if window:
+        return 1
+    if cls.fixed_size:
+        return 3
+    return 4 if cls.activation is not None else 5
+
+
+#: every layer of the language by canonical name (merge layers are written as blocks)
 LAYERS: dict[str, _LayerDef] = {
-    d.name: d
-    for d in (
-        _LayerDef("CONV", "Conv", (_K, _Arg("F", "pair", "3"), _S1, _P, _DIL, _BIAS, _FLOOR),
-                  ("K", "F", "S", "P"), ("K",), "K filters of F x F x D_in"),
-        _LayerDef("DECONV", "ConvTranspose",
-                  (_K, _Arg("F", "pair", "2"), _S1, _P, _Arg("output_padding", "pair", "0"), _DIL,
-                   _BIAS),
-                  ("K", "F", "S", "P"), ("K",), "transposed convolution (upsamples)"),
-        _LayerDef("POOL", "MaxPool", (_Arg("F", "pair", "2"), _Arg("S", "pair", "F"), _P, _FLOOR),
-                  ("F", "S", "P"), (), "max pooling, F=2 S=2 by default"),
-        _LayerDef("AVGPOOL", "AvgPool",
-                  (_Arg("F", "pair", "2"), _Arg("S", "pair", "F"), _P, _FLOOR),
-                  ("F", "S", "P"), (), "average pooling, F=2 S=2 by default"),
-        _LayerDef("GAP", "GlobalAvgPool", purpose="global average pooling: HxWxD -> D"),
-        _LayerDef("FC", "FC", (_K, _BIAS), ("K",), ("K",), "fully connected, K outputs"),
-        _LayerDef("FLATTEN", "Flatten", purpose="HxWxD -> H*W*D"),
-        _LayerDef("RELU", "ReLU"),
-        _LayerDef("TANH", "Tanh"),
-        _LayerDef("SIGMOID", "Sigmoid"),
-        _LayerDef("LRELU", "LeakyReLU", (_Arg("alpha", "float", "0.01"),), ("alpha",)),
-        _LayerDef("DROPOUT", "Dropout", (_Arg("p", "float", "0.5"),), ("p",),
-                  purpose="p is the probability to drop"),
-        _LayerDef("BN", "BatchNorm", (_Arg("momentum", "float", "0.1"),
-                                      _Arg("eps", "float", "1e-05"))),
-    )
+    kind: _layer_def(cls) for kind, cls in
+    sorted(LAYER_CLASSES.items(), key=lambda kv: _reading_order(kv[1])) if cls.arity == 1
 }
-_ALIASES = {
-    "MAXPOOL": "POOL", "CONVT": "DECONV", "CONVTRANSPOSE": "DECONV", "LEAKYRELU": "LRELU",
-    "BATCHNORM": "BN",
-}
+#: the words that open a block: RES[...] and CAT[...]
+BLOCKS = ("RES", "CAT")
+_ALIASES = {alias: cls.kind for cls in LAYER_CLASSES.values() for alias in cls.aliases
+            if cls.arity == 1}
 # Names from other libraries that people will type; a hint beats a bare "unknown".
-_HINTS = {
-    "DENSE": "FC", "LINEAR": "FC", "CONV2D": "CONV", "MAXPOOL2D": "POOL", "AVGPOOL2D": "AVGPOOL",
-    "CONVTRANSPOSE2D": "DECONV", "TRANSPOSEDCONV": "DECONV", "GLOBALAVGPOOL": "GAP",
-    "BATCHNORM2D": "BN", "LEAKY_RELU": "LRELU",
-}
+_HINTS = {foreign: cls.kind for cls in LAYER_CLASSES.values() for foreign in cls.foreign_names
+          if cls.arity == 1}
+_HINTS.update({"ADD": "RES[...]", "SUM": "RES[...]", "CONCAT": "CAT[...]",
+               "CONCATENATE": "CAT[...]", "RESIDUAL": "RES[...]"})
 # Argument names from other libraries -> the seeds' letters.
 _ARG_HINTS = {
     "filters": "K", "out_channels": "K", "num_filters": "K", "units": "K", "out_features": "K",
     "kernel_size": "F", "kernel": "F", "size": "F", "pool_size": "F", "extent": "F",
     "stride": "S", "strides": "S", "padding": "P", "pad": "P", "rate": "p", "drop": "p",
     "negative_slope": "alpha", "slope": "alpha", "use_bias": "bias", "ceil_mode": "floor",
+    "group": "G", "depth_multiplier": "multiplier",
 }
-_ALL_NAMES = ["INPUT", *LAYERS]
+_ALL_NAMES = ["INPUT", *LAYERS, *BLOCKS]
 _NAME_LIST = ", ".join(_ALL_NAMES)
 
 
 def layer_names() -> list[str]:
-    """Every layer name of the language, canonical spelling (aliases excluded)."""
+    """Every layer name of the language, canonical spelling (aliases excluded), and the block
+    words RES and CAT."""
     return list(_ALL_NAMES)
 
 
@@ -160,10 +162,28 @@ class LayerSpec:
     arg_offsets: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class BlockSpec:
+    """One parsed block: ``kind`` "RES" or "CAT", its ``branches`` (lists of LayerSpec and
+    BlockSpec), and where it was written."""
+
+    kind: str
+    branches: tuple[tuple[Any, ...], ...]
+    column: int = 1
+    line: int = 1
+    offset: int = field(default=0, compare=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        """Layers the block holds (its merge included)."""
+        return 1 + sum(s.size if isinstance(s, BlockSpec) else 1
+                       for branch in self.branches for s in branch)
+
+
 # --------------------------------------------------------------------------------- tokenizer
 @dataclass(frozen=True)
 class _Tok:
-    kind: str     # NAME INT FLOAT DIMS ( ) [ ] * , = -> EOF
+    kind: str     # NAME INT FLOAT DIMS ( ) [ ] * , = | -> EOF
     text: str
     pos: int      # offset in the text
 
@@ -171,7 +191,8 @@ class _Tok:
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _DIMS = re.compile(r"[0-9]+(?:[ \t]*[xX×][ \t]*[0-9]+)+", re.ASCII)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-_PUNCT = {"(": "(", ")": ")", "[": "[", "]": "]", "*": "*", ",": ",", "=": "=", "→": "->"}
+_PUNCT = {"(": "(", ")": ")", "[": "[", "]": "]", "*": "*", ",": ",", "=": "=", "→": "->",
+          "|": "|"}
 
 
 class _Source:
@@ -268,8 +289,8 @@ def tokenize(text: str, source: _Source | None = None) -> list[_Tok]:
         else:
             shown = repr(c) if c.isprintable() else f"U+{ord(c):04X}"
             raise src.error(i, f"unexpected character {shown}",
-                            "expected a layer NAME(args), '->', '[', ']', '*N', ',', '=' or a "
-                            "number; '#' starts a comment")
+                            "expected a layer NAME(args), '->', '[', ']', '*N', ',', '=', '|' or "
+                            "a number; '#' starts a comment")
     toks.append(_Tok("EOF", "", n))
     return toks
 
@@ -377,20 +398,25 @@ class _Parser:
             raise self.error(t, f"INPUT has {len(dims)} sizes", usage)
         return tuple(d for d, _ in dims)
 
-    def parse_chain(self) -> list[LayerSpec]:
+    def parse_chain(self) -> list[Any]:
         out = self.parse_item()
         while self.tok.kind == "->":
             self.take()
-            if self.tok.kind in ("EOF", "]", "->"):
+            if self.tok.kind in ("EOF", "]", "->", "|"):
                 raise self.error(self.tok, f"expected a layer after '->', found "
                                  f"{_describe(self.tok)}", f"layer names: {_NAME_LIST}")
             out += self.parse_item()
         return out
 
-    def parse_item(self) -> list[LayerSpec]:
+    def parse_item(self) -> list[Any]:
         t = self.tok
         if t.kind == "[":
             return self.parse_group()
+        if t.kind == "NAME" and t.text.upper() in BLOCKS and self.toks[self.i + 1].kind == "[":
+            return [self.parse_block()]
+        if t.kind == "NAME" and t.text.upper() in BLOCKS:
+            raise self.error(self.toks[self.i + 1], f"expected '[' after {t.text.upper()}",
+                             _BLOCK_USAGE[t.text.upper()])
         if t.kind == "NAME":
             layer = self.parse_layer()
             self.count += 1
@@ -404,7 +430,45 @@ class _Parser:
             raise self.error(tok, f"this spec expands to more than {MAX_LAYERS:,} layers",
                              "lower the repetition counts [...]*N")
 
-    def parse_group(self) -> list[LayerSpec]:
+    def parse_block(self) -> BlockSpec:
+        """``RES[main]``, ``RES[main | shortcut]`` or ``CAT[b1 | b2 | ...]``."""
+        word = self.take()
+        kind = word.text.upper()
+        line, col = self.src.where(word.pos)
+        open_ = self.take()  # "[": parse_item checked it
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(open_, f"brackets nest more than {MAX_DEPTH} deep")
+        start_count = self.count
+        branches = []
+        while True:
+            if self.tok.kind in ("]", "|", "EOF"):
+                raise self.error(self.tok, f"empty branch in {kind}[...]", _BLOCK_USAGE[kind])
+            branches.append(tuple(self.parse_chain()))
+            if self.tok.kind == "|":
+                self.take()
+                continue
+            if self.tok.kind != "]":
+                raise self.error(self.tok, f"expected '|' or ']' in {kind}[...] opened at column "
+                                 f"{self.src.where(open_.pos)[1]}, found {_describe(self.tok)}",
+                                 _BLOCK_USAGE[kind])
+            break
+        self.take()
+        self.depth -= 1
+        if kind == "RES" and len(branches) > 2:
+            raise self.error(word, f"RES[...] has {len(branches)} branches", _BLOCK_USAGE["RES"])
+        if kind == "CAT" and len(branches) < 2:
+            raise self.error(word, "CAT[...] has one branch: nothing to concatenate with",
+                             _BLOCK_USAGE["CAT"])
+        if self.tok.kind == "*":
+            raise self.error(self.tok, f"a {kind}[...] block is repeated by putting it in a group",
+                             f"write [{kind}[...]]*N")
+        self.count = start_count + sum(
+            s.size if isinstance(s, BlockSpec) else 1 for b in branches for s in b) + 1
+        self._check_count(word)
+        return BlockSpec(kind, tuple(branches), col, line, word.pos)
+
+    def parse_group(self) -> list[Any]:
         open_ = self.take()
         self.depth += 1
         if self.depth > MAX_DEPTH:
@@ -435,6 +499,7 @@ class _Parser:
         self.take()
         reps = self.whole(nt, "repetition count")
         # Layers inside were counted once while parsing; the expansion adds (reps - 1) copies.
+        # (A block's layers are counted when it closes, and carried the same way.)
         per = self.count - start_count
         self.count = start_count + per * reps
         self._check_count(star)
@@ -449,6 +514,10 @@ class _Parser:
                              "INPUT(HxWxD); every other element is a layer")
         canon = _ALIASES.get(upper, upper)
         d = LAYERS.get(canon)
+        if canon in LAYER_CLASSES and d is None:
+            block = "RES" if canon == "ADD" else "CAT"
+            raise self.error(t, f"{canon} merges branches: it is written as a block",
+                             _BLOCK_USAGE[block])
         if d is None:
             raise self.error(t, f"unknown layer {t.text!r}{_did_you_mean(upper)}",
                              f"layer names: {_NAME_LIST}")
@@ -462,7 +531,7 @@ class _Parser:
         missing = [a for a in d.required if a not in kwargs]
         if missing:
             raise self.error(t, f"{d.name} needs {' and '.join(missing)}",
-                             f"write {d.signature}, e.g. {_EXAMPLES[d.name]}")
+                             f"write {d.signature}, e.g. {d.example}")
         return LayerSpec(d.name, kwargs, col, line, t.pos, offsets)
 
     def parse_args(self, d: _LayerDef, offsets: dict[str, int]) -> dict[str, Any]:
@@ -536,7 +605,7 @@ class _Parser:
                              f"the '(' at column {self.src.where(open_.pos)[1]} is not closed; "
                              f"arguments of {d.signature}")
 
-    def parse_value(self, d: _LayerDef, arg: _Arg) -> Any:
+    def parse_value(self, d: _LayerDef, arg: SpecArg) -> Any:
         t = self.tok
         what = f"{d.name} {arg.name}"
         if arg.kind == "bool":
@@ -584,14 +653,15 @@ class _Parser:
             raise self.error(t, f"{what} must be a whole number or a pair, found {_describe(t)}",
                              f"e.g. {arg.name}=3, or {arg.name}=3x5 (rows x cols)")
         raise self.error(t, f"{what} must be a whole number, found {_describe(t)}",
-                         f"e.g. {_EXAMPLES[d.name]}")
+                         f"e.g. {d.example}")
 
 
-_EXAMPLES = {
-    "CONV": "CONV(32,F=3,P=1)", "DECONV": "DECONV(16,F=2,S=2)", "POOL": "POOL(F=3,S=2)",
-    "AVGPOOL": "AVGPOOL(F=2)", "GAP": "GAP", "FC": "FC(10)", "FLATTEN": "FLATTEN",
-    "RELU": "RELU", "TANH": "TANH", "SIGMOID": "SIGMOID", "LRELU": "LRELU(alpha=0.1)",
-    "DROPOUT": "DROPOUT(p=0.5)", "BN": "BN",
+_BLOCK_USAGE = {
+    "RES": "a residual block is RES[main] (adds the input itself, projected where the shapes "
+           "differ) or RES[main | shortcut], e.g. RES[CONV(64,F=3,P=1) -> BN -> RELU -> "
+           "CONV(64,F=3,P=1) -> BN]",
+    "CAT": "a concatenation is CAT[branch | branch | ...], e.g. CAT[CONV(64,F=1) | "
+           "CONV(96,F=1) -> CONV(128,F=3,P=1)]",
 }
 
 
@@ -690,10 +760,54 @@ def _read_file(path: Path) -> str:
         raise SpecError(f"cannot read spec file {path}: {e.strerror or e}") from None
 
 
-def _layer_classes() -> dict[str, Callable[..., Any]]:
-    import convnet.layers as L
+def make_layer(spec: LayerSpec) -> Layer:
+    """The layer a parsed :class:`LayerSpec` describes (its constructor validates the values)."""
+    d = LAYERS[spec.kind]
+    kwargs = {}
+    for name, value in spec.kwargs.items():
+        arg = d.arg(name)
+        kwargs[arg.keyword if arg is not None else name] = value
+    return LAYER_CLASSES[spec.kind](**kwargs)
 
-    return {d.name: getattr(L, d.cls) for d in LAYERS.values()}
+
+def make_items(specs: list[Any], src: _Source | None = None,
+               positions: dict[int, int] | None = None) -> list[Any]:
+    """Layers and blocks (:mod:`convnet.net.blocks`) for parsed specs; ``positions`` collects
+    each layer's offset in the text (a block's merge at the block's word)."""
+    from convnet.net.blocks import Block
+
+    items: list[Any] = []
+    for s in specs:
+        if isinstance(s, BlockSpec):
+            branches = [make_items(list(b), src, positions) for b in s.branches]
+            block = Block(s.kind, branches, identity=s.kind == "RES" and len(branches) == 1,
+                          offset=s.offset)
+            if positions is not None:
+                positions[id(block.merge)] = s.offset
+            items.append(block)
+            continue
+        try:
+            layer = make_layer(s)
+        except ConvnetError as e:
+            if src is None:
+                raise
+            # constructors name their kind already ("CONV: received S=0 ..."); point at the
+            # argument the message names when there is one
+            msg = str(e) if str(e).startswith(f"{s.kind}:") else f"{s.kind}: {e}"
+            named = [s.arg_offsets[m] for m in re.findall(r"(\w+)=", msg) if m in s.arg_offsets]
+            raise src.error(named[0] if named else s.offset, msg) from None
+        except (TypeError, ValueError, OverflowError) as e:  # a constructor that lets one slip
+            if src is None:
+                raise SpecError(f"{s.kind}: invalid arguments ({e})") from None
+            raise src.error(s.offset, f"{s.kind}: invalid arguments ({e})") from None
+        if positions is not None:
+            positions[id(layer)] = s.offset
+        items.append(layer)
+    return items
+
+
+def has_blocks(specs: list[Any]) -> bool:
+    return any(isinstance(s, BlockSpec) for s in specs)
 
 
 def build(
@@ -703,9 +817,10 @@ def build(
     seed: int | None = None,
     dtype: Any = np.float32,
     weights: bool = True,
-) -> Sequential:
-    """Build a :class:`~convnet.net.sequential.Sequential` from spec text, a spec file, or a zoo
-    name.
+) -> Graph:
+    """Build a network from spec text, a spec file, or a zoo name: a
+    :class:`~convnet.net.sequential.Sequential` for a chain, a :class:`~convnet.net.graph.Graph`
+    for a spec with RES[...] or CAT[...] blocks.
 
     ``input_shape`` ``(H, W, D)`` or ``(n,)`` replaces the spec's ``INPUT`` (and is required when
     the spec has none): a fully convolutional zoo net can be built for any image size.
@@ -724,57 +839,49 @@ def build(
         ShapeError: shapes that do not work (a stride that does not fit its input), naming the
             layer; the message ends with the spec line and a caret under that layer.
     """
-    from convnet.net.sequential import Sequential
-
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
                              or seed < 0):
         raise ConfigError(f"seed={seed!r} must be a whole number >= 0, or None")
     text, origin = resolve(spec)
+    return build_text(text, origin=origin, input_shape=input_shape, seed=seed, dtype=dtype,
+                      weights=weights)
+
+
+def build_text(text: str, *, origin: str = "", input_shape: tuple[int, ...] | None = None,
+               seed: int | None = None, dtype: Any = np.float32, weights: bool = True) -> Graph:
+    """:func:`build` for spec TEXT only: never a file name or a zoo name (what a checkpoint's
+    stored spec is: text stored in a model is text, never a path)."""
+    from convnet.net.graph import Graph, check_input_shape
+    from convnet.net.sequential import Sequential
+
+    if not isinstance(text, str):
+        raise SpecError(f"a spec is text, received {type(text).__name__}")
     src = _Source(text, origin)
     if len(text) > MAX_TEXT:
         raise SpecError(f"the spec is {len(text):,} characters long; at most {MAX_TEXT:,} are read")
     shape, specs = _Parser(src).parse()
     if input_shape is not None:
-        shape = _check_input_shape(input_shape)
+        try:
+            shape = check_input_shape(input_shape)
+        except ShapeError as e:
+            raise SpecError(str(e)) from None
     if shape is None:
         raise src.error(0, "the spec does not start with INPUT", "write INPUT(HxWxD) first, e.g. "
                         "INPUT(28x28x1) -> ..., or pass input_shape=(H, W, D)")
-    classes = _layer_classes()
-    layers = []
-    positions = {}
-    for s in specs:
-        pos = s.offset
-        try:
-            layer = classes[s.kind](**s.kwargs)
-        except ConvnetError as e:
-            # constructors name their kind already ("CONV: received S=0 ..."); point at the
-            # argument the message names when there is one
-            msg = str(e) if str(e).startswith(f"{s.kind}:") else f"{s.kind}: {e}"
-            named = [s.arg_offsets[m] for m in re.findall(r"(\w+)=", msg) if m in s.arg_offsets]
-            raise src.error(named[0] if named else pos, msg) from None
-        except (TypeError, ValueError, OverflowError) as e:  # a constructor that lets one slip
-            raise src.error(pos, f"{s.kind}: invalid arguments ({e})") from None
-        positions[id(layer)] = pos
-        layers.append(layer)
+    positions: dict[int, int] = {}
+    items = make_items(specs, src, positions)
+    cls = Graph if has_blocks(specs) else Sequential
     try:
-        net = Sequential(layers, input_shape=shape, seed=seed, dtype=dtype, weights=False)
+        net = cls(items, input_shape=shape, seed=seed, dtype=dtype, weights=False)
         if weights:
-            total = net.num_params
-            if total > MAX_PARAMS:
-                raise ShapeError(
-                    f"this network has {total:,} parameters "
-                    f"({total * np.dtype(dtype).itemsize / 2**30:,.1f} GiB): too many to allocate "
-                    f"(at most {MAX_PARAMS:,}); build with weights=False to see its shapes"
-                )
-            net = Sequential(layers, input_shape=shape, seed=seed, dtype=dtype, weights=True)
+            net = cls(items, input_shape=shape, seed=seed, dtype=dtype, weights=True)
     except ShapeError as e:
-        culprit = _failing_layer(layers, str(e))
+        from convnet.net.blocks import flat_layers
+
+        culprit = _failing_layer(flat_layers(items), str(e))
         if culprit is not None and id(culprit) in positions:
             raise src.error(positions[id(culprit)], str(e), cls=ShapeError) from None
         raise
-    except MemoryError:
-        raise ShapeError("not enough memory to allocate this network's weights; build with "
-                         "weights=False to see its shapes") from None
     return net
 
 
@@ -788,23 +895,18 @@ def _failing_layer(layers: list[Any], message: str) -> Any:
     return best
 
 
-def _check_input_shape(shape: Any) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in shape) if not isinstance(shape, int) else (int(shape),)
-        ok = all(float(d) == float(o) for d, o in zip(dims, shape, strict=True)) \
-            if not isinstance(shape, int) else True
-    except (TypeError, ValueError, OverflowError):
-        dims, ok = (), False
-    if not ok or len(dims) not in (1, 3) or not all(1 <= d <= MAX_SIZE for d in dims):
-        raise SpecError(f"input_shape={shape!r} must be (H, W, D) or (n,), whole numbers from 1 to "
-                        f"{MAX_SIZE:,}")
-    return dims
+def to_text(input_shape: tuple[int, ...], layers: list[Any]) -> str:
+    """Flat spec text of parsed layers (repetitions expanded, blocks kept), as ``net.spec``
+    writes it."""
+    return f"INPUT({fmt_shape(input_shape)}) -> {_items_text(layers)}"
 
 
-def to_text(input_shape: tuple[int, ...], layers: list[LayerSpec]) -> str:
-    """Flat spec text of parsed layers (no repetition groups), as ``net.spec`` writes it."""
-    parts = [f"INPUT({fmt_shape(input_shape)})"]
-    for s in layers:
+def _items_text(specs: list[Any]) -> str:
+    parts = []
+    for s in specs:
+        if isinstance(s, BlockSpec):
+            parts.append(f"{s.kind}[{' | '.join(_items_text(list(b)) for b in s.branches)}]")
+            continue
         args = []
         d = LAYERS[s.kind]
         for i, a in enumerate(d.args):
@@ -822,6 +924,7 @@ def to_text(input_shape: tuple[int, ...], layers: list[LayerSpec]) -> str:
 
 
 __all__ = [
-    "LAYERS", "MAX_DEPTH", "MAX_LAYERS", "MAX_SIZE", "LayerSpec", "build", "layer_names",
-    "parse", "resolve", "to_text", "tokenize",
+    "BLOCKS", "LAYERS", "MAX_DEPTH", "MAX_LAYERS", "MAX_SIZE", "BlockSpec", "LayerSpec", "build",
+    "build_text", "layer_names", "make_items", "make_layer", "parse", "resolve", "to_text",
+    "tokenize",
 ]
