@@ -21,32 +21,21 @@ class scores, the network's total stride apart (see :mod:`convnet.fcn.maps`).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from convnet.arith import fmt_shape
 from convnet.errors import ConfigError
-from convnet.layers import FC, AvgPool, Conv, Flatten, GlobalAvgPool, Layer
+from convnet.layers import Layer
+from convnet.net import blocks as B
+from convnet.net.graph import Graph
 from convnet.net.sequential import Sequential
 
 
-def _copy_layer(layer: Layer) -> Layer:
-    """A layer of the same kind and hyperparameters; the new network rebuilds its arrays and the
-    weights are copied in afterwards."""
-    # share nothing, and copy neither the old network nor the weight arrays (rebuilt anyway)
-    memo = {id(v): None for v in (*layer.params.values(), *layer.grads.values(),
-                                  *layer.buffers.values())}
-    memo[id(layer.network)] = None
-    new = copy.deepcopy(layer, memo)
-    new.params, new.grads, new.buffers, new._cache = {}, {}, {}, None
-    new.network, new.built = None, False
-    return new
-
-
-def conversion_plan(net: Sequential) -> list[tuple[Layer, Layer | None]]:
-    """``(original layer, replacement)`` pairs; the replacement is None when the layer is
-    dropped (FLATTEN), a new CONV/AVGPOOL where it changes, and an unbuilt copy otherwise.
+def conversion_plan(net: Graph) -> list[tuple[Layer, Layer | None]]:
+    """``(original layer, replacement)`` pairs in the network's order; the replacement is None
+    when the layer is dropped (FLATTEN), a new CONV/AVGPOOL where it changes (each layer says
+    what it becomes: :meth:`~convnet.layers.Layer.convolutional_twin`), and an unbuilt copy
+    otherwise.
 
     The FC's filter extent is the spatial size of the last *volume* before it: an FC straight
     after a CONV/POOL reads that volume, an FC after FLATTEN reads the volume FLATTEN unrolled
@@ -62,34 +51,43 @@ def conversion_plan(net: Sequential) -> list[tuple[Layer, Layer | None]]:
             "on an H x W x D image can be made fully convolutional"
         )
     plan: list[tuple[Layer, Layer | None]] = []
-    grid = (net.input_shape[0], net.input_shape[1])  # spatial size of the current volume
-    flattened = False
-    for layer in net.layers:
+    # per node: the spatial size of the last volume on its path, and whether it was flattened
+    state: dict[int, tuple[tuple[int, int], bool]] = {
+        -1: ((net.input_shape[0], net.input_shape[1]), False)}
+    for i, layer in enumerate(net.layers):
+        grid, flattened = state[net.inputs_of[i][0]]
         shape = layer.input_shape
         if len(shape) == 3:
             grid = (shape[0], shape[1])
-        if isinstance(layer, Flatten):
-            plan.append((layer, None))
-            flattened = True
-            continue
-        if isinstance(layer, FC):
-            plan.append((layer, Conv(layer.K, F=grid, bias=layer.bias)))
-            grid, flattened = (1, 1), False
-        elif isinstance(layer, GlobalAvgPool):
-            plan.append((layer, AvgPool(F=grid, S=1)))
-            grid = (1, 1)
+        if flattened and layer.count_params() and grid != (1, 1) and not layer.collapses:
+            raise ConfigError(
+                f"{layer.describe()} acts on the {fmt_shape(shape)} features FLATTEN made of "
+                f"a {grid[0]}x{grid[1]} volume, with one parameter per feature: a CONV "
+                "network has no per-position equivalent. Put it before FLATTEN, or after FC."
+            )
+        twin = layer.convolutional_twin(grid)
+        plan.append((layer, twin))
+        if twin is None:
+            state[i] = (grid, True)
+        elif layer.collapses:
+            state[i] = ((1, 1), False)       # an FC or GAP: now a 1 x 1 x K volume
         else:
-            if flattened and layer.count_params() and grid != (1, 1):
-                raise ConfigError(
-                    f"{layer.describe()} acts on the {fmt_shape(shape)} features FLATTEN made of "
-                    f"a {grid[0]}x{grid[1]} volume, with one parameter per feature: a CONV "
-                    "network has no per-position equivalent. Put it before FLATTEN, or after FC."
-                )
-            plan.append((layer, _copy_layer(layer)))
+            state[i] = (grid, flattened)
     return plan
 
 
-def to_fully_convolutional(net: Sequential) -> Sequential:
+def _twin_items(items: list[B.Item], twins: dict[int, Layer | None]) -> list[B.Item]:
+    out: list[B.Item] = []
+    for it in items:
+        if isinstance(it, B.Block):
+            out.append(B.Block(it.kind, [_twin_items(b, twins) for b in it.branches],
+                               identity=it.identity, merge=twins[id(it.merge)]))
+        elif twins[id(it)] is not None:
+            out.append(twins[id(it)])
+    return out
+
+
+def to_fully_convolutional(net: Graph) -> Graph:
     """The same network with every FC as a CONV; see the module docstring.
 
     Shape:
@@ -105,29 +103,21 @@ def to_fully_convolutional(net: Sequential) -> Sequential:
     'INPUT(8x8x1) -> CONV(4,F=3) -> RELU -> POOL -> CONV(16,F=3) -> CONV(3,F=1)'
     """
     plan = conversion_plan(net)
-    fcn = Sequential([new for _, new in plan if new is not None], net.input_shape,
-                     seed=net.seed, dtype=net.dtype, weights=net.has_weights)
+    twins = {id(old): new for old, new in plan}
+    if isinstance(net, Sequential):
+        fcn: Graph = Sequential([new for _, new in plan if new is not None], net.input_shape,
+                                seed=net.seed, dtype=net.dtype, weights=net.has_weights)
+    else:
+        fcn = Graph(_twin_items(net.items, twins), net.input_shape, seed=net.seed,
+                    dtype=net.dtype, weights=net.has_weights)
     for attr in ("classes", "normalizer"):  # what `load` attaches travels with the network
         if hasattr(net, attr):
             setattr(fcn, attr, getattr(net, attr))
     if not net.has_weights:
         return fcn
     for old, new in plan:
-        if new is None:
-            continue
-        if isinstance(old, FC):
-            W = old.params["W"]
-            fh, fw = new.window.F
-            D = new.input_shape[2]
-            # rows of W are (row, col, depth) in flattening order: the filter bank is a reshape
-            new.params["W"][...] = W.reshape(fh, fw, D, old.K).transpose(3, 0, 1, 2)
-            if old.bias:
-                new.params["b"][...] = old.params["b"]
-        else:
-            for key, value in old.params.items():
-                new.params[key][...] = value
-            for key, value in old.buffers.items():
-                new.buffers[key][...] = value
+        if new is not None:
+            old.copy_weights_to(new)
     # dropout masks continue from the same generator state
     fcn.rng.bit_generator.state = net.rng.bit_generator.state
     return fcn

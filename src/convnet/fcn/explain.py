@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from convnet import arith
 from convnet.arith import fmt_number, fmt_pair, fmt_shape
 from convnet.errors import ConfigError, ShapeError
-from convnet.layers import FC, GlobalAvgPool
 from convnet.net.sequential import Sequential
 
 
@@ -35,30 +34,9 @@ def conversion_steps(net: Sequential) -> list[str]:
 
     lines = []
     for old, new in conversion_plan(net):
-        if isinstance(old, FC) and new is not None:
-            fh, fw = new.window.F
-            # the volume the CONV reads: FLATTEN's input, or 1x1xK after an earlier FC / GAP
-            D = arith.num_elements(old.input_shape) // (fh * fw)
-            vol = f"{fh}x{fw}x{D}"
-            formula = "; ".join(arith.window_formula((fh, fw), new.window))
-            params = arith.conv_params((fh, fw), D, old.K, old.bias)
-            bias = f" + {old.K}" if old.bias else ""
-            lines.append(
-                f"{old.name}: {old.to_spec()} reads {vol} = {_n(fh * fw * D)} numbers -> "
-                f"{new.to_spec()}: {formula}, so {vol} -> 1x1x{old.K}. Its {_n(fh * fw * D)}x"
-                f"{old.K} weight matrix, rows in (row, col, depth) order, is reshaped to "
-                f"{old.K} filters of {vol}: {fh}*{fw}*{D}*{old.K}{bias} = {_n(params)} "
-                "parameters either way."
-            )
-        elif isinstance(old, GlobalAvgPool) and new is not None:
-            h, w = new.window.F
-            lines.append(
-                f"{old.name}: GAP averages the whole {fmt_shape(old.input_shape)} volume -> "
-                f"{new.to_spec()} (window {h}x{w}, stride 1): the same mean on the original "
-                "size, a mean per window on a larger one."
-            )
-        elif new is None:
-            lines.append(f"{old.name}: FLATTEN is dropped; the CONV reads the volume directly.")
+        sentence = old.twin_sentence(new)
+        if sentence:
+            lines.append(sentence)
     return lines
 
 
@@ -102,14 +80,22 @@ def padding_caveat(net: Sequential) -> str:
     if 0 <= i < len(net.layers) - 1 and len(net.layers[i].output_shape) == 3:
         rs, cs = maps.interior_units(net)
         h, w = net.layers[i].output_shape[:2]
-        inner = (rs.stop - rs.start) * (cs.stop - cs.start)
-        text += (
-            f" Of the {h}x{w} units of {net.layers[i].name}'s volume, which the first FC/GAP "
-            f"reads, the {inner} whose receptive field lies inside the crop (rows {rs.start}.."
-            f"{rs.stop - 1}, cols {cs.start}..{cs.stop - 1}) are the same both ways; the "
-            f"{h * w - inner} on the border ring differ, so every score differs a little. "
-            "Only at the original size (a 1x1 map) are they equal."
-        )
+        inner = max(0, rs.stop - rs.start) * max(0, cs.stop - cs.start)
+        if inner:
+            text += (
+                f" Of the {h}x{w} units of {net.layers[i].name}'s volume, which the first FC/GAP "
+                f"reads, the {inner} whose receptive field lies inside the crop (rows {rs.start}.."
+                f"{rs.stop - 1}, cols {cs.start}..{cs.stop - 1}) are the same both ways; the "
+                f"{h * w - inner} on the border ring differ, so every score differs a little. "
+                "Only at the original size (a 1x1 map) are they equal."
+            )
+        else:
+            text += (
+                f" None of the {h}x{w} units of {net.layers[i].name}'s volume, which the first "
+                "FC/GAP reads, has its receptive field inside the crop: every one reads some "
+                "padding, so every score differs a little. Only at the original size (a 1x1 map) "
+                "are they equal."
+            )
     return text
 
 
@@ -130,7 +116,7 @@ def conversion_text(net: Sequential, image_size: Sequence[int] | None = None) ->
 
     if len(net.input_shape) != 3:
         raise ConfigError("a network on a vector input has no fully convolutional form")
-    has_fc = any(ly.kind in ("FC", "GAP", "FLATTEN") for ly in net.layers)
+    has_fc = any(ly.collapses for ly in net.layers)
     fcn = maps.as_fully_convolutional(net)
     lines = []
     if has_fc:

@@ -67,7 +67,7 @@ def total_stride(net: Sequential) -> Pair:
 def zero_padded_layers(net: Sequential) -> list[str]:
     """Names of the sliding-window layers that pad their input (P > 0), e.g. ``["conv1"]``."""
     return [ly.name for ly in net.layers
-            if ly.kind in ("CONV", "POOL", "AVGPOOL") and ly.window.P != (0, 0)]
+            if ly.slides and not ly.transposed and ly.window.P != (0, 0)]
 
 
 # ----------------------------------------------------------------------------- sizes that fit
@@ -236,7 +236,7 @@ def feature_layer_index(net: Sequential) -> int:
     """Index of the last layer whose output is the volume the first FC (or GAP) reads; for a
     network without FC/GAP, the last layer."""
     for i, layer in enumerate(net.layers):
-        if layer.kind in ("FC", "GAP", "FLATTEN"):
+        if layer.collapses:
             return i - 1
     return len(net.layers) - 1
 

@@ -23,6 +23,7 @@ not silently inherit a fusion whose kernels it may have changed (see ``convnet/n
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -132,7 +133,9 @@ class Layer:
       before it; ``weighted``: a layer whose weights mix its inputs (CONV, DECONV, FC), where
       that search stops; ``slides``: it slides a ``window`` over its input; ``fixed_size``:
       the layer needs one input size (FC, FLATTEN), so a network holding it is not fully
-      convolutional.
+      convolutional; ``collapses``: it turns its whole input volume into a vector (FC, GAP,
+      FLATTEN), and :meth:`convolutional_twin` says what it becomes in a fully convolutional
+      network.
     - ``arity``: how many inputs it takes (1; 0 for a merge of two or more, ``Add``, ``Concat``).
     - ``plan_traits``: :class:`PlanTraits`, how a network may fuse it (declared per class).
     """
@@ -151,6 +154,8 @@ class Layer:
     #: slides a window over its input (CONV, DECONV, POOL, GAP): it has a ``window``
     slides: ClassVar[bool] = False
     fixed_size: ClassVar[bool] = False
+    #: turns its whole input volume into a vector (FC, GAP, FLATTEN): where a classifier starts
+    collapses: ClassVar[bool] = False
     arity: ClassVar[int] = 1
     #: elementwise layers with no state work on any shape without build()
     needs_build: ClassVar[bool] = True
@@ -225,6 +230,37 @@ class Layer:
     def short_hyper(self) -> str:
         """``K=32 F=3 S=1 P=1``: the label under the layer's volume in the page's drawing."""
         return self._hyper_text().strip()
+
+    # ------------------------------------------------------ in a fully convolutional network
+    def unbuilt_copy(self) -> Layer:
+        """A layer of the same kind and hyperparameters, with no arrays and no network."""
+        # share nothing, and copy neither the network nor the weight arrays
+        memo: dict[int, Any] = {id(v): None for v in (*self.params.values(),
+                                                      *self.grads.values(),
+                                                      *self.buffers.values())}
+        memo[id(self.network)] = None
+        memo[id(self._cache)] = None
+        new = copy.deepcopy(self, memo)
+        new.params, new.grads, new.buffers, new._cache = {}, {}, {}, None
+        new.network, new.built = None, False
+        return new
+
+    def convolutional_twin(self, grid: tuple[int, int]) -> Layer | None:
+        """This layer in the fully convolutional twin of its network (:mod:`convnet.fcn`), where
+        its input lies on a ``grid`` (rows, cols) volume: itself (a copy) unless it collapses
+        the volume; None drops it."""
+        return self.unbuilt_copy()
+
+    def copy_weights_to(self, twin: Layer) -> None:
+        """Copy this layer's parameters and buffers into its (built) convolutional twin."""
+        for key, value in self.params.items():
+            twin.params[key][...] = value
+        for key, value in self.buffers.items():
+            twin.buffers[key][...] = value
+
+    def twin_sentence(self, twin: Layer | None) -> str | None:
+        """Why the twin computes the same numbers, when it is another layer (explain)."""
+        return None
 
     # ----------------------------------------------------------------------- shape inference
     def describe(self) -> str:

@@ -85,10 +85,16 @@ class _WindowLayer(Layer):
         return f"F={fmt_pair(w.F)} S={fmt_pair(w.S)} P={fmt_pair(w.P)}"
 
     def formula_text(self) -> str:
-        """``(227 - 11 + 2*0)/4 + 1 = 55`` (one per axis when rows and columns differ)."""
+        """``(227 - 11 + 2*0)/4 + 1 = 55`` (one per axis when rows and columns differ); with
+        ``floor=true`` where the stride does not fit, what it is floored to."""
         ins = self.input_shape
         lines = arith.window_formula((ins[0], ins[1]), self.window)
-        return lines[0] if len(lines) == 1 else f"rows {lines[0]}; columns {lines[1]}"
+        text = lines[0] if len(lines) == 1 else f"rows {lines[0]}; columns {lines[1]}"
+        outs = self.output_shape
+        if getattr(self, "floor", False) and outs is not None and "." in text:
+            text += (f", floored to {outs[0]}x{outs[1]} (floor=true drops the positions where "
+                     "the window would stick out, as PyTorch does)")
+        return text
 
 
 class _ConvBase(_WindowLayer):
@@ -319,7 +325,14 @@ class Conv(_ConvBase):
             dil = (f" The filter is dilated by {fmt_pair(w.dilation)}: its taps are spread to an "
                    f"effective extent F_eff = F + (F - 1)(d - 1) = {fmt_pair(w.extent)}.")
         bias = "plus 1 bias" if self.bias else "no bias"
-        if G == 1:
+        if G == D and G > 1:
+            mult = K // D
+            depth = (f"Depthwise: one {fh}x{fw} filter per input slice"
+                     + (f", {mult} per slice" if mult > 1 else "")
+                     + f" (G = D = {D} groups of one slice): {fh}*{fw} = {per_filter} weights "
+                     f"each, {bias}; the slices are not mixed (a 1x1 CONV after it usually does "
+                     "that: a depthwise separable CONV).")
+        elif G == 1:
             depth = (f"Each filter is {fh}x{fw}x{D} (its depth always equals the input depth "
                      f"{D}): {fh}*{fw}*{D} = {_n(per_filter)} weights, {bias}.")
         else:

@@ -39,6 +39,13 @@ class Flatten(Layer):
     purpose = "HxWxD -> H*W*D"
     example = "FLATTEN"
     fixed_size = True
+    collapses = True
+
+    def convolutional_twin(self, grid: tuple[int, int]) -> Layer | None:
+        return None   # the CONV that replaces the next FC reads the volume directly
+
+    def twin_sentence(self, twin: Layer | None) -> str | None:
+        return f"{self.name}: FLATTEN is dropped; the CONV reads the volume directly."
 
     def infer_shape(self, input_shape: Shape) -> Shape:
         return (arith.num_elements(input_shape),)
@@ -80,6 +87,7 @@ class FC(Layer):
     example = "FC(10)"
     weighted = True
     fixed_size = True
+    collapses = True
     plan_traits = PlanTraits(fresh_output=True)
 
     def __init__(self, K: int, bias: bool = True) -> None:
@@ -131,6 +139,34 @@ class FC(Layer):
             f"MACs: {_n(n)} x {_n(K)} = {_n(row.macs)}.",
         ]
         return lines
+
+    def convolutional_twin(self, grid: tuple[int, int]) -> Layer | None:
+        """A CONV whose filter covers the ``grid`` volume this FC reads: ``CONV(K, F=grid)``."""
+        from convnet.layers.conv import Conv
+
+        return Conv(self.K, F=grid, bias=self.bias)
+
+    def copy_weights_to(self, twin: Layer) -> None:
+        fh, fw = twin.window.F
+        D = twin.input_shape[2]
+        # rows of W are (row, col, depth) in flattening order: the filter bank is a reshape
+        twin.params["W"][...] = self.params["W"].reshape(fh, fw, D, self.K).transpose(3, 0, 1, 2)
+        if self.bias:
+            twin.params["b"][...] = self.params["b"]
+
+    def twin_sentence(self, twin: Layer | None) -> str | None:
+        fh, fw = twin.window.F
+        # the volume the CONV reads: FLATTEN's input, or 1x1xK after an earlier FC / GAP
+        D = arith.num_elements(self.input_shape) // (fh * fw)
+        vol = f"{fh}x{fw}x{D}"
+        formula = "; ".join(arith.window_formula((fh, fw), twin.window))
+        params = arith.conv_params((fh, fw), D, self.K, self.bias)
+        bias = f" + {self.K}" if self.bias else ""
+        return (f"{self.name}: {self.to_spec()} reads {vol} = {_n(fh * fw * D)} numbers -> "
+                f"{twin.to_spec()}: {formula}, so {vol} -> 1x1x{self.K}. Its {_n(fh * fw * D)}x"
+                f"{self.K} weight matrix, rows in (row, col, depth) order, is reshaped to "
+                f"{self.K} filters of {vol}: {fh}*{fw}*{D}*{self.K}{bias} = {_n(params)} "
+                "parameters either way.")
 
     def n_in(self, input_shape: Shape | None = None) -> int:
         return arith.num_elements(input_shape or self.input_shape)

@@ -13,7 +13,7 @@ import numpy as np
 from convnet import arith
 from convnet.arith import Pair, ReceptiveField, Window, as_pair, fmt_pair, fmt_shape
 from convnet.errors import ConfigError, ShapeError
-from convnet.layers.base import PlanTraits, Shape
+from convnet.layers.base import Layer, PlanTraits, Shape
 from convnet.layers.conv import _hw, _WindowLayer
 from convnet.ops import pool as F_pool
 
@@ -165,6 +165,17 @@ class GlobalAvgPool(_WindowLayer):
     foreign_names = ("GLOBALAVGPOOL", "GLOBALAVERAGEPOOLING2D", "ADAPTIVEAVGPOOL2D")
     purpose = "global average pooling: HxWxD -> D"
     example = "GAP"
+    collapses = True
+
+    def convolutional_twin(self, grid: tuple[int, int]) -> Layer | None:
+        """An average pool of the window of its whole original input, stride 1."""
+        return AvgPool(F=grid, S=1)
+
+    def twin_sentence(self, twin: Layer | None) -> str | None:
+        h, w = twin.window.F
+        return (f"{self.name}: GAP averages the whole {fmt_shape(self.input_shape)} volume -> "
+                f"{twin.to_spec()} (window {h}x{w}, stride 1): the same mean on the original "
+                "size, a mean per window on a larger one.")
 
     def infer_shape(self, input_shape: Shape) -> Shape:
         self._require_volume(input_shape)

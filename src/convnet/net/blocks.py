@@ -110,13 +110,15 @@ class Compiled:
 
 
 def compile_items(items: Sequence[Item], input_shape: Shape,
-                  name: Callable[[Layer], None] | None = None) -> Compiled:
+                  name: Callable[[Layer], None] | None = None,
+                  out: Compiled | None = None) -> Compiled:
     """Nodes of ``items`` on ``input_shape``, every shape inferred (see the module doc).
 
     ``name(layer)`` is called on each layer as it is placed, before its shape is inferred (so a
-    ShapeError names it); a RES block that needs a projection gets it here.
+    ShapeError names it); a RES block that needs a projection gets it here. ``out`` collects
+    the nodes as they are placed (what ``explain`` derives up to a layer that does not fit).
     """
-    out = Compiled([], [], [])
+    out = out if out is not None else Compiled([], [], [])
 
     def place(layer: Layer, srcs: tuple[int, ...], shape: Shape | list[Shape],
               sources: Sequence[str] = ()) -> tuple[int, Shape]:

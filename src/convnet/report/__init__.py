@@ -5,7 +5,7 @@
 - :func:`explain`: the derivation of every layer in words and numbers, including a
   configuration that does not fit.
 
-Both take a :class:`~convnet.net.sequential.Sequential`, spec text, a spec file, a zoo name
+Both take a network (:class:`~convnet.net.graph.Graph` or ``Sequential``), spec text, a spec file, a zoo name
 ("vgg16") or a saved model (a path ending in ``.npz``); see :func:`load_network`.
 
 >>> from convnet.report import summary
@@ -20,9 +20,9 @@ import re
 from typing import Any
 
 from convnet.errors import CheckpointError, ConfigError
-from convnet.net.sequential import Sequential
+from convnet.net.graph import Graph
 
-Source = Any  # Sequential | str | os.PathLike: spec text, spec file, zoo name, or saved .npz
+Source = Any  # Graph | str | os.PathLike: spec text, spec file, zoo name, or saved .npz
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
@@ -55,7 +55,7 @@ def _is_saved_model(source: Any) -> bool:
         return False
 
 
-def _load_saved(path: str) -> Sequential:
+def _load_saved(path: str) -> Graph:
     try:
         from convnet.train.checkpoint import load
     except ModuleNotFoundError as exc:
@@ -66,10 +66,10 @@ def _load_saved(path: str) -> Sequential:
     return load(path)
 
 
-def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> Sequential:
+def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> Graph:
     """The network ``source`` names, with shapes inferred and, where we build it, no weights.
 
-    ``source`` is a :class:`Sequential`, spec text, a spec file, a zoo name, or a saved model
+    ``source`` is a network, spec text, a spec file, a zoo name, or a saved model
     (a ``.npz`` file or a run directory, read with ``convnet.train.checkpoint.load``).
     ``input_shape`` replaces the input size (a network is rebuilt from its spec for that).
 
@@ -79,7 +79,7 @@ def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> 
     """
     from convnet.spec import build
 
-    if isinstance(source, Sequential):
+    if isinstance(source, Graph):
         net = source
     elif _is_saved_model(source):
         net = _load_saved(os.fspath(source).strip())

@@ -22,7 +22,7 @@ from typing import Any
 from convnet import arith
 from convnet.arith import LayerRow, fmt_frac_pair, fmt_pair, fmt_shape
 from convnet.errors import ShapeError
-from convnet.net.sequential import Sequential
+from convnet.net.graph import Graph
 from convnet.report import Source, _is_saved_model, load_network
 
 WIDTH = 96
@@ -47,17 +47,18 @@ def _partial(source: Source, input_shape: tuple[int, ...] | None) -> tuple[Any, 
     """Build ``source`` layer by layer, keeping the layers that work and the first error.
 
     Returns ``(net_like, layers_built, error)``: ``net_like`` has ``layers`` (those that built,
-    with shapes set), ``input_shape`` and ``spec``; ``error`` is the failing layer's ShapeError.
+    with shapes set), ``inputs_of``, ``input_shape`` and ``spec``; ``error`` is the failing
+    layer's ShapeError.
     """
     try:
         net = load_network(source, input_shape)
         return net, net.layers, None
     except ShapeError as exc:
         first_error = exc
-    if isinstance(source, Sequential) or _is_saved_model(source):
+    if isinstance(source, Graph) or _is_saved_model(source):
         raise first_error  # only input_shape can fail here, and it is no spec to walk through
-    import convnet.layers as layer_module
-    from convnet.spec.parser import LAYERS, parse, resolve
+    from convnet.net.blocks import Compiled, compile_items
+    from convnet.spec.parser import make_items, parse, resolve
 
     text, origin = resolve(source)
     shape, specs = parse(text, origin=origin)
@@ -66,25 +67,39 @@ def _partial(source: Source, input_shape: tuple[int, ...] | None) -> tuple[Any, 
     if shape is None:  # pragma: no cover - load_network raised a SpecError for that already
         raise first_error
     # the constructors accepted these arguments already (build got as far as the shapes)
-    layers = [getattr(layer_module, LAYERS[s.kind].cls)(**s.kwargs) for s in specs]
+    items = make_items(specs)
     counts: dict[str, int] = {}
-    for layer in layers:  # named as Sequential names them: conv1, relu1, pool1, ...
+    placing: list[Any] = []
+
+    def name(layer: Any) -> None:  # named as a network names them: conv1, relu1, pool1, ...
         key = layer.kind.lower()
         counts[key] = counts.get(key, 0) + 1
         layer.name = f"{key}{counts[key]}"
-    built, current = [], tuple(shape)
-    for layer in layers:
-        try:
-            out = layer.infer_shape(current)
-        except ShapeError as exc:
-            failed = SimpleNamespace(layers=built, input_shape=tuple(shape), dtype=None,
-                                     spec=text, failed_layer=layer, failed_input=current,
-                                     remaining=len(layers) - len(built) - 1)
-            return failed, built, exc
-        layer.input_shape, layer.output_shape = current, out
-        built.append(layer)
-        current = out
+        placing.append(layer)
+
+    done = Compiled([], [], [])
+    try:
+        compile_items(items, tuple(shape), name, out=done)
+    except ShapeError as exc:
+        if not placing:
+            raise first_error from None
+        from convnet.net.blocks import flat_layers
+
+        total = len(flat_layers(items))
+        failed = SimpleNamespace(layers=done.layers, inputs_of=done.inputs_of,
+                                 input_shape=tuple(shape), dtype=None, spec=text,
+                                 failed_layer=placing[-1],
+                                 failed_input=_input_of(placing[-1], done, shape),
+                                 remaining=max(0, total - len(done.layers) - 1))
+        return failed, done.layers, exc
     raise first_error  # the error was not a layer's (e.g. an input size); nothing to walk
+
+
+def _input_of(layer: Any, done: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The input shape the failing layer was given (the last placed node's output)."""
+    if getattr(layer, "input_shapes", None):
+        return tuple(layer.input_shapes[0])
+    return tuple(done.shapes[-1]) if done.shapes else tuple(shape)
 
 
 # ---------------------------------------------------------------------------- wording
@@ -95,19 +110,6 @@ def _n(x: int) -> str:
 def _wrap(text: str, indent: str = "  ") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
                          break_on_hyphens=False, break_long_words=False)
-
-
-def _hw(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]}x{shape[1]}"
-
-
-def _formula_text(layer: Any) -> str:
-    """``(227 - 11 + 2*0)/4 + 1 = 55`` (one per axis when rows and columns differ)."""
-    ins = layer.input_shape
-    lines = arith.window_formula((ins[0], ins[1]), layer.window)
-    if len(lines) == 1:
-        return lines[0]
-    return f"rows {lines[0]}; columns {lines[1]}"
 
 
 def _rf_sentence(row: LayerRow) -> str:
@@ -121,131 +123,21 @@ def _rf_sentence(row: LayerRow) -> str:
             f"neighbouring units are {jump} input {pixels} apart (effective stride {jump}).")
 
 
-def _conv_lines(layer: Any, row: LayerRow) -> list[str]:
-    ins, outs, w = layer.input_shape, layer.output_shape, layer.window
-    D, K = ins[2], layer.K
-    fh, fw = w.F
-    per_filter = fh * fw * D
-    n_out = outs[0] * outs[1] * K
-    dil = ""
-    if w.dilation != (1, 1):
-        dil = (f" The filter is dilated by {fmt_pair(w.dilation)}: its taps are spread to an "
-               f"effective extent F_eff = F + (F - 1)(d - 1) = {fmt_pair(w.extent)}.")
-    bias = "plus 1 bias" if layer.bias else "no bias"
-    text = [
-        f"Input volume: {fmt_shape(ins)} (H x W x D, so D1 = {D}).",
-        f"Output side: (W1 - F + 2P)/S + 1 = {_formula_text(layer)}.{dil}",
-        f"Depth: D2 = K = {K}. Each of the {K} filters slides over the whole input and gives one "
-        f"{_hw(outs)} activation map; the {K} maps are stacked into {fmt_shape(outs)}.",
-        f"Each filter is {fh}x{fw}x{D} (its depth always "
-        f"equals the input depth {D}): {fh}*{fw}*{D} = {_n(per_filter)} weights, {bias}.",
-        f"Parameters: ({fh}*{fw}*{D})*{K} weights"
-        + (f" + {K} biases" if layer.bias else "")
-        + f" = {_n(row.params)}. Parameter sharing: a filter's weights are the same at all "
-        f"{outs[0]}*{outs[1]} = {_n(outs[0] * outs[1])} positions of its map. Without sharing, "
-        f"each of the {outs[0]}*{outs[1]}*{K} = {_n(n_out)} output units would need its own "
-        f"{_n(per_filter)} weights{' and bias' if layer.bias else ''}: "
-        f"{_n(arith.conv_params_unshared((outs[0], outs[1]), w.F, D, K, layer.bias))}.",
-        f"MACs: {_n(n_out)} outputs x {_n(per_filter)} = {_n(row.macs)}.",
-    ]
-    return text
-
-
-def _deconv_lines(layer: Any, row: LayerRow) -> list[str]:
-    ins, outs, w = layer.input_shape, layer.output_shape, layer.window
-    D, K = ins[2], layer.K
-    parts = []
-    for i in range(2):
-        a = layer.output_padding[i]
-        parts.append(f"{w.S[i]}*({ins[i]} - 1) + {w.extent[i]} - 2*{w.P[i]} + {a} = {outs[i]}")
-    formula = parts[0] if parts[0] == parts[1] else f"rows {parts[0]}; columns {parts[1]}"
-    fh, fw = w.F
-    return [
-        f"Input volume: {fmt_shape(ins)}. A transposed convolution (DECONV) upsamples: each input "
-        f"unit scatters a {fh}x{fw}x{K} patch, weighted, into the output, the patches "
-        f"{fmt_pair(w.S)} pixel(s) apart.",
-        f"Output side: S(W1 - 1) + F - 2P + a = {formula} (a is the output padding, a < S).",
-        f"It is the reverse of a CONV(F={fmt_pair(w.F)}, S={fmt_pair(w.S)}, P={fmt_pair(w.P)}), "
-        f"which maps {_hw(outs)} back to {_hw(ins)}: its forward pass is that CONV's input "
-        "gradient.",
-        f"Depth: D2 = K = {K}. Weights: {fh}*{fw}*{D}*{K}"
-        + (f" + {K} biases" if layer.bias else "") + f" = {_n(row.params)} parameters.",
-        f"MACs: {_n(ins[0] * ins[1] * D)} input values x {fh}*{fw}*{K} = {_n(row.macs)}.",
-    ]
-
-
-def _pool_lines(layer: Any, row: LayerRow) -> list[str]:
-    ins, outs, w = layer.input_shape, layer.output_shape, layer.window
-    what = "maximum" if layer.kind == "POOL" else "mean"
-    return [
-        f"Input volume: {fmt_shape(ins)}. Each {w.F[0]}x{w.F[1]} window (stride {fmt_pair(w.S)}) "
-        f"of each of the {ins[2]} depth slices is replaced by its {what}; the slices are pooled "
-        f"independently, so the depth stays {ins[2]}.",
-        f"Output side: (W1 - F + 2P)/S + 1 = {_formula_text(layer)}: {_hw(ins)} -> {_hw(outs)} "
-        f"per slice, {fmt_shape(outs)} in all.",
-        f"No parameters: the {what} is a fixed operation, nothing to learn.",
-    ]
-
-
-def _fc_lines(layer: Any, row: LayerRow) -> list[str]:
-    ins, K = layer.input_shape, layer.K
-    n = arith.num_elements(ins)
-    lines = []
-    if len(ins) == 3:
-        lines.append(
-            f"Flattens the {fmt_shape(ins)} volume into {ins[0]}*{ins[1]}*{ins[2]} = {_n(n)} "
-            f"values ({fmt_shape(ins)} -> {n}), in NHWC order: row by row, left to right, the "
-            f"{ins[2]} depth values of each position together.")
-    lines += [
-        f"Each of the {_n(K)} outputs is a dot product with all {_n(n)} inputs"
-        + (" plus a bias" if layer.bias else "") + f": {_n(n)}*{_n(K)} weights"
-        + (f" + {_n(K)} biases" if layer.bias else "") + f" = {_n(row.params)} parameters.",
-        f"MACs: {_n(n)} x {_n(K)} = {_n(row.macs)}.",
-    ]
-    return lines
-
-
-def _simple_lines(layer: Any, row: LayerRow) -> list[str]:
-    ins, outs, kind = layer.input_shape, layer.output_shape, layer.kind
-    size = _n(arith.num_elements(ins))
-    if kind == "GAP":
-        return [f"Global average pooling: the mean of each whole {_hw(ins)} depth slice, "
-                f"{fmt_shape(ins)} -> {outs[0]}. No parameters."]
-    if kind == "FLATTEN":
-        return [f"Flattens {fmt_shape(ins)} -> {outs[0]} in NHWC order (row by row, left to "
-                "right, all depth values of a position together). No parameters."]
-    if kind == "BN":
-        D = ins[-1]
-        over = "the batch and every position" if len(ins) == 3 else "the batch"
-        return [f"Batch normalisation: each of the {D} depth slices is normalised over {over}, "
-                f"then scaled by gamma and shifted by beta: 2*{D} = {row.params} parameters "
-                "(running mean and variance are kept too, but not trained). Shape unchanged."]
-    if kind == "DROPOUT":
-        return [f"During training each of the {size} values is zeroed with probability "
-                f"p = {layer.p:g} and the rest scaled by 1/(1 - p); at test time it does nothing. "
-                "Shape unchanged, no parameters."]
-    fn = {"RELU": "max(0, x)", "LRELU": f"max({getattr(layer, 'alpha', 0.01):g}x, x)",
-          "TANH": "tanh(x)", "SIGMOID": "1/(1 + exp(-x))"}.get(kind, kind.lower())
-    return [f"{fn} applied to each of the {size} values on its own: shape unchanged "
-            f"({fmt_shape(outs)}), no parameters."]
-
-
-def _layer_block(layer: Any, row: LayerRow) -> list[str]:
-    head = (f"{layer.name}: {row.spec}   {fmt_shape(row.input_shape)} -> "
-            f"{fmt_shape(row.output_shape)}")
-    kind = layer.kind
-    if kind == "CONV":
-        body = _conv_lines(layer, row)
-    elif kind == "DECONV":
-        body = _deconv_lines(layer, row)
-    elif kind in ("POOL", "AVGPOOL"):
-        body = _pool_lines(layer, row)
-    elif kind == "FC":
-        body = _fc_lines(layer, row)
-    else:
-        body = _simple_lines(layer, row)
-    if kind in ("CONV", "DECONV", "POOL", "AVGPOOL", "FC", "GAP"):
-        body.append(_rf_sentence(row))
+def _layer_block(layer: Any, row: LayerRow, previous: str) -> list[str]:
+    ins = (" + ".join(fmt_shape(s) for s in layer.input_shapes)
+           if getattr(layer, "input_shapes", None) else fmt_shape(row.input_shape))
+    head = f"{layer.name}: {row.spec}   {ins} -> {fmt_shape(row.output_shape)}"
+    if row.inputs and row.inputs != (previous,):
+        head += f"   (reads {', '.join(row.inputs)})"
+    body = list(layer.derivation(row))
+    if layer.inserted == "projection":
+        body.insert(0, "Inserted by RES[...]: the main branch changes the size or depth, so the "
+                       "shortcut is projected by a 1x1 CONV with the stride and K that match (and "
+                       "a BN when the main branch has BN), as ResNets do.")
+    if layer.slides or layer.weighted or layer.arity != 1:
+        body.append(_rf_sentence(row) if layer.arity == 1 else
+                    _rf_sentence(row).replace("each unit sees", "each unit sees the union of its "
+                                              "inputs' windows,"))
     out = [head]
     for sentence in body:
         out += _wrap(sentence)
@@ -269,11 +161,10 @@ def _fully_convolutional(net: Any, rows: list[LayerRow]) -> list[str]:
                 "large enough for its windows."]
     out = ["Fully convolutional equivalent: each FC becomes a CONV whose filter covers its "
            "whole input, with the same weights reshaped (so the same parameter count):"]
-    from convnet.fcn.convert import conversion_plan
+    from convnet.fcn.convert import conversion_plan, to_fully_convolutional
 
     # the layers the conversion makes (fcn/convert.py): one rule, used here and for the weights
     plan = conversion_plan(net)
-    chain = [new.to_spec() for _, new in plan if new is not None]
     short: list[str] = []
     for (layer, new), r in zip(plan, rows, strict=True):
         if r.kind != "FC":
@@ -292,7 +183,12 @@ def _fully_convolutional(net: Any, rows: list[LayerRow]) -> list[str]:
         short.append(f"CONV F={fmt_pair((h, w))} K={layer.K}")
     # the seeds' short form: 7x7x512 -> CONV F=7 K=4096 -> CONV F=1 K=4096 -> CONV F=1 K=1000
     out += _wrap("In short: " + " -> ".join(short) + f" -> 1x1x{rows[-1].output_shape[-1]}.")
-    spec = " -> ".join([f"INPUT({fmt_shape(net.input_shape)})", *chain])
+    shapes_only = net if not net.has_weights else type(net).__new__(type(net))
+    if shapes_only is not net:   # the same network without weights: the conversion's shapes
+        from convnet.spec import build
+
+        shapes_only = build(net.spec, weights=False)
+    spec = to_fully_convolutional(shapes_only).spec
     out += _wrap(f"As a spec: {spec}")
     return out + _larger_input(net, rows, spec)
 
@@ -302,7 +198,8 @@ def _larger_input(net: Any, rows: list[LayerRow], spec: str) -> list[str]:
     384x384 gives 6x6 scores)."""
     from convnet.spec import build
 
-    first = next(i for i, r in enumerate(rows) if r.kind == "FC")
+    # the grid of the volume the classifier starts from (before the first FC, FLATTEN or GAP)
+    first = next(i for i, ly in enumerate(net.layers) if ly.collapses)
     jump = rows[first - 1].rf.jump if first else (1, 1)
     if any(j.denominator != 1 for j in jump):
         return []
@@ -331,8 +228,8 @@ def derive(source: Source, input_shape: tuple[int, ...] | None = None) -> Deriva
     spec = " ".join(str(getattr(net, "spec", "")).split())  # a spec file may span lines
     lines = [f"Network: {spec}", f"Input: {fmt_shape(net.input_shape)}"
              + (" (H x W x D: rows x columns x depth)" if len(net.input_shape) == 3 else ""), ""]
-    for layer, row in zip(layers, rows, strict=True):
-        lines += _layer_block(layer, row)
+    for i, (layer, row) in enumerate(zip(layers, rows, strict=True)):
+        lines += _layer_block(layer, row, layers[i - 1].name if i else "input")
         lines.append("")
     if error is not None:
         bad = net.failed_layer
@@ -353,7 +250,7 @@ def derive(source: Source, input_shape: tuple[int, ...] | None = None) -> Deriva
         lines.append("")
         for i, line in enumerate(fcn):
             lines += _wrap(line, "") if i == 0 else [line]
-        if isinstance(net, Sequential) and any(r.kind in ("FC", "GAP") for r in rows):
+        if isinstance(net, Graph) and any(r.kind in ("FC", "GAP") for r in rows):
             from convnet.fcn.explain import map_notes
 
             # what each map unit sees, and whether the map equals the crop-by-crop scores

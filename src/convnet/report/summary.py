@@ -28,7 +28,8 @@ from typing import Any
 from convnet import arith
 from convnet.arith import fmt_bytes, fmt_frac_pair, fmt_shape
 from convnet.errors import ConfigError
-from convnet.net.sequential import Sequential
+from convnet.net import blocks as B
+from convnet.net.graph import Graph
 from convnet.report import Source, load_network
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -46,7 +47,36 @@ def _num(x: Fraction) -> int | float:
     return int(x) if x.denominator == 1 else float(x)
 
 
-def _collect(net: Sequential, batch: int) -> dict[str, Any]:
+def structure(net: Graph) -> list[tuple[str, int, Any]]:
+    """The network's rows in order, with its blocks: ``("layer", depth, layer)`` for each layer
+    and ``("label", depth, (name, text))`` where a RES[ or CAT[ block opens, where each of its
+    branches starts, and for an identity shortcut. ``depth`` is the nesting of blocks."""
+    rows: list[tuple[str, int, Any]] = []
+
+    def walk(items: list[B.Item], depth: int) -> None:
+        for it in items:
+            if not isinstance(it, B.Block):
+                rows.append(("layer", depth, it))
+                continue
+            for i, branch in enumerate(it.branches):
+                if it.kind == "RES":
+                    what = "main branch" if i == 0 else "shortcut" + (
+                        " (projection inserted: the main branch changes the size or depth)"
+                        if any(ly.inserted for ly in B.flat_layers(branch)) else "")
+                else:
+                    what = f"branch {i + 1} of {len(it.branches)}"
+                rows.append(("label", depth, (f"{it.kind}[" if i == 0 else "|", what)))
+                walk(branch, depth + 1)
+            if it.kind == "RES" and it.identity:
+                rows.append(("label", depth, ("|", "shortcut: the block's input itself "
+                                                   "(identity)")))
+            rows.append(("layer", depth, it.merge))
+
+    walk(getattr(net, "items", None) or list(net.layers), 0)
+    return rows
+
+
+def _collect(net: Graph, batch: int) -> dict[str, Any]:
     """Every number of the report, once; the formats only lay it out."""
     itemsize = net.dtype.itemsize
     rows = arith.layer_rows(net, batch=batch, itemsize=itemsize)
@@ -67,6 +97,8 @@ def _collect(net: Sequential, batch: int) -> dict[str, Any]:
         "macs": macs,
         "flops": 2 * macs,
         "memory": memory,
+        "structure": structure(net),
+        "branching": not getattr(net, "is_chain", True),
     }
 
 
@@ -82,9 +114,29 @@ def _cells(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     body = [["0", "input", f"INPUT({fmt_shape(tuple(data['input_shape']))})",
              fmt_shape(tuple(data["input_shape"])), "0", "0", "1", "1",
              fmt_bytes(data["input_bytes"])]]
-    for i, r in enumerate(data["rows"], 1):
+    if not data["branching"]:
+        for i, r in enumerate(data["rows"], 1):
+            size, jump = _rf_text(r.rf)
+            body.append([str(i), r.name, r.spec, fmt_shape(r.output_shape), f"{r.params:,}",
+                         f"{r.macs:,}", size, jump, fmt_bytes(r.activation_bytes)])
+        return header, body
+    # a branching network: the layers indented by block, with a line where each block and
+    # branch opens, and each merge naming what it merges
+    by_name = {r.name: (i, r) for i, r in enumerate(data["rows"], 1)}
+    for kind, depth, what in data["structure"]:
+        pad = "  " * depth
+        if kind == "label":
+            word, text = what
+            body.append(["", pad + word, text, "", "", "", "", "", ""])
+            continue
+        i, r = by_name[what.name]
+        spec = r.spec
+        name = pad + r.name
+        if what.arity != 1:
+            spec = f"{r.spec} of {' + '.join(r.inputs)}"
+            name = pad + "] " + r.name
         size, jump = _rf_text(r.rf)
-        body.append([str(i), r.name, r.spec, fmt_shape(r.output_shape), f"{r.params:,}",
+        body.append([str(i), name, spec, fmt_shape(r.output_shape), f"{r.params:,}",
                      f"{r.macs:,}", size, jump, fmt_bytes(r.activation_bytes)])
     return header, body
 
@@ -135,16 +187,18 @@ def _markdown(data: dict[str, Any]) -> str:
 def _csv(data: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    extra = ["inputs"] if data["branching"] else []
     w.writerow(["index", "layer", "spec", "output", "params", "macs", "rf_size", "rf_stride",
-                "activation_bytes"])
+                "activation_bytes", *extra])
     w.writerow([0, "input", f"INPUT({fmt_shape(tuple(data['input_shape']))})",
-                fmt_shape(tuple(data["input_shape"])), 0, 0, 1, 1, data["input_bytes"]])
+                fmt_shape(tuple(data["input_shape"])), 0, 0, 1, 1, data["input_bytes"],
+                *([""] if extra else [])])
     for i, r in enumerate(data["rows"], 1):
         size, jump = _rf_text(r.rf)
         w.writerow([i, r.name, r.spec, fmt_shape(r.output_shape), r.params, r.macs, size, jump,
-                    r.activation_bytes])
+                    r.activation_bytes, *([" ".join(r.inputs)] if extra else [])])
     w.writerow(["", "total", "", fmt_shape(tuple(data["output_shape"])), data["params"],
-                data["macs"], "", "", data["memory"]["activations"]])
+                data["macs"], "", "", data["memory"]["activations"], *([""] if extra else [])])
     return buf.getvalue()
 
 
@@ -155,6 +209,7 @@ def _json(data: dict[str, Any]) -> str:
             "name": r.name, "kind": r.kind, "spec": r.spec,
             "input_shape": list(r.input_shape), "output_shape": list(r.output_shape),
             "params": r.params, "macs": r.macs, "activation_bytes": r.activation_bytes,
+            "inputs": list(r.inputs),
             "receptive_field": {
                 "size": [_num(v) for v in r.rf.size], "stride": [_num(v) for v in r.rf.jump],
                 "start": [_num(v) for v in r.rf.start], "whole_input": r.rf.whole,
@@ -179,7 +234,7 @@ def summary(source: Source, batch: int = 1, format: str = "table",
     """A table of every layer and the totals, from the shapes alone.
 
     Args:
-        source: a Sequential, spec text, spec file, zoo name, or saved model (``.npz``).
+        source: a network, spec text, spec file, zoo name, or saved model (``.npz``).
         batch: images per step for the activation and training memory.
         format: ``"table"`` (aligned text), ``"markdown"``, ``"csv"`` (one row per layer, a
             header, and a total row) or ``"json"`` (the same numbers, machine-readable).
@@ -187,7 +242,9 @@ def summary(source: Source, batch: int = 1, format: str = "table",
 
     Columns: layer name, spec, output volume (H x W x D), parameters, MACs, receptive field
     (size and effective stride, in input pixels), activation memory at ``batch``. The module
-    docstring says exactly what is counted.
+    docstring says exactly what is counted. A branching network (RES[...], CAT[...]) shows its
+    blocks: the layers indented by block, a line where each block and branch opens, and each
+    merge with what it merges (csv and json add each layer's ``inputs``).
 
     >>> print(summary("INPUT(32x32x3) -> CONV(10,F=5,P=2)", format="csv").splitlines()[2])
     1,conv1,"CONV(10,F=5,P=2)",32x32x10,760,768000,5,1,40960

@@ -185,20 +185,9 @@ def _layer_meta(net: Sequential, max_weights: int, max_maps: int,
             "rf": {"size": [_frac(v) for v in row.rf.size], "jump": [_frac(v) for v in row.rf.jump],
                    "start": [_frac(v) for v in row.rf.start], "whole": bool(row.rf.whole)},
         }
-        window = getattr(layer, "window", None)
-        if window is not None and layer.kind != "GAP":
-            meta["window"] = {"F": list(window.F), "S": list(window.S), "P": list(window.P),
-                              "dilation": list(window.dilation)}
-        if hasattr(layer, "K"):
-            meta["K"] = int(layer.K)
-        if hasattr(layer, "output_padding"):
-            meta["output_padding"] = list(layer.output_padding)
-        if layer.kind == "LRELU":
-            meta["alpha"] = float(layer.alpha)
-        if layer.kind == "BN":
-            meta["eps"] = float(layer.eps)
-        if layer.kind == "DROPOUT":
-            meta["p"] = float(layer.p)
+        meta.update(layer.hyper())         # what the layer says of itself: K, window, p, ...
+        meta["hyper_text"] = layer.short_hyper()
+        meta["inputs"] = list(row.inputs)
         out = layer.output_shape
         if len(out) == 3:
             meta["maps_shown"] = min(out[2], max_maps)
@@ -221,7 +210,7 @@ def _flatten_info(net: Sequential) -> dict[str, Any] | None:
     """Where a volume becomes a vector (the first FC, FLATTEN or GAP after a volume)."""
     for i, layer in enumerate(net.layers):
         ins = layer.input_shape
-        if layer.kind in ("FC", "FLATTEN") and len(ins) == 3:
+        if layer.fixed_size and len(ins) == 3:
             return {"layer": i, "name": layer.name, "kind": layer.kind, "shape": list(ins),
                     "n": arith.num_elements(ins)}
     return None
@@ -419,16 +408,7 @@ def architecture_svg(layers: Sequence[Mapping[str, Any]], input_shape: Sequence[
     vols: list[tuple[str, str, str, Sequence[int], str]] = [
         ("input", "INPUT", "", list(input_shape), "input")]
     for i, m in enumerate(layers):
-        w = m.get("window")
-        hyper = ""
-        if m["kind"] in ("CONV", "DECONV"):
-            hyper = (f"K={m['K']} F={arith.fmt_pair(tuple(w['F']))} "
-                     f"S={arith.fmt_pair(tuple(w['S']))} P={arith.fmt_pair(tuple(w['P']))}")
-        elif w is not None:
-            hyper = (f"F={arith.fmt_pair(tuple(w['F']))} S={arith.fmt_pair(tuple(w['S']))} "
-                     f"P={arith.fmt_pair(tuple(w['P']))}")
-        elif m["kind"] == "FC":
-            hyper = f"K={m['K']}"
+        hyper = m.get("hyper_text", "")
         vols.append((m["name"], m["kind"], hyper, m["out_shape"], str(i)))
     pad, gap, top = 16, 26, 46
     heights = []
