@@ -5,8 +5,9 @@
 - :func:`explain`: the derivation of every layer in words and numbers, including a
   configuration that does not fit.
 
-Both take a network (:class:`~convnet.net.graph.Graph` or ``Sequential``), spec text, a spec file, a zoo name
-("vgg16") or a saved model (a path ending in ``.npz``); see :func:`load_network`.
+Both take a network (:class:`~convnet.net.graph.Graph` or ``Sequential``), spec text, a spec
+file, a zoo name ("vgg16") or a saved model (a path ending in ``.npz``); see
+:func:`load_network`.
 
 >>> from convnet.report import summary
 >>> "138,357,544" in summary("vgg16")
