@@ -11,7 +11,9 @@ the flip together, with no Python loop over images. All randomness comes from a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +46,27 @@ class Normalizer:
             raise DataError(
                 f"Normalizer: mean has {self.mean.size} channel(s) but std has {self.std.size}"
             )
-        if not (np.all(np.isfinite(self.mean)) and np.all(self.std > 0)):
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
+                and np.all(self.std > 0)):
             raise DataError(
-                f"Normalizer: mean must be finite and std positive, got mean={self.mean}, "
-                f"std={self.std}"
+                f"Normalizer: mean must be finite and std finite and positive, got "
+                f"mean={self.mean}, std={self.std}"
             )
+
+    @classmethod
+    def coerce(cls, obj: Any) -> Normalizer | None:
+        """The statistics in any form the library accepts: a Normalizer, a mapping
+        ``{"mean", "std"}`` (what a checkpoint stores) or an object with ``mean`` and ``std``;
+        None for None and for anything without statistics (a bare callable)."""
+        if obj is None or isinstance(obj, Normalizer):
+            return obj
+        if isinstance(obj, Mapping):
+            if "mean" not in obj or "std" not in obj:
+                raise DataError("Normalizer: a mapping of statistics needs 'mean' and 'std'")
+            return cls(obj["mean"], obj["std"])
+        if hasattr(obj, "mean") and hasattr(obj, "std") and not callable(obj.mean):
+            return cls(obj.mean, obj.std)
+        return None
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Normalizer:

@@ -29,7 +29,24 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
     >>> softmax(np.array([[1e4, 1e4]])).tolist()
     [[0.5, 0.5]]
+
+    Whole numbers (or a list) are taken as float64; a 0-d array, strings or NaN/Inf scores raise
+    :class:`~convnet.errors.InputError`.
     """
+    try:
+        scores = np.asarray(scores)
+    except Exception as exc:  # ragged lists and other things numpy refuses
+        raise InputError(f"softmax: scores are not an array ({exc})") from None
+    if scores.dtype.kind in "iub":
+        scores = scores.astype(np.float64)
+    if scores.dtype.kind != "f":
+        raise InputError(f"softmax: scores must be numbers, received dtype {scores.dtype}")
+    if scores.ndim == 0:
+        raise InputError("softmax: scores need at least one axis (the classes, last)")
+    if scores.shape[-1] == 0:
+        raise InputError("softmax: there are no classes (the last axis has size 0)")
+    if not np.isfinite(scores).all():
+        raise InputError("softmax: scores contain NaN or Inf (a diverged network?)")
     e = scores - scores.max(axis=-1, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=-1, keepdims=True)

@@ -36,6 +36,7 @@ import numpy as np
 
 from convnet.errors import CheckpointError, ConfigError
 from convnet.ops import _jit
+from convnet.optim.schedules import _finite
 
 __all__ = ["SGD", "Adam", "AdamW", "HasParameters", "Optimizer", "make_optimizer"]
 
@@ -65,18 +66,8 @@ def _check_lr(owner: str, lr: Any, *, allow_zero: bool = False) -> float:
     return value
 
 
-def _check_number(owner: str, name: str, value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{owner}: {name} must be a number, received {name}={value!r}") from None
-    if not math.isfinite(out):
-        raise ConfigError(f"{owner}: {name} must be finite, received {name}={value!r}")
-    return out
-
-
 def _check_weight_decay(owner: str, weight_decay: Any) -> float:
-    value = _check_number(owner, "weight_decay", weight_decay)
+    value = _finite(owner, "weight_decay", weight_decay)
     if value < 0.0:
         raise ConfigError(
             f"{owner}: weight_decay must be >= 0, received weight_decay={weight_decay!r} "
@@ -94,7 +85,7 @@ def _check_betas(owner: str, betas: Any) -> tuple[float, float]:
         ) from None
     out = []
     for i, b in enumerate((b1, b2)):
-        v = _check_number(owner, f"betas[{i}]", b)
+        v = _finite(owner, f"betas[{i}]", b)
         if not 0.0 <= v < 1.0:
             raise ConfigError(
                 f"{owner}: betas[{i}] must satisfy 0 <= beta < 1, received betas={betas!r} "
@@ -105,7 +96,7 @@ def _check_betas(owner: str, betas: Any) -> tuple[float, float]:
 
 
 def _check_eps(owner: str, eps: Any) -> float:
-    value = _check_number(owner, "eps", eps)
+    value = _finite(owner, "eps", eps)
     if value <= 0.0:
         raise ConfigError(
             f"{owner}: eps must be > 0, received eps={eps!r} "
@@ -361,7 +352,7 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr)
-        momentum = _check_number("SGD", "momentum", momentum)
+        momentum = _finite("SGD", "momentum", momentum)
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(
                 f"SGD: momentum must satisfy 0 <= momentum < 1, received momentum={momentum!r} "

@@ -67,6 +67,8 @@ def _int_at_least(owner: str, name: str, value: Any, low: int) -> int:
 
 
 def _finite(owner: str, name: str, value: Any) -> float:
+    """``value`` as a finite float, or a ConfigError naming the owner and the argument (the one
+    check of optimizers' and schedules' real-valued settings)."""
     try:
         out = float(value)
     except (TypeError, ValueError):

@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from convnet.data.transforms import Normalizer
 from convnet.errors import CheckpointError, ConvnetError, ShapeError
-from convnet.net.sequential import Sequential
+from convnet.net.graph import Graph
 
 __all__ = [
     "FORMAT",
@@ -85,7 +86,7 @@ class Checkpoint:
     """
 
     path: Path
-    net: Sequential
+    net: Graph
     spec: str
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -171,7 +172,7 @@ def _rng_state(rng: Any) -> dict[str, Any] | None:
 
 
 def save(
-    net: Sequential,
+    net: Graph,
     path: str | os.PathLike[str],
     *,
     optimizer: Any = None,
@@ -212,8 +213,8 @@ def save(
     >>> cn.load(p).spec
     'INPUT(8x8x1) -> FC(10)'
     """
-    if not isinstance(net, Sequential):
-        raise CheckpointError(f"save: expected a Sequential network, received {type(net).__name__}")
+    if not isinstance(net, Graph):
+        raise CheckpointError(f"save: expected a convnet network, received {type(net).__name__}")
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT),
         "version": np.array(VERSION, dtype=np.int64),
@@ -226,11 +227,10 @@ def save(
         state = optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer
         for key, value in state.items():
             arrays[f"optim/{key}"] = np.asarray(value)
-    if normalizer is not None:
-        mean = normalizer["mean"] if isinstance(normalizer, Mapping) else normalizer.mean
-        std = normalizer["std"] if isinstance(normalizer, Mapping) else normalizer.std
-        arrays["norm/mean"] = np.asarray(mean, dtype=np.float32)
-        arrays["norm/std"] = np.asarray(std, dtype=np.float32)
+    stats = Normalizer.coerce(normalizer)
+    if stats is not None:
+        arrays["norm/mean"] = stats.mean.copy()
+        arrays["norm/std"] = stats.std.copy()
     for key, value in (loop or {}).items():
         arrays[f"loop/{key}"] = np.asarray(value)
     meta = {
@@ -436,7 +436,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     )
 
 
-def load(path: str | os.PathLike[str]) -> Sequential:
+def load(path: str | os.PathLike[str]) -> Graph:
     """The network saved at ``path`` (a checkpoint file or a run directory), ready to predict.
 
     The class names and normalisation statistics are attached as ``net.classes`` and

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from convnet.data.transforms import Normalizer
 from convnet.errors import ConfigError, ShapeError
-from convnet.net.sequential import Sequential
+from convnet.net.graph import Graph
 from convnet.ops import _arena
 from convnet.ops.loss import softmax_cross_entropy
 from convnet.train.callbacks import Callback
@@ -87,7 +88,7 @@ def _unpack(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, list[str] | N
     return np.asarray(x), np.asarray(y), None
 
 
-def _check_data(net: Sequential, x: np.ndarray, y: np.ndarray, what: str) -> tuple[
+def _check_data(net: Graph, x: np.ndarray, y: np.ndarray, what: str) -> tuple[
         np.ndarray, np.ndarray]:
     """Validate once, up front, so no batch can fail halfway through an epoch."""
     want_x = net.input_shape
@@ -130,10 +131,9 @@ def _check_data(net: Sequential, x: np.ndarray, y: np.ndarray, what: str) -> tup
 def _as_normalize(normalizer: Any) -> Normalize | None:
     if normalizer is None:
         return None
-    if isinstance(normalizer, Mapping):
-        mean = np.asarray(normalizer["mean"], np.float32)
-        std = np.asarray(normalizer["std"], np.float32)
-        return lambda x: ((x - mean) / std).astype(np.float32, copy=False)
+    stats = Normalizer.coerce(normalizer)
+    if stats is not None:
+        return stats.apply
     if callable(normalizer):
         return normalizer
     raise ConfigError(f"normalizer must be a Normalizer, a callable or {{'mean', 'std'}}, "
@@ -141,18 +141,13 @@ def _as_normalize(normalizer: Any) -> Normalize | None:
 
 
 def _normalizer_arrays(normalizer: Any) -> dict[str, np.ndarray] | None:
-    if normalizer is None:
-        return None
-    if isinstance(normalizer, Mapping):
-        return {"mean": np.asarray(normalizer["mean"]), "std": np.asarray(normalizer["std"])}
-    if hasattr(normalizer, "mean") and hasattr(normalizer, "std"):
-        return {"mean": np.asarray(normalizer.mean), "std": np.asarray(normalizer.std)}
-    return None  # a bare callable: nothing that can be saved
+    stats = Normalizer.coerce(normalizer)   # None for a bare callable: nothing to save
+    return None if stats is None else {"mean": stats.mean, "std": stats.std}
 
 
 # ------------------------------------------------------------------------------- evaluate
 def evaluate(
-    net: Sequential,
+    net: Graph,
     data: Any,
     *,
     batch_size: int = 256,
@@ -200,7 +195,7 @@ def evaluate(
     return out
 
 
-def _predict(net: Sequential, x: np.ndarray, batch_size: int, norm: Normalize | None) -> \
+def _predict(net: Graph, x: np.ndarray, batch_size: int, norm: Normalize | None) -> \
         np.ndarray:
     outs = []
     for s in range(0, len(x), batch_size):
@@ -220,7 +215,7 @@ class Trainer:
 
     def __init__(
         self,
-        net: Sequential,
+        net: Graph,
         train_data: Any,
         val_data: Any = None,
         *,
@@ -240,8 +235,8 @@ class Trainer:
     ) -> None:
         from convnet.optim import Optimizer, make_optimizer, make_schedule
 
-        if not isinstance(net, Sequential):
-            raise ConfigError(f"fit: expected a Sequential network, received {type(net).__name__}")
+        if not isinstance(net, Graph):
+            raise ConfigError(f"fit: expected a Graph network, received {type(net).__name__}")
         self.net = net
         x, y, data_classes = _unpack(train_data, "fit: train_data")
         self.per_pixel = np.ndim(y) > 1  # segmentation labels (not a (1, 1, K) classifier's)
@@ -502,7 +497,7 @@ class Trainer:
 
 
 def fit(
-    net: Sequential,
+    net: Graph,
     train_data: Any,
     val_data: Any = None,
     *,

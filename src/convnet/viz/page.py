@@ -34,8 +34,10 @@ import numpy as np
 
 from convnet import arith
 from convnet.arith import fmt_shape
+from convnet.data.transforms import Normalizer
 from convnet.errors import ConfigError
-from convnet.net.sequential import Sequential
+from convnet.net.graph import Graph
+from convnet.ops.loss import softmax
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -96,21 +98,17 @@ def decode_float32(text: str, shape: Sequence[int] | None = None) -> np.ndarray:
     return a.reshape(tuple(shape)) if shape is not None else a
 
 
-def _normalize(net: Sequential, images: np.ndarray) -> np.ndarray:
-    norm = getattr(net, "normalizer", None)
+def _normalize(net: Graph, images: np.ndarray) -> np.ndarray:
+    stats = Normalizer.coerce(getattr(net, "normalizer", None))
     x = np.asarray(images, dtype=np.float32)
-    if norm is None:
-        return x
-    mean = np.asarray(norm["mean"] if isinstance(norm, Mapping) else norm.mean, np.float32)
-    std = np.asarray(norm["std"] if isinstance(norm, Mapping) else norm.std, np.float32)
-    return ((x - mean) / std).astype(np.float32, copy=False)
+    return x if stats is None else stats.apply(x)
 
 
-def layer_activations(net: Sequential, x: np.ndarray) -> list[np.ndarray]:
+def layer_activations(net: Graph, x: np.ndarray) -> list[np.ndarray]:
     """Every layer's output for the (already normalised) batch ``x``, in evaluation mode.
 
     The layers one by one, keeping each intermediate volume: the values of
-    :meth:`Sequential.forward`, to the last bit unless the network has a BN right after a
+    :meth:`Graph.forward`, to the last bit unless the network has a BN right after a
     CONV/DECONV, which its evaluation folds into that layer's weights (a different rounding,
     ~1e-7 relative in float32). The page's probabilities come from these volumes.
 
@@ -129,16 +127,15 @@ def layer_activations(net: Sequential, x: np.ndarray) -> list[np.ndarray]:
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
-    z = scores.astype(np.float64) - scores.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    """Probabilities in float64 (the page shows them to 4 digits)."""
+    return softmax(np.asarray(scores, dtype=np.float64))
 
 
-def _is_classifier(net: Sequential) -> bool:
+def _is_classifier(net: Graph) -> bool:
     return len(net.output_shape) == 1
 
 
-def evaluate_test(net: Sequential, x: np.ndarray, y: np.ndarray, num_wrong: int = 8,
+def evaluate_test(net: Graph, x: np.ndarray, y: np.ndarray, num_wrong: int = 8,
                   batch_size: int = 256) -> TestEval:
     """Confusion matrix, accuracy and the most confident mistakes of ``net`` on ``(x, y)``.
 
@@ -171,7 +168,7 @@ def _frac(v: Any) -> float:
 
 
 # ---------------------------------------------------------------------------- the data
-def _layer_meta(net: Sequential, max_weights: int, max_maps: int,
+def _layer_meta(net: Graph, max_weights: int, max_maps: int,
                 weight_budget: int = DEFAULT_WEIGHT_BUDGET) -> list[dict[str, Any]]:
     rows = arith.layer_rows(net)
     metas = []
@@ -206,7 +203,7 @@ def _layer_meta(net: Sequential, max_weights: int, max_maps: int,
     return metas
 
 
-def _flatten_info(net: Sequential) -> dict[str, Any] | None:
+def _flatten_info(net: Graph) -> dict[str, Any] | None:
     """Where a volume becomes a vector (the first FC, FLATTEN or GAP after a volume)."""
     for i, layer in enumerate(net.layers):
         ins = layer.input_shape
@@ -216,7 +213,7 @@ def _flatten_info(net: Sequential) -> dict[str, Any] | None:
     return None
 
 
-def _sample_floats(net: Sequential) -> int:
+def _sample_floats(net: Graph) -> int:
     return 2 * arith.num_elements(net.input_shape) + sum(
         arith.num_elements(s) for s in net.shapes
     )
@@ -271,7 +268,7 @@ def read_metrics_log(run_dir: str | os.PathLike[str] | None,
 
 
 def build_data(
-    net: Sequential,
+    net: Graph,
     samples: Sequence[Sample],
     *,
     classes: Sequence[str] | None = None,
@@ -377,13 +374,11 @@ def build_data(
     return data
 
 
-def _normalizer_json(net: Sequential) -> dict[str, list[float]] | None:
-    norm = getattr(net, "normalizer", None)
-    if norm is None:
+def _normalizer_json(net: Graph) -> dict[str, list[float]] | None:
+    stats = Normalizer.coerce(getattr(net, "normalizer", None))
+    if stats is None:
         return None
-    mean = norm["mean"] if isinstance(norm, Mapping) else norm.mean
-    std = norm["std"] if isinstance(norm, Mapping) else norm.std
-    return {"mean": [float(v) for v in np.ravel(mean)], "std": [float(v) for v in np.ravel(std)]}
+    return {"mean": [float(v) for v in stats.mean], "std": [float(v) for v in stats.std]}
 
 
 # ------------------------------------------------------------------------- static pieces
@@ -639,7 +634,7 @@ def serve(path: str | os.PathLike[str], port: int = 8000,
 class ModelInfo:
     """A model to look at and what came with it (see :func:`load_model`)."""
 
-    net: Sequential
+    net: Graph
     title: str
     classes: list[str] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -708,7 +703,7 @@ def load_model(model: str | os.PathLike[str], seed: int = 0) -> ModelInfo:
                      ckpt.classes, history, _data_name(ckpt), notes)
 
 
-def load_test_set(name: str, net: Sequential) -> Any:
+def load_test_set(name: str, net: Graph) -> Any:
     """The test split of data set ``name`` (or a directory), converted to the model's input
     size and depth; :class:`~convnet.errors.DataError` when it cannot be had."""
     from convnet.data import load_dataset
@@ -723,7 +718,7 @@ def load_test_set(name: str, net: Sequential) -> Any:
 
 
 def visualize(
-    net: Sequential,
+    net: Graph,
     output: str | os.PathLike[str],
     *,
     images: Sequence[Sample] = (),
