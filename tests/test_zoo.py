@@ -12,7 +12,8 @@ from convnet.spec.zoo import get
 
 def test_names():
     assert zoo_names() == ["lenet5", "alexnet", "vgg16", "seed004", "fashion", "cifar10", "fcn",
-                           "segnet", "digits"]
+                           "segnet", "digits", "resnet-cifar", "resnet18", "resnet34", "resnet50",
+                           "mobilenet_v2", "googlenet"]
     for name in zoo_names():
         assert len(describe(name)) > 80
     assert describe("VGG16") == describe("vgg16")
@@ -22,13 +23,14 @@ def test_unknown_name():
     with pytest.raises(SpecError, match="no zoo architecture named 'vgg19'. Did you mean 'vgg16'"):
         get("vgg19")
     with pytest.raises(SpecError):
-        describe("resnet50")
+        describe("resnet51")
 
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_every_entry_builds_and_round_trips(name):
     net = build(name, weights=False)
-    expected = {"alexnet": (1000,), "vgg16": (1000,), "segnet": (32, 64, 11)}.get(name, (10,))
+    expected = {"segnet": (32, 64, 11), "resnet-cifar": (10,)}.get(
+        name, (1000,) if net.input_shape == (224, 224, 3) or name == "alexnet" else (10,))
     assert net.output_shape == expected
     again = build(net.spec, weights=False)
     assert (again.spec, again.shapes, again.num_params) == (net.spec, net.shapes, net.num_params)
@@ -67,7 +69,11 @@ def test_seed004_shapes():
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("lenet5", 61_706), ("seed004", 16_644), ("fashion", 421_642), ("digits", 38_282)],
+    [("lenet5", 61_706), ("seed004", 16_644), ("fashion", 421_642), ("digits", 38_282),
+     # torchvision's counts (resnet18, resnet34, resnet50, mobilenet_v2, googlenet without its
+     # auxiliary classifiers); ResNet-20 with projection shortcuts (the paper's option B)
+     ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
+     ("mobilenet_v2", 3_504_872), ("googlenet", 6_624_904), ("resnet-cifar", 272_474)],
 )
 def test_parameter_counts(name, params):
     assert build(name, weights=False).num_params == params
@@ -94,3 +100,23 @@ def test_small_nets_run():
         out = net.forward(rng.standard_normal((2, *shape)).astype(np.float32))
         assert out.shape == (2, 10)
         assert np.isfinite(out).all()
+
+
+def test_resnet50_macs_are_the_published_4_1_gmacs():
+    net = build("resnet50", weights=False)
+    macs = sum(layer.macs() for layer in net.layers)
+    assert macs == 4_089_184_256                     # 4.1 GMACs, as published
+    assert net["gap1"].input_shape == (7, 7, 2048)
+    proj = [ly.to_spec() for ly in net.layers if ly.inserted == "projection"]
+    assert proj[0] == "CONV(256,F=1,bias=false)" and len(proj) == 8   # 4 stages: CONV + BN
+
+
+def test_mobilenet_v2_and_googlenet_shapes():
+    net = build("mobilenet_v2", weights=False)
+    assert net["gap1"].input_shape == (7, 7, 1280)
+    assert sum(ly.kind == "DWCONV" for ly in net.layers) == 17
+    assert sum(ly.kind == "ADD" for ly in net.layers) == 10
+    net = build("googlenet", weights=False)
+    assert [ly.output_shape[-1] for ly in net.layers if ly.kind == "CAT"] == \
+        [256, 480, 512, 512, 512, 528, 832, 832, 1024]
+    assert net["gap1"].input_shape == (7, 7, 1024)

@@ -113,6 +113,207 @@ _ENTRIES: dict[str, tuple[str, str]] = {
         "The default network for the built-in 8x8 UCI handwritten digits: small enough to "
         "train in seconds on a CPU. 8x8x1 -> 8x8x16 -> 8x8x32 -> 4x4x32 = 512 -> 64 -> 10.",
     ),
+    "resnet-cifar": (
+        """INPUT(32x32x3)
+        -> CONV(16,F=3,P=1,bias=false) -> BN -> RELU
+        -> [RES[CONV(16,F=3,P=1,bias=false) -> BN -> RELU -> CONV(16,F=3,P=1,bias=false) -> BN]
+               -> RELU]*3
+        -> RES[CONV(32,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(32,F=3,P=1,bias=false) -> BN] -> RELU -> [RES[CONV(32,F=3,P=1,bias=false)
+               -> BN -> RELU -> CONV(32,F=3,P=1,bias=false) -> BN] -> RELU]*2
+        -> RES[CONV(64,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(64,F=3,P=1,bias=false) -> BN] -> RELU -> [RES[CONV(64,F=3,P=1,bias=false)
+               -> BN -> RELU -> CONV(64,F=3,P=1,bias=false) -> BN] -> RELU]*2
+        -> GAP -> FC(10)""",
+        "ResNet-20 for 32x32 images (He et al. 2016, section 4.2): a 3x3 CONV to 16, three stages "
+        "of three basic blocks with 16, 32 and 64 filters (32x32 -> 16x16 -> 8x8), GAP and "
+        "FC(10). The two blocks that change the size and depth project their shortcut with a 1x1 "
+        "CONV and BN (the paper's option B; option A pads with zeros). 272,474 parameters, 40.8 "
+        "MMACs. Build it for other sizes with input_shape, e.g. 28x28x1 for Fashion-MNIST.",
+    ),
+    "resnet18": (
+        """INPUT(224x224x3)
+        -> CONV(64,F=7,S=2,P=3,bias=false,floor=true) -> BN -> RELU
+               -> POOL(F=3,S=2,P=1,floor=true)
+        -> [RES[CONV(64,F=3,P=1,bias=false) -> BN -> RELU -> CONV(64,F=3,P=1,bias=false) -> BN]
+               -> RELU]*2
+        -> RES[CONV(128,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(128,F=3,P=1,bias=false) -> BN] -> RELU
+        -> RES[CONV(128,F=3,P=1,bias=false) -> BN -> RELU -> CONV(128,F=3,P=1,bias=false) -> BN]
+               -> RELU
+        -> RES[CONV(256,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(256,F=3,P=1,bias=false) -> BN] -> RELU
+        -> RES[CONV(256,F=3,P=1,bias=false) -> BN -> RELU -> CONV(256,F=3,P=1,bias=false) -> BN]
+               -> RELU
+        -> RES[CONV(512,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(512,F=3,P=1,bias=false) -> BN] -> RELU
+        -> RES[CONV(512,F=3,P=1,bias=false) -> BN -> RELU -> CONV(512,F=3,P=1,bias=false) -> BN]
+               -> RELU
+        -> GAP -> FC(1000)""",
+        "ResNet-18 (He et al. 2016), torchvision's layout: a 7x7 stride-2 CONV and a 3x3 stride-2 "
+        "POOL (224 -> 112 -> 56), then four stages of two basic blocks (two 3x3 CONVs without "
+        "bias, each followed by BN, added to the block's input), 64, 128, 256 and 512 filters, "
+        "each stage after the first halving the size with a stride-2 CONV (56 -> 28 -> 14 -> 7); "
+        "where a block changes the size and depth, RES[...] projects the shortcut with a 1x1 "
+        "stride-2 CONV and a BN, as torchvision's downsample does. GAP, then FC(1000). The "
+        "strided layers need floor=true: (56 - 3 + 2*1)/2 + 1 = 28.5, which PyTorch floors to 28. "
+        "11,689,512 parameters, 1.81 GMACs, as torchvision's resnet18.",
+    ),
+    "resnet34": (
+        """INPUT(224x224x3)
+        -> CONV(64,F=7,S=2,P=3,bias=false,floor=true) -> BN -> RELU
+               -> POOL(F=3,S=2,P=1,floor=true)
+        -> [RES[CONV(64,F=3,P=1,bias=false) -> BN -> RELU -> CONV(64,F=3,P=1,bias=false) -> BN]
+               -> RELU]*3
+        -> RES[CONV(128,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(128,F=3,P=1,bias=false) -> BN] -> RELU
+        -> [RES[CONV(128,F=3,P=1,bias=false) -> BN -> RELU -> CONV(128,F=3,P=1,bias=false)
+               -> BN] -> RELU]*3
+        -> RES[CONV(256,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(256,F=3,P=1,bias=false) -> BN] -> RELU
+        -> [RES[CONV(256,F=3,P=1,bias=false) -> BN -> RELU -> CONV(256,F=3,P=1,bias=false)
+               -> BN] -> RELU]*5
+        -> RES[CONV(512,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(512,F=3,P=1,bias=false) -> BN] -> RELU
+        -> [RES[CONV(512,F=3,P=1,bias=false) -> BN -> RELU -> CONV(512,F=3,P=1,bias=false)
+               -> BN] -> RELU]*2
+        -> GAP -> FC(1000)""",
+        "ResNet-34 (He et al. 2016), torchvision's layout: as resnet18 with 3, 4, 6 and 3 basic "
+        "blocks per stage. 21,797,672 parameters, 3.66 GMACs, as torchvision's resnet34.",
+    ),
+    "resnet50": (
+        """INPUT(224x224x3)
+        -> CONV(64,F=7,S=2,P=3,bias=false,floor=true) -> BN -> RELU
+               -> POOL(F=3,S=2,P=1,floor=true)
+        -> [RES[CONV(64,F=1,bias=false) -> BN -> RELU -> CONV(64,F=3,P=1,bias=false) -> BN
+               -> RELU -> CONV(256,F=1,bias=false) -> BN] -> RELU]*3
+        -> RES[CONV(128,F=1,bias=false) -> BN -> RELU
+               -> CONV(128,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(512,F=1,bias=false) -> BN] -> RELU
+        -> [RES[CONV(128,F=1,bias=false) -> BN -> RELU -> CONV(128,F=3,P=1,bias=false) -> BN
+               -> RELU -> CONV(512,F=1,bias=false) -> BN] -> RELU]*3
+        -> RES[CONV(256,F=1,bias=false) -> BN -> RELU
+               -> CONV(256,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(1024,F=1,bias=false) -> BN] -> RELU
+        -> [RES[CONV(256,F=1,bias=false) -> BN -> RELU -> CONV(256,F=3,P=1,bias=false) -> BN
+               -> RELU -> CONV(1024,F=1,bias=false) -> BN] -> RELU]*5
+        -> RES[CONV(512,F=1,bias=false) -> BN -> RELU
+               -> CONV(512,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU
+               -> CONV(2048,F=1,bias=false) -> BN] -> RELU
+        -> [RES[CONV(512,F=1,bias=false) -> BN -> RELU -> CONV(512,F=3,P=1,bias=false) -> BN
+               -> RELU -> CONV(2048,F=1,bias=false) -> BN] -> RELU]*2
+        -> GAP -> FC(1000)""",
+        "ResNet-50 (He et al. 2016), torchvision's layout (v1.5: the stride on the 3x3 CONV): 3, "
+        "4, 6 and 3 bottleneck blocks (1x1 CONV to w, 3x3 CONV, 1x1 CONV to 4w, each with BN) per "
+        "stage, w = 64, 128, 256, 512; the first block of each stage projects its shortcut (1x1 "
+        "CONV and BN) because it changes the depth (and, from the second stage on, the size). "
+        "25,557,032 parameters and 4.09 GMACs, as torchvision's resnet50.",
+    ),
+    "mobilenet_v2": (
+        """INPUT(224x224x3)
+        -> CONV(32,F=3,S=2,P=1,bias=false,floor=true) -> BN -> RELU6
+        -> DWCONV(F=3,P=1,bias=false) -> BN -> RELU6 -> CONV(16,F=1,bias=false) -> BN
+        -> CONV(96,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,S=2,P=1,bias=false,floor=true)
+               -> BN -> RELU6 -> CONV(24,F=1,bias=false) -> BN
+        -> RES[CONV(144,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN
+               -> RELU6 -> CONV(24,F=1,bias=false) -> BN]
+        -> CONV(144,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,S=2,P=1,bias=false,floor=true)
+               -> BN -> RELU6 -> CONV(32,F=1,bias=false) -> BN
+        -> [RES[CONV(192,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN
+               -> RELU6 -> CONV(32,F=1,bias=false) -> BN]]*2
+        -> CONV(192,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,S=2,P=1,bias=false,floor=true)
+               -> BN -> RELU6 -> CONV(64,F=1,bias=false) -> BN
+        -> [RES[CONV(384,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN
+               -> RELU6 -> CONV(64,F=1,bias=false) -> BN]]*3
+        -> CONV(384,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN -> RELU6
+               -> CONV(96,F=1,bias=false) -> BN
+        -> [RES[CONV(576,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN
+               -> RELU6 -> CONV(96,F=1,bias=false) -> BN]]*2
+        -> CONV(576,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,S=2,P=1,bias=false,floor=true)
+               -> BN -> RELU6 -> CONV(160,F=1,bias=false) -> BN
+        -> [RES[CONV(960,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN
+               -> RELU6 -> CONV(160,F=1,bias=false) -> BN]]*2
+        -> CONV(960,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN -> RELU6
+               -> CONV(320,F=1,bias=false) -> BN
+        -> CONV(1280,F=1,bias=false) -> BN -> RELU6 -> GAP -> DROPOUT(p=0.2) -> FC(1000)""",
+        "MobileNetV2 (Sandler et al. 2018), torchvision's layout: a 3x3 stride-2 CONV to 32, then "
+        "17 inverted residual blocks (a 1x1 CONV expanding the depth t = 6 times, a 3x3 depthwise "
+        "CONV, a 1x1 CONV projecting it back, BN after each, RELU6 after the first two); a block "
+        "that keeps the size and depth adds its input (RES[...]). Then a 1x1 CONV to 1280, GAP, "
+        "DROPOUT and FC(1000). Depthwise separable CONVs cost a fraction of ordinary ones: "
+        "3,504,872 parameters and 0.30 GMACs, as torchvision's mobilenet_v2.",
+    ),
+    "googlenet": (
+        """INPUT(224x224x3)
+        -> CONV(64,F=7,S=2,P=3,bias=false,floor=true) -> BN(eps=0.001) -> RELU
+               -> POOL(F=3,S=2,P=1,floor=true)
+        -> CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(192,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU -> POOL(F=3,S=2,P=1,floor=true)
+        -> CAT[CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(96,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(128,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(16,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(32,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(32,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> CAT[CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(192,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(32,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(96,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> POOL(F=3,S=2,P=1,floor=true)
+        -> CAT[CONV(192,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(96,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(208,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(16,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(48,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> CAT[CONV(160,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(112,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(224,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(24,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(64,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> CAT[CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(256,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(24,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(64,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> CAT[CONV(112,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(144,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(288,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(32,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(64,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(64,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> CAT[CONV(256,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(160,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(320,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(32,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(128,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> POOL(F=2,S=2)
+        -> CAT[CONV(256,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(160,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(320,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(32,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(128,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> CAT[CONV(384,F=1,bias=false) -> BN(eps=0.001) -> RELU
+        | CONV(192,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(384,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | CONV(48,F=1,bias=false) -> BN(eps=0.001) -> RELU -> CONV(128,F=3,P=1,bias=false)
+               -> BN(eps=0.001) -> RELU
+        | POOL(F=3,S=1,P=1) -> CONV(128,F=1,bias=false) -> BN(eps=0.001) -> RELU]
+        -> GAP -> DROPOUT(p=0.2) -> FC(1000)""",
+        "GoogLeNet (Szegedy et al. 2014) in torchvision's layout (BN after each CONV, eps = "
+        "0.001; the 5x5 branch as a 3x3, as torchvision has it; no auxiliary classifiers): nine "
+        "Inception blocks, each CAT[1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 | 3x3 POOL -> 1x1] stacking its "
+        "branches along depth (192 -> 256 -> 480 -> ... -> 1024). torchvision's ceil_mode pools "
+        "are written here as padded pools with floor=true, which give the same sizes (112 -> 56 "
+        "-> 28 -> 14). 6,624,904 parameters, as torchvision's googlenet without its auxiliary "
+        "heads.",
+    ),
 }
 
 #: Spec text of every named architecture.
