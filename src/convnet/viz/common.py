@@ -1,0 +1,140 @@
+"""What the page (:mod:`~convnet.viz.page`) and the PNG plots (:mod:`~convnet.viz.plots`) share:
+the model's input normalisation, every layer's activations, and the axes of the training curves.
+
+Both modules import from here and never from each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from convnet.arith import fmt_shape
+from convnet.errors import ConfigError
+from convnet.net.sequential import Sequential
+
+__all__ = ["curve_extent", "fmt_tick", "layer_activations", "nice_ticks"]
+
+
+def _normalize(net: Sequential, images: np.ndarray) -> np.ndarray:
+    """``images`` normalised with ``net.normalizer`` (the training set's per-channel mean and
+    std saved with the model), or unchanged when the model has none."""
+    norm = getattr(net, "normalizer", None)
+    x = np.asarray(images, dtype=np.float32)
+    if norm is None:
+        return x
+    mean = np.asarray(norm["mean"] if isinstance(norm, Mapping) else norm.mean, np.float32)
+    std = np.asarray(norm["std"] if isinstance(norm, Mapping) else norm.std, np.float32)
+    return ((x - mean) / std).astype(np.float32, copy=False)
+
+
+def layer_activations(net: Sequential, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output for the (already normalised) batch ``x``, in evaluation mode.
+
+    The layers one by one, keeping each intermediate volume: the values of
+    :meth:`Sequential.forward`, to the last bit unless the network has a BN right after a
+    CONV/DECONV, which its evaluation folds into that layer's weights (a different rounding,
+    ~1e-7 relative in float32). The page's probabilities come from these volumes.
+
+    Shape:
+        x ``(N, *net.input_shape)`` -> one ``(N, *layer.output_shape)`` array per layer.
+    """
+    from convnet.layers.base import check_array
+
+    out = check_array(x, net.input_shape, net.dtype,
+                      f"network input ({fmt_shape(net.input_shape)})")
+    acts = []
+    for layer in net.layers:
+        out = layer.forward(out, train=False)
+        acts.append(out)
+    return acts
+
+
+# ------------------------------------------------------------------------------ axis ticks
+#: The mantissas of a "nice" tick step: 1, 2 or 5 times a power of ten.
+NICE_STEPS = (1, 2, 5)
+
+
+def _step_decimals(step: float) -> int:
+    """Decimals that write every multiple of ``step`` exactly (0.05 -> 2, 20 -> 0)."""
+    return max(0, -math.floor(math.log10(step) + 1e-9))
+
+
+def nice_ticks(lo: float, hi: float, n: int = 6, *, integer: bool = False,
+               inside: bool = False) -> list[float]:
+    """At most ``n`` evenly spaced round values that cover ``[lo, hi]`` (or lie inside it).
+
+    The step is the smallest of 1, 2 or 5 times a power of ten (at least 1 with ``integer``)
+    for which the multiples of the step from ``floor(lo/step)*step`` to ``ceil(hi/step)*step``
+    number at most ``n``; those multiples are returned, so the first tick is ``<= lo`` and the
+    last ``>= hi``: a chart takes them as its axis limits (a zoomed, labelled range). With
+    ``inside`` only the multiples within ``[lo, hi]`` count and are returned (for an axis
+    whose limits are fixed already: the epochs, a colour bar). An empty range is widened
+    around its value first.
+
+    >>> nice_ticks(0.8531, 0.9163, 6)     # accuracies: the axis runs 0.84 .. 0.92
+    [0.84, 0.86, 0.88, 0.9, 0.92]
+    >>> nice_ticks(0.217, 0.311, 6)       # a step of 0.02 would need 7 ticks
+    [0.2, 0.25, 0.3, 0.35]
+    >>> nice_ticks(1, 15, 8, integer=True, inside=True)   # epochs 1 to 15
+    [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
+
+    Raises :class:`~convnet.errors.ConfigError` for ``n < 2`` or a bound that is not finite.
+    """
+    if n < 2:
+        raise ConfigError(f"nice_ticks: n={n}: a scale needs at least 2 ticks")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(f"nice_ticks: the range [{lo}, {hi}] is not finite")
+    lo, hi = min(lo, hi), max(lo, hi)
+    if hi - lo < 1e-12 * max(1.0, abs(lo)):
+        half = 0.5 if integer or lo == 0 else 0.05 * abs(lo)
+        lo, hi = lo - half, hi + half
+    # the smallest candidate step is below the span / (n - 1): start one decade under it
+    exp = math.floor(math.log10((hi - lo) / (n - 1))) - 1
+    while True:
+        for m in NICE_STEPS:
+            step = m * 10.0 ** exp
+            if integer and step < 1:
+                continue
+            if inside:
+                first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+            else:
+                first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+            if last - first + 1 <= n:
+                digits = _step_decimals(step) + 1
+                return [round(i * step, digits) + 0.0 for i in range(first, last + 1)]
+        exp += 1
+
+
+def fmt_tick(value: float, ticks: Sequence[float], percent: bool = False) -> str:
+    """``value`` written with as many decimals as the step of ``ticks`` needs (all labels of an
+    axis alike: 0.20, 0.25, 0.30 rather than 0.2, 0.25, 0.3); with ``percent``, a fraction
+    written as a percentage (0.925 -> 92.5%)."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    scale = 100.0 if percent else 1.0
+    digits = _step_decimals(step * scale) if step > 0 else 0
+    return f"{value * scale:.{digits}f}" + ("%" if percent else "")
+
+
+def curve_extent(history: Sequence[Mapping[str, Any]], keys: Sequence[str], unit_range: bool,
+                 n: int = 6) -> tuple[list[float], tuple[float, float], tuple[float, float]]:
+    """Epochs, value range and epoch range of per-epoch curves (the PNG and the page's SVG).
+
+    The value range is zoomed to the data and widened to round ticks (:func:`nice_ticks`):
+    accuracies between 0.87 and 0.93 get an axis from 0.86 to 0.94, not 0 to 1, so the curves
+    do not lie flat along the top. With ``unit_range`` (accuracies) the range stays within
+    ``[0, 1]``. A single epoch gets an epoch range of 1, so nothing divides by zero.
+    """
+    epochs = [float(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+    vals = [float(v) for h in history for k in keys if (v := h.get(k)) is not None]
+    ticks = nice_ticks(min(vals), max(vals), n)
+    lo, hi = ticks[0], ticks[-1]
+    if unit_range and max(vals) <= 1.0 and min(vals) >= 0.0:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    e0, e1 = min(epochs), max(epochs)
+    if e1 == e0:
+        e1 = e0 + 1
+    return epochs, (lo, hi), (e0, e1)
