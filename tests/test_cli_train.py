@@ -56,12 +56,26 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, tmp_path, capsys)
     (["--epochs", "0"], "--epochs: expected a whole number >= 1"),
     (["--val-split", "1.5"], "fraction"),
     (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--progress-every", "-1"], "expected a number of seconds >= 0"),
 ])
 def test_argparse_errors_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", *argv])
     assert info.value.code == 2
     assert message in _error_line(capsys)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """In a log (here pytest's capture: not a terminal) progress comes as plain lines, never
+    carriage returns: every --progress-every seconds (0: after every batch)."""
+    assert main(["train", "--arch", TINY, "--epochs", "1", "--progress-every", "0",
+                 "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    progress = [ln for ln in err.splitlines() if re.match(r"epoch 1/1 \d+/41 \(", ln)]
+    assert [int(ln.split()[2].split("/")[0]) for ln in progress] == list(range(1, 41))
+    assert all(ln.endswith(" left") and "img/s, epoch " in ln for ln in progress)
+    assert re.search(r"^epoch 1/1 41/41 loss .* lr ", err, re.M)
 
 
 def test_existing_run_and_bad_resume_are_refused(model_dir, tmp_path, capsys):

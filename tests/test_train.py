@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -187,22 +189,41 @@ def test_bad_data_is_refused_before_training():
 
 def test_progress_bar_plain_when_not_a_tty(digits):
     train, val = digits
-    stream = io.StringIO()
+    stream = io.StringIO()  # not a terminal; no progress lines inside an epoch
     fit(cn.build(SMALL, seed=0), train, val, epochs=2, batch_size=64,
-        callbacks=[ProgressBar(stream)])
+        callbacks=[ProgressBar(stream, interval=math.inf)])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and "\r" not in stream.getvalue()
     assert lines[0].startswith("epoch 1/2 8/8 loss ") and "val_acc" in lines[0]
     assert "img/s" in lines[1]
 
+    # interval 0: a plain line after every batch but an epoch's last, with the time left
+    stream = io.StringIO()
+    fit(cn.build(SMALL, seed=0), train, epochs=2, batch_size=64,
+        callbacks=[ProgressBar(stream, interval=0)])
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 2 * 8
+    assert [ln.split(" (")[0] for ln in lines[:7]] == [f"epoch 1/2 {b}/8" for b in range(1, 8)]
+    assert lines[7].startswith("epoch 1/2 8/8 loss ") and "lr" in lines[7]  # the summary
+    line = r"epoch 2/2 3/8 \(38%\) loss [\d.]+ acc [\d.]+% [\d,]+ img/s, epoch \d\d:\d\d left, " \
+        r"run \d\d:\d\d left"
+    assert re.fullmatch(line, lines[10]), lines[10]
+    with pytest.raises(ConfigError, match="interval must be a number of seconds >= 0"):
+        ProgressBar(stream, interval=-1)
+
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
-    tty = Terminal()
-    fit(cn.build(SMALL, seed=0), train, epochs=1, batch_size=64, callbacks=[ProgressBar(tty)])
+    tty = Terminal()  # a tqdm bar with the time left, wiped by each epoch's summary line
+    fit(cn.build(SMALL, seed=0), train, epochs=2, batch_size=64,
+        callbacks=[ProgressBar(tty, redraw=0)])
     text = tty.getvalue()
-    assert text.startswith("\repoch 1/1 [") and text.endswith("\n") and text.count("\n") == 1
+    assert text.startswith("\repoch 1/2   0%|") and text.endswith("\n")
+    assert text.count("\n") == 2 and "/8 [00:" in text and "loss " in text
+    assert "run 00:" in text  # the time left in the whole run, while epoch 2 is to come
+    summaries = [seg.split("\r")[-1] for seg in text.split("\n")[:-1]]
+    assert [s.split(" loss")[0] for s in summaries] == ["epoch 1/2 8/8", "epoch 2/2 8/8"]
 
 
 def test_metrics():
