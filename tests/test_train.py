@@ -226,6 +226,37 @@ def test_progress_bar_plain_when_not_a_tty(digits):
     assert [s.split(" loss")[0] for s in summaries] == ["epoch 1/2 8/8", "epoch 2/2 8/8"]
 
 
+def test_precision_recall_f1_match_the_confusion_matrix_and_sklearn():
+    from sklearn.metrics import classification_report
+
+    from convnet.train.metrics import format_scores, precision_recall_f1
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 300)
+    pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
+    pred[pred == 4] = 3                   # class 4 is never predicted, class 5 never present
+    r = precision_recall_f1(y, pred, 6)
+    cm = confusion_matrix(y, pred, 6)
+    tp = np.diag(cm).astype(float)
+    np.testing.assert_allclose(r["recall"][:5], tp[:5] / cm.sum(1)[:5])
+    np.testing.assert_allclose(r["precision"][:4], tp[:4] / cm.sum(0)[:4])
+    assert np.isnan(r["precision"][4]) and np.isnan(r["precision"][5])
+    assert np.isnan(r["recall"][5]) and r["support"].tolist() == cm.sum(1).tolist()
+    assert r["macro"]["recall"] == pytest.approx(np.mean(tp[:5] / cm.sum(1)[:5]))
+    assert r["weighted"]["recall"] == pytest.approx(tp.sum() / 300)
+    report = classification_report(y, pred, labels=[0, 1, 2, 3], output_dict=True,
+                                    zero_division=0)
+    for k in range(4):
+        assert r["f1"][k] == pytest.approx(report[str(k)]["f1-score"])
+    text = format_scores(r, ["ant", "bee", "cat", "dog", "eel", "fox"])
+    lines = text.splitlines()
+    assert lines[0].split() == ["precision", "recall", "F1", "support"]
+    assert lines[5].split()[:3] == ["4", "eel", "n/a"] and lines[6].split()[2:] == ["n/a"] * 3 + ["0"]
+    assert lines[7].startswith("macro average") and lines[8].endswith(" 300")
+    with pytest.raises(ShapeError, match="predictions range"):
+        precision_recall_f1(y, pred + 3, 6)
+
+
 def test_metrics():
     cm = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 4)
     assert cm.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
