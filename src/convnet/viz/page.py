@@ -796,7 +796,7 @@ def visualize(
 __all__ = [
     "DEFAULT_BUDGET_FLOATS", "DEFAULT_MAX_EVAL", "DEFAULT_MAX_MAPS", "DEFAULT_MAX_WEIGHTS",
     "ModelInfo", "Sample", "TestEval", "architecture_svg", "b64_float32", "build_data",
-    "confusion_html", "curves_svg", "decode_float32", "evaluate_test", "layer_activations",
-    "layer_table_html", "load_model", "load_test_set", "read_metrics_log", "render_html", "serve",
-    "visualize", "write_page",
+    "confusion_html", "curves_svg", "decode_float32", "evaluate_test", "layer_table_html",
+    "load_model", "load_test_set", "read_metrics_log", "render_html", "serve", "visualize",
+    "write_page",
 ]

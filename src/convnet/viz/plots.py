@@ -448,7 +448,8 @@ def save_png(fig: Figure | Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+# curve_extent is imported above for code that took it from here; it lives in viz.common
 __all__ = [
-    "DIVERGING", "VIRIDIS", "colormap", "curve_extent", "layer_scale", "mpl_colormap",
+    "DIVERGING", "VIRIDIS", "colormap", "layer_scale", "mpl_colormap",
     "plot_activations", "plot_confusion", "plot_curves", "plot_filters", "save_png",
 ]
