@@ -59,8 +59,23 @@ NICE_STEPS = (1, 2, 5)
 
 
 def _step_decimals(step: float) -> int:
-    """Decimals that write every multiple of ``step`` exactly (0.05 -> 2, 20 -> 0)."""
-    return max(0, -math.floor(math.log10(step) + 1e-9))
+    """Decimals that write every multiple of ``step`` exactly (0.05 -> 2, 2.5 -> 1, 20 -> 0)."""
+    step = abs(step)
+    for d in range(13):
+        if abs(round(step, d) - step) <= 1e-9 * step:
+            return d
+    return 12
+
+
+def _floor(q: float) -> int:
+    """``floor``, but a quotient a rounding error below a whole number is that number."""
+    r = round(q)
+    return r if abs(q - r) < max(1e-9, 1e-12 * abs(q)) else math.floor(q)
+
+
+def _ceil(q: float) -> int:
+    r = round(q)
+    return r if abs(q - r) < max(1e-9, 1e-12 * abs(q)) else math.ceil(q)
 
 
 def nice_ticks(lo: float, hi: float, n: int = 6, *, integer: bool = False,
@@ -73,7 +88,8 @@ def nice_ticks(lo: float, hi: float, n: int = 6, *, integer: bool = False,
     last ``>= hi``: a chart takes them as its axis limits (a zoomed, labelled range). With
     ``inside`` only the multiples within ``[lo, hi]`` count and are returned (for an axis
     whose limits are fixed already: the epochs, a colour bar). An empty range is widened
-    around its value first.
+    around its value first; a range around zero needs 3 ticks to be covered (one below, 0,
+    one above), so ``n=2`` gives 3 there.
 
     >>> nice_ticks(0.8531, 0.9163, 6)     # accuracies: the axis runs 0.84 .. 0.92
     [0.84, 0.86, 0.88, 0.9, 0.92]
@@ -92,6 +108,8 @@ def nice_ticks(lo: float, hi: float, n: int = 6, *, integer: bool = False,
     if hi - lo < 1e-12 * max(1.0, abs(lo)):
         half = 0.5 if integer or lo == 0 else 0.05 * abs(lo)
         lo, hi = lo - half, hi + half
+    if not inside and lo < 0 < hi:
+        n = max(n, 3)
     # the smallest candidate step is below the span / (n - 1): start one decade under it
     exp = math.floor(math.log10((hi - lo) / (n - 1))) - 1
     while True:
@@ -100,9 +118,9 @@ def nice_ticks(lo: float, hi: float, n: int = 6, *, integer: bool = False,
             if integer and step < 1:
                 continue
             if inside:
-                first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+                first, last = _ceil(lo / step), _floor(hi / step)
             else:
-                first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+                first, last = _floor(lo / step), _ceil(hi / step)
             if last - first + 1 <= n:
                 digits = _step_decimals(step) + 1
                 return [round(i * step, digits) + 0.0 for i in range(first, last + 1)]
