@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh Debian machine, then run the whole suite.
+# Install everything the test suite needs on a fresh Debian machine, build the documentation
+# strictly (mkdocs.yml), then run the whole suite.
 #   bash scripts/test.sh            (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,4 +21,6 @@ fi
 # torch==2.13.0 is the CPU build, installed from a local file on these machines.
 python -m pip install -q -e '.[test]'
 python -m ruff check src tests bench
+# the documentation, warnings as errors, into a throw-away folder (build/ is gitignored)
+python -m mkdocs build --strict --quiet --site-dir build/site
 python -m pytest "$@"

@@ -56,12 +56,26 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, tmp_path, capsys)
     (["--epochs", "0"], "--epochs: expected a whole number >= 1"),
     (["--val-split", "1.5"], "fraction"),
     (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--progress-every", "-1"], "expected a number of seconds >= 0"),
 ])
 def test_argparse_errors_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", *argv])
     assert info.value.code == 2
     assert message in _error_line(capsys)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """In a log (here pytest's capture: not a terminal) progress comes as plain lines, never
+    carriage returns: every --progress-every seconds (0: after every batch)."""
+    assert main(["train", "--arch", TINY, "--epochs", "1", "--progress-every", "0",
+                 "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    progress = [ln for ln in err.splitlines() if re.match(r"epoch 1/1 \d+/41 \(", ln)]
+    assert [int(ln.split()[2].split("/")[0]) for ln in progress] == list(range(1, 41))
+    assert all(ln.endswith(" left") and "img/s, epoch " in ln for ln in progress)
+    assert re.search(r"^epoch 1/1 41/41 loss .* lr ", err, re.M)
 
 
 def test_existing_run_and_bad_resume_are_refused(model_dir, tmp_path, capsys):
@@ -78,13 +92,34 @@ def test_existing_run_and_bad_resume_are_refused(model_dir, tmp_path, capsys):
 def test_eval_prints_accuracy_per_class_and_confusion(model_dir, capsys):
     assert main(["eval", str(model_dir)]) == 0
     out = capsys.readouterr().out
-    assert "accuracy" in out and "per-class accuracy:" in out and "confusion matrix:" in out
+    assert "accuracy" in out and "per class:" in out and "confusion matrix:" in out
+    assert re.search(r"^ *precision +recall +F1 +support$", out, re.M)
+    assert re.search(r"^macro average +[\d.]+% +[\d.]+% +[\d.]+% +359$", out, re.M)
     assert main(["eval", str(model_dir / "last.npz"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     cm = np.array(r["confusion"])
     assert cm.shape == (10, 10) and cm.sum() == r["count"] == 359
     assert r["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     assert r["classes"] == [str(i) for i in range(10)]
+    # the documented structure (cli/evaluate.py), checked against the confusion matrix
+    assert set(r) == {"model", "data", "split", "count", "accuracy", "loss", "classes",
+                      "per_class", "macro", "weighted", "per_class_accuracy", "confusion"}
+    assert (r["data"], r["split"]) == ("digits", "test")
+    tp, predicted, true = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    for i, row in enumerate(r["per_class"]):
+        assert set(row) == {"index", "class", "precision", "recall", "f1", "support"}
+        assert (row["index"], row["class"], row["support"]) == (i, str(i), int(true[i]))
+        assert row["recall"] == pytest.approx(tp[i] / true[i]) == r["per_class_accuracy"][i]
+        if predicted[i]:
+            p, rc = tp[i] / predicted[i], tp[i] / true[i]
+            assert row["precision"] == pytest.approx(p)
+            assert row["f1"] == pytest.approx(2 * p * rc / (p + rc) if p + rc else 0.0)
+        else:
+            assert row["precision"] is None  # undefined, not 0: JSON null
+    defined = [row["precision"] for row in r["per_class"] if row["precision"] is not None]
+    assert r["macro"]["precision"] == pytest.approx(np.mean(defined))
+    assert r["macro"]["recall"] == pytest.approx(np.mean(tp / true))
+    assert r["weighted"]["recall"] == pytest.approx(r["accuracy"])  # support-weighted recall
     bad = model_dir.parent / "not.npz"
     bad.write_text("hello")
     assert main(["eval", str(bad)]) == 2

@@ -193,8 +193,13 @@ def test_named_mnist_from_data_dir_and_missing(tmp_path):
     assert train.classes == [str(i) for i in range(10)] and not train.hflip
     with pytest.raises(DataError, match="no mnist IDX files"):
         load_dataset("mnist", data_dir=tmp_path / "empty")
-    with pytest.raises(DataError, match="mnist not found.*download=True"):
+    with pytest.raises(DataError, match="mnist not found.*download=True") as err:
         load_dataset("mnist", cache_dir=tmp_path / "cache")
+    # each fix in both spellings, each labelled: the command line's and Python's
+    msg = str(err.value)
+    assert "convnet train --download, or in Python download=True" in msg
+    assert "--data-dir DIR (convnet train, eval), or in Python data_dir=DIR" in msg
+    assert "t10k-labels-idx1-ubyte[.gz]" in msg and "point --data" not in msg
     # A directory path of IDX files is detected.
     train2, _ = load_dataset(tmp_path / "m")
     np.testing.assert_array_equal(train2.x, train.x)

@@ -357,15 +357,74 @@ def test_cli_convert_and_scan(tmp_path, capsys):
     # the map is the classifier on each (normalised) crop
     crop = (img[None, 4:16, 2:14, None].astype(np.float32) / 255 - 0.5) / 0.25
     np.testing.assert_allclose(probs[2, 1], cn.softmax(net.forward(crop))[0], atol=1e-5)
-    heat = np.asarray(Image.open(tmp_path / "s" / "heat_1_b_c.png"))
-    assert heat.shape == (20, 16, 3)
+    # the summary: one line per class with its share of wins, best probability and crop
+    # (the crops are 12x12, 2 pixels apart)
+    flat = probs.reshape(-1, 3)
+    wins = np.bincount(flat.argmax(1), minlength=3)
+    for k, name in enumerate(["a", "b/c", "d"]):
+        i, j = divmod(int(flat[:, k].argmax()), 3)
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(name + " "))
+        assert f"({wins[k]}/15)" in line and f"{flat[:, k].max():.3f}" in line
+        assert f"rows {2 * i}-{2 * i + 11}, cols {2 * j}-{2 * j + 11} (unit {i},{j})" in line
+    # one overview picture, no per-class files unless asked for
+    overview = Image.open(tmp_path / "s" / "scan.png")
+    assert overview.format == "PNG" and overview.size[0] >= 800
+    assert len(overview.convert("RGB").getcolors(1 << 20)) > 100
+    assert not list((tmp_path / "s").glob("heat_*.png"))
     assert "P(b/c)" in (tmp_path / "s" / "scores.txt").read_text()
+    assert main(["scan", str(model), str(tmp_path / "big.png"), "-o", str(tmp_path / "h"),
+                 "--per-class-maps", "--top", "2"]) == 0
+    heats = sorted(p.name for p in (tmp_path / "h").glob("heat_*.png"))
+    top2 = sorted(np.argsort(-flat.max(0))[:2].tolist())
+    assert heats == [f"heat_{k}_{['a', 'b_c', 'd'][k]}.png" for k in top2]
+    assert np.asarray(Image.open(tmp_path / "h" / heats[0])).shape == (20, 16, 3)
+    capsys.readouterr()
 
     assert main(["scan", str(model), str(tmp_path / "big.png"), "-o", str(tmp_path / "t"),
                  "--no-crop"]) == 2
     assert "sizes that fit: 12 + 2k" in capsys.readouterr().err
     assert main(["convert", "vgg16", "--fully-convolutional", "-o", "x.npz"]) == 2
     assert main(["convert", str(model)]) == 2
+
+
+def test_class_summary_counts_wins_and_finds_each_best_crop():
+    from convnet.fcn.scan import Scan, class_summary, summary_text
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(4, 6, 5)).astype(np.float32)
+    probs = cn.softmax(scores)
+    scan = Scan(np.zeros((19, 27, 1), np.float32), scores, probs, (3, 4), (10, 7), [])
+    names = ["ant", "bee", "cat", "dog", "eel"]
+    summary = class_summary(scan, names)
+    assert sum(c.wins for c in summary) == 24
+    assert sum(c.share for c in summary) == pytest.approx(1.0)
+    by_name = {c.name: c for c in summary}
+    for k, name in enumerate(names):
+        c = by_name[name]
+        i, j = np.unravel_index(np.argmax(probs[..., k]), (4, 6))
+        assert c.unit == (i, j) and c.best == pytest.approx(probs[i, j, k])
+        assert c.rows == (3 * i, 3 * i + 9) and c.cols == (4 * j, 4 * j + 6)
+        assert c.wins == int(np.sum(probs.argmax(-1) == k))
+    # most wins first, ties by best probability
+    assert [(-c.wins, -c.best) for c in summary] == sorted((-c.wins, -c.best) for c in summary)
+    text = summary_text(scan, names, limit=2)
+    assert "19x27 image -> 4x6 map of 5 classes: 24 crops of 10x7, 3x4 pixels apart" in text
+    assert text.count("(unit ") == 2 and "and 3 classes" in text
+    with pytest.raises(cn.ShapeError, match="2 class names for a map of 5 classes"):
+        class_summary(scan, ["a", "b"])
+
+
+def test_overview_figure_has_a_panel_per_class_and_one_colour_bar():
+    from convnet.fcn.scan import Scan, overview_figure
+
+    probs = cn.softmax(np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32))
+    image = np.random.default_rng(1).random((16, 24, 3)).astype(np.float32)
+    fig = overview_figure(Scan(image, probs, probs, (2, 4), (12, 8), []), list("wxyz"), [0, 2])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("w: best ") for t in titles)
+    assert any(t.startswith("y: best ") for t in titles)
+    assert not any(t.startswith(("x: ", "z: ")) for t in titles)
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 1
 
 
 def test_heat_map_averages_the_crops_covering_each_pixel():

@@ -317,10 +317,12 @@ def test_make_optimizer_and_repr():
     opt = make_optimizer("SGD", lr=0.1, momentum=0.9, nesterov=True, weight_decay=None)
     assert isinstance(opt, SGD) and opt.nesterov and opt.weight_decay == 0.0
     assert repr(opt) == "SGD(lr=0.1, momentum=0.9, nesterov=True)"
-    assert repr(SGD()) == "SGD()"
-    assert repr(make_optimizer("adam")) == "Adam()"
-    assert repr(Adam(betas=(0.5, 0.999))) == "Adam(betas=(0.5, 0.999))"
-    assert repr(AdamW(weight_decay=0.0)) == "AdamW(weight_decay=0.0)"
+    # the learning rate always; the other settings where they differ from the defaults
+    assert repr(SGD()) == f"SGD(lr={SGD().lr!r})"
+    assert repr(make_optimizer("adam")) == "Adam(lr=0.001)"
+    assert repr(Adam(betas=(0.5, 0.999))) == "Adam(lr=0.001, betas=(0.5, 0.999))"
+    assert repr(AdamW(weight_decay=0.0)) == "AdamW(lr=0.001, weight_decay=0.0)"
+    assert repr(AdamW(lr=3e-3, eps=1e-6)) == "AdamW(lr=0.003, eps=1e-06)"
     assert isinstance(make_optimizer("adamw", lr=1e-3), AdamW)
     with pytest.raises(ConfigError, match="valid names: adam, adamw, sgd"):
         make_optimizer("rmsprop")

@@ -13,7 +13,7 @@ import convnet as cn
 from convnet.errors import ConfigError, ShapeError, SpecError
 from convnet.report import load_network, parse_input_shape
 from convnet.report.explain import derive, explain
-from convnet.report.summary import summary
+from convnet.report.summary import structure, summary
 
 SEED004 = "seed004"
 CS231N = "INPUT(32x32x3) -> CONV(10,F=5,S=1,P=2)"
@@ -222,4 +222,7 @@ def test_every_zoo_net_summarises_and_explains(name):
     assert doc["totals"]["params"] == net.num_params
     result = derive(name)
     assert result.ok and f"Total: {net.num_params:,} parameters" in " ".join(result.text.split())
-    assert summary(name, format="markdown").count("\n|") == len(net.layers) + 3  # header, rule, input
+    # one row per layer (and, for a branching net, one per block and branch that opens), a
+    # header, a rule and the input
+    assert summary(name, format="markdown").count("\n|") == len(structure(net)) + 3
+    assert sum(kind == "layer" for kind, *_ in structure(net)) == len(net.layers)

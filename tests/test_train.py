@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -187,22 +189,72 @@ def test_bad_data_is_refused_before_training():
 
 def test_progress_bar_plain_when_not_a_tty(digits):
     train, val = digits
-    stream = io.StringIO()
+    stream = io.StringIO()  # not a terminal; no progress lines inside an epoch
     fit(cn.build(SMALL, seed=0), train, val, epochs=2, batch_size=64,
-        callbacks=[ProgressBar(stream)])
+        callbacks=[ProgressBar(stream, interval=math.inf)])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and "\r" not in stream.getvalue()
     assert lines[0].startswith("epoch 1/2 8/8 loss ") and "val_acc" in lines[0]
     assert "img/s" in lines[1]
 
+    # interval 0: a plain line after every batch but an epoch's last, with the time left
+    stream = io.StringIO()
+    fit(cn.build(SMALL, seed=0), train, epochs=2, batch_size=64,
+        callbacks=[ProgressBar(stream, interval=0)])
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 2 * 8
+    assert [ln.split(" (")[0] for ln in lines[:7]] == [f"epoch 1/2 {b}/8" for b in range(1, 8)]
+    assert lines[7].startswith("epoch 1/2 8/8 loss ") and "lr" in lines[7]  # the summary
+    line = r"epoch 2/2 3/8 \(38%\) loss [\d.]+ acc [\d.]+% [\d,]+ img/s, epoch \d\d:\d\d left, " \
+        r"run \d\d:\d\d left"
+    assert re.fullmatch(line, lines[10]), lines[10]
+    with pytest.raises(ConfigError, match="interval must be a number of seconds >= 0"):
+        ProgressBar(stream, interval=-1)
+
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
-    tty = Terminal()
-    fit(cn.build(SMALL, seed=0), train, epochs=1, batch_size=64, callbacks=[ProgressBar(tty)])
+    tty = Terminal()  # a tqdm bar with the time left, wiped by each epoch's summary line
+    fit(cn.build(SMALL, seed=0), train, epochs=2, batch_size=64,
+        callbacks=[ProgressBar(tty, redraw=0)])
     text = tty.getvalue()
-    assert text.startswith("\repoch 1/1 [") and text.endswith("\n") and text.count("\n") == 1
+    assert text.startswith("\repoch 1/2   0%|") and text.endswith("\n")
+    assert text.count("\n") == 2 and "/8 [00:" in text and "loss " in text
+    assert "run 00:" in text  # the time left in the whole run, while epoch 2 is to come
+    summaries = [seg.split("\r")[-1] for seg in text.split("\n")[:-1]]
+    assert [s.split(" loss")[0] for s in summaries] == ["epoch 1/2 8/8", "epoch 2/2 8/8"]
+
+
+def test_precision_recall_f1_match_the_confusion_matrix_and_sklearn():
+    from sklearn.metrics import classification_report
+
+    from convnet.train.metrics import format_scores, precision_recall_f1
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 300)
+    pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
+    pred[pred == 4] = 3                   # class 4 is never predicted, class 5 never present
+    r = precision_recall_f1(y, pred, 6)
+    cm = confusion_matrix(y, pred, 6)
+    tp = np.diag(cm).astype(float)
+    np.testing.assert_allclose(r["recall"][:5], tp[:5] / cm.sum(1)[:5])
+    np.testing.assert_allclose(r["precision"][:4], tp[:4] / cm.sum(0)[:4])
+    assert np.isnan(r["precision"][4]) and np.isnan(r["precision"][5])
+    assert np.isnan(r["recall"][5]) and r["support"].tolist() == cm.sum(1).tolist()
+    assert r["macro"]["recall"] == pytest.approx(np.mean(tp[:5] / cm.sum(1)[:5]))
+    assert r["weighted"]["recall"] == pytest.approx(tp.sum() / 300)
+    report = classification_report(y, pred, labels=[0, 1, 2, 3], output_dict=True,
+                                    zero_division=0)
+    for k in range(4):
+        assert r["f1"][k] == pytest.approx(report[str(k)]["f1-score"])
+    text = format_scores(r, ["ant", "bee", "cat", "dog", "eel", "fox"])
+    lines = text.splitlines()
+    assert lines[0].split() == ["precision", "recall", "F1", "support"]
+    assert lines[5].split()[:3] == ["4", "eel", "n/a"] and lines[6].split()[2:] == ["n/a"] * 3 + ["0"]
+    assert lines[7].startswith("macro average") and lines[8].endswith(" 300")
+    with pytest.raises(ShapeError, match="predictions range"):
+        precision_recall_f1(y, pred + 3, 6)
 
 
 def test_metrics():

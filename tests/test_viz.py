@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import convnet as cn
@@ -293,3 +295,180 @@ def test_colormap_is_the_page_scale():
     assert rgb.tolist() == [[33, 102, 172], [247, 247, 247], [178, 24, 43]]
     lo, hi, stops = plots.layer_scale(np.array([0.0, 3.0]))
     assert stops is plots.VIRIDIS and (lo, hi) == (0.0, 3.0)
+
+
+# ---------------------------------------------------------------------------- axes and ticks
+@pytest.mark.parametrize("lo, hi, n, kwargs, expected", [
+    (0.8531, 0.9163, 6, {}, [0.84, 0.86, 0.88, 0.9, 0.92]),     # accuracies: zoomed, not 0-1
+    (0.217, 0.311, 6, {}, [0.2, 0.25, 0.3, 0.35]),              # the issue's 0.217, 0.311
+    (0.0, 1.0, 6, {}, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+    (1, 10, 8, {"integer": True}, [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]),
+    (1, 15, 8, {"integer": True, "inside": True}, [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]),
+    (1, 3, 8, {"integer": True, "inside": True}, [1.0, 2.0, 3.0]),  # never 2.29 or 1.5
+    (1, 1, 8, {"integer": True, "inside": True}, [1.0]),
+    (-4.3, 4.3, 5, {"inside": True}, [-4.0, -2.0, 0.0, 2.0, 4.0]),
+    (-3.2, 7.9, 5, {}, [-5.0, 0.0, 5.0, 10.0]),
+    (120, 980, 6, {}, [0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]),
+    (1e-5, 3e-5, 4, {}, [1e-05, 2e-05, 3e-05]),
+    (5, 5, 5, {}, [4.6, 4.8, 5.0, 5.2, 5.4]),                   # an empty range is widened
+    (0.3, 0.1, 5, {}, [0.1, 0.15, 0.2, 0.25, 0.3]),             # bounds in either order
+    (-1.5, 0.5, 2, {}, [-2.0, 0.0, 2.0]),                       # around 0: 3 ticks at least
+    (1.2, 1.7, 2, {}, [1.0, 2.0]),
+])
+def test_nice_ticks_table(lo, hi, n, kwargs, expected):
+    from convnet.viz.common import nice_ticks
+
+    assert nice_ticks(lo, hi, n, **kwargs) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1e4, 1e4), st.floats(1e-3, 1e5), st.integers(2, 12), st.booleans())
+def test_nice_ticks_are_the_roundest_that_fit(lo, span, n, inside):
+    """Evenly spaced multiples of a 1-2-5 step; covering [lo, hi] (or inside it), at most n,
+    and the next smaller 1-2-5 step would need more than n. (Ranges a chart meets: a span of
+    at least 1e-7 of the values, so float rounding stays far below a step.)"""
+    import math
+
+    from convnet.viz.common import nice_ticks
+
+    hi = lo + span
+    ticks = nice_ticks(lo, hi, n, inside=inside)
+    if not inside and lo < 0 < hi:
+        n = max(n, 3)  # -1, 0, 1 at least
+    assert 1 <= len(ticks) <= n
+    if len(ticks) < 2:
+        return
+    measured = ticks[1] - ticks[0]
+    k = math.floor(math.log10(measured))
+    mantissa, e = min(((m, e) for m in (1, 2, 5) for e in (k, k + 1)),
+                      key=lambda c: abs(c[0] * 10.0 ** c[1] - measured))
+    step = mantissa * 10.0 ** e
+    assert abs(step - measured) <= 1e-6 * step           # 1, 2 or 5 times a power of ten
+    assert all(abs((b - a) - step) <= 1e-6 * step
+               for a, b in zip(ticks, ticks[1:], strict=False))
+    tol = 1e-9 * max(1.0, abs(lo), abs(hi))
+    if inside:
+        assert lo - tol <= ticks[0] and ticks[-1] <= hi + tol
+    else:
+        assert ticks[0] <= lo + tol and ticks[-1] >= hi - tol
+    smaller = {5: 2, 2: 1, 1: 0.5}[mantissa] * 10.0 ** e  # the next rounder step down
+    if inside:
+        count = math.floor(hi / smaller + 1e-9) - math.ceil(lo / smaller - 1e-9) + 1
+    else:
+        count = math.ceil(hi / smaller - 1e-9) - math.floor(lo / smaller + 1e-9) + 1
+    assert count > n
+
+
+@pytest.mark.parametrize("value, ticks, percent, text", [
+    (0.2, [0.2, 0.25, 0.3], False, "0.20"),
+    (0.3, [0.2, 0.25, 0.3], False, "0.30"),
+    (0.86, [0.84, 0.86, 0.88], True, "86%"),
+    (0.875, [0.85, 0.875, 0.9], True, "87.5%"),
+    (1000.0, [0.0, 500.0, 1000.0], False, "1000"),
+    (-2.0, [-4.0, -2.0, 0.0], False, "-2"),
+])
+def test_tick_labels_share_their_decimals(value, ticks, percent, text):
+    from convnet.viz.common import fmt_tick
+
+    assert fmt_tick(value, ticks, percent) == text
+
+
+def test_curve_extent_zooms_the_accuracy_axis():
+    from convnet.viz.common import curve_extent
+
+    history = [{"epoch": e, "accuracy": a, "val_accuracy": a + 0.01}
+               for e, a in zip(range(1, 8), [0.87, 0.89, 0.90, 0.91, 0.915, 0.92, 0.92],
+                               strict=True)]
+    epochs, (lo, hi), (e0, e1) = curve_extent(history, ["accuracy", "val_accuracy"], True)
+    assert (lo, hi) == (0.86, 0.94) and (e0, e1) == (1, 7) and epochs[0] == 1.0
+    _, (lo, hi), _ = curve_extent([{"loss": 2.31}, {"loss": 0.217}], ["loss"], False)
+    assert (lo, hi) == (0.0, 2.5)
+
+
+def test_page_curves_have_whole_epochs_and_round_ticks():
+    from convnet.viz.page import curves_svg
+
+    history = [{"epoch": e, "loss": 1.0 / e + 0.17, "accuracy": 0.80 + 0.008 * e}
+               for e in range(1, 16)]
+    loss = curves_svg(history, "loss")
+    ticks = re.findall(r'<text class="tick"[^>]*text-anchor="(end|middle)">([^<]*)</text>', loss)
+    y = [t for a, t in ticks if a == "end"]
+    x = [t for a, t in ticks if a == "middle"]
+    assert x == ["2", "4", "6", "8", "10", "12", "14"]       # whole epochs, 1-2-5 steps
+    assert y == ["0.2", "0.4", "0.6", "0.8", "1.0", "1.2"]      # 0.237 .. 1.17, zoomed
+    acc = curves_svg(history, "acc")
+    y = re.findall(r'text-anchor="end">([^<]*)</text>', acc)
+    assert y == ["80%", "85%", "90%", "95%"]   # 80.8% .. 92%: zoomed, as percentages
+
+
+def test_the_page_counts_the_whole_test_set_like_eval(run_dir, tmp_path):
+    from convnet.data import load_dataset
+    from convnet.viz.page import load_model
+
+    info = load_model(run_dir)
+    _, test = load_dataset("digits")
+    page = visualize(info.net, tmp_path / "all.html", test_set=test, samples=2,
+                     classes=info.classes)
+    text = page.read_text(encoding="utf-8")
+    data = embedded(text)
+    assert data["test"]["count"] == data["test"]["total"] == len(test) == 359
+    r = cn.evaluate(info.net, test, normalizer=info.net.normalizer)
+    assert data["test"]["accuracy"] == pytest.approx(r["accuracy"])   # what `convnet eval` says
+    assert f"Accuracy on all 359 test images: <b>{100 * r['accuracy']:.2f}%</b>" in text
+    part = embedded(visualize(info.net, tmp_path / "part.html", test_set=test, samples=2,
+                              max_eval=100).read_text(encoding="utf-8"))
+    assert (part["test"]["count"], part["test"]["total"]) == (100, 359)
+    assert "100 of the 359 test images, drawn at random" in render_html(part)
+    with pytest.raises(ConfigError, match="max_eval=0"):
+        visualize(info.net, tmp_path / "x.html", test_set=test, max_eval=0)
+
+
+# --------------------------------------------------------------------------------- the PNGs
+def test_curves_figure_has_integer_epochs_and_a_zoomed_accuracy_axis():
+    history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.1 / e, "accuracy": 0.85 + 0.01 * e,
+                "val_accuracy": 0.86 + 0.005 * e} for e in range(1, 8)]
+    fig = plots.plot_curves(history)
+    loss_ax, acc_ax = fig.axes[:2]
+    for ax in (loss_ax, acc_ax):
+        fig.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    assert acc_ax.get_ylim() == (0.86, 0.92)
+    labels = [t.get_text() for t in acc_ax.get_yticklabels()]
+    assert labels == ["86%", "88%", "90%", "92%"]
+    legend = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert "val_accuracy (best 89.50%, epoch 7)" in legend
+    assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+
+
+def test_confusion_figure_rotates_every_label_alike_and_has_a_colour_bar():
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"]
+    cm = np.diag(np.full(10, 90)) + 1
+    fig = plots.plot_confusion(cm, names)
+    ax = fig.axes[0]
+    xlabels = ax.get_xticklabels()
+    assert [t.get_text() for t in xlabels] == names
+    assert {t.get_rotation() for t in xlabels} == {45.0}
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert sum(a.get_label() == "<colorbar>" for a in fig.axes) == 1
+    assert "accuracy 91.00% on 1,000 images" in ax.get_title()  # 10 x 91 on the diagonal
+    with pytest.raises(ConfigError, match="3 class names for a 10x10 matrix"):
+        plots.plot_confusion(cm, names[:3])
+
+
+def test_filter_depth_slices_are_drawn_apart():
+    net = cn.build("INPUT(8x8x3) -> CONV(4,F=3) -> RELU -> CONV(5,F=3) -> FC(2)", seed=0)
+    fig = plots.plot_filters(net)
+    images = [a.get_images()[0].get_array() for a in fig.axes if a.get_images()
+              and a.get_label() != "<colorbar>"]
+    first, second = images  # conv1 on RGB input: colour tiles; conv2: 5 rows of 4 slices
+    second = np.ma.filled(second.astype(float), np.nan)
+    gaps = np.flatnonzero(np.all(np.isnan(second), axis=0))     # white columns
+    inner = gaps[(gaps > gaps.min()) & (gaps < second.shape[1] - 1)]
+    assert len(np.split(inner, np.flatnonzero(np.diff(inner) > 1) + 1)) >= 3  # 3 gaps: 4 slices
+    assert sum(a.get_label() == "<colorbar>" for a in fig.axes) == 1  # conv2; RGB conv1 has none
+    # one colour scale per layer, symmetric around zero
+    cbar = next(a for a in fig.axes if a.get_label() == "<colorbar>")
+    lo, hi = cbar.get_ylim()
+    assert lo == pytest.approx(-hi)

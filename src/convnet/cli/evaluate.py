@@ -1,4 +1,5 @@
-"""``convnet eval MODEL``: accuracy, per-class accuracy and the confusion matrix of a saved model.
+"""``convnet eval MODEL``: accuracy, precision, recall and F1 per class and averaged, and the
+confusion matrix of a saved model.
 
 For a model that labels every pixel (trained on fashion-seg): mean IoU, per-class IoU and pixel
 accuracy.
@@ -7,9 +8,30 @@ MODEL is a checkpoint (.npz) or a run directory (its best.npz, else last.npz). T
 defaults to the one the model was trained on; its test split is used unless --split train.
 The normalisation saved with the model is applied.
 
+A class's precision is the share of the images called by its name that are of it; its recall
+(its per-class accuracy) the share of its images called by its name; F1 their harmonic mean.
+The macro average is the plain mean over classes, the weighted one weighs each class by its
+number of images (support).
+
+--json prints one JSON object instead. For a classifier:
+
+  {"model": PATH, "data": NAME, "split": "test"|"train", "count": IMAGES,
+   "accuracy": FRACTION, "loss": MEAN_CROSS_ENTROPY, "classes": [NAME, ...],
+   "per_class": [{"index": I, "class": NAME, "precision": F, "recall": F, "f1": F,
+                  "support": IMAGES}, ...],
+   "macro": {"precision": F, "recall": F, "f1": F},
+   "weighted": {"precision": F, "recall": F, "f1": F},
+   "per_class_accuracy": [F, ...],           (the recalls again, as earlier versions wrote)
+   "confusion": [[COUNT, ...], ...]}         (rows: true class, columns: predicted)
+
+Fractions are in [0, 1]; a value that is undefined (a class never predicted has no precision)
+is null. For a segmentation model: model, data, split, images, pixels, pixel_accuracy, loss,
+mean_iou, classes, iou (per class), confusion.
+
 examples:
   convnet eval runs/digits-20250101-120000
   convnet eval model.npz --data fashion --split test
+  convnet eval runs/fashion --json > results.json
 """
 
 from __future__ import annotations
@@ -40,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from convnet.data import load_dataset
     from convnet.train.checkpoint import load_checkpoint
     from convnet.train.loop import evaluate
-    from convnet.train.metrics import format_confusion
+    from convnet.train.metrics import format_confusion, format_scores, precision_recall_f1
 
     ckpt = load_checkpoint(args.model)
     net = ckpt.net
@@ -69,12 +91,20 @@ def run(args: argparse.Namespace) -> int:
     cm = r["confusion"]
     if "mean_iou" in r:
         return _report_segmentation(ckpt, ds, args, r, classes)
+    scores = precision_recall_f1(ds.y, r["predictions"], C)
     if args.json:
         out = {
             "model": str(ckpt.path), "data": ds.name, "split": args.split, "count": r["count"],
             "accuracy": r["accuracy"], "loss": r["loss"], "classes": classes,
-            "per_class_accuracy": [None if math.isnan(v) else v
-                                   for v in r["per_class_accuracy"].tolist()],
+            "per_class": [
+                {"index": i, "class": name, "precision": _num(scores["precision"][i]),
+                 "recall": _num(scores["recall"][i]), "f1": _num(scores["f1"][i]),
+                 "support": int(scores["support"][i])}
+                for i, name in enumerate(classes)
+            ],
+            "macro": {k: _num(v) for k, v in scores["macro"].items()},
+            "weighted": {k: _num(v) for k, v in scores["weighted"].items()},
+            "per_class_accuracy": [_num(v) for v in r["per_class_accuracy"].tolist()],
             "confusion": cm.tolist(),
         }
         print(json.dumps(out, indent=2))
@@ -84,16 +114,21 @@ def run(args: argparse.Namespace) -> int:
         f"{ckpt.path} on {ds.name} ({args.split}, {r['count']} images)",
         f"accuracy {100 * r['accuracy']:.2f}% ({correct}/{r['count']}), loss {r['loss']:.4f}",
         "",
-        "per-class accuracy:",
+        "per class:",
+        format_scores(scores, classes),
+        "recall: the share of a class's images given its name (its per-class accuracy);",
+        "precision: the share of the images given a name that are of that class; F1: their "
+        "harmonic mean.",
+        "",
+        "confusion matrix:", format_confusion(cm, classes),
     ]
-    width = max(len(c) for c in classes)
-    totals = cm.sum(axis=1)
-    for i, (name, acc) in enumerate(zip(classes, r["per_class_accuracy"], strict=True)):
-        acc_txt = "   n/a" if math.isnan(acc) else f"{100 * acc:6.2f}%"
-        lines.append(f"  {i:>2} {name:<{width}} {acc_txt} ({int(cm[i, i])}/{int(totals[i])})")
-    lines += ["", "confusion matrix:", format_confusion(cm, classes)]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _num(v: float) -> float | None:
+    """A float for JSON: NaN (undefined) becomes null."""
+    return None if math.isnan(v) else float(v)
 
 
 def _report_segmentation(ckpt, ds, args: argparse.Namespace, r: dict, classes: list[str]) -> int:
@@ -105,7 +140,7 @@ def _report_segmentation(ckpt, ds, args: argparse.Namespace, r: dict, classes: l
             "model": str(ckpt.path), "data": ds.name, "split": args.split, "images": len(ds),
             "pixels": r["count"], "pixel_accuracy": r["accuracy"], "loss": r["loss"],
             "mean_iou": r["mean_iou"], "classes": classes,
-            "iou": [None if math.isnan(v) else v for v in ious],
+            "iou": [_num(v) for v in ious],
             "confusion": cm.tolist(),
         }
         print(json.dumps(out, indent=2))

@@ -18,6 +18,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from convnet.report import parse_input_shape
@@ -34,8 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     shape = parse_input_shape(args.input) if args.input else None
     result = derive(args.net, input_shape=shape)
-    sys.stdout.write(result.text)
+    text = result.text
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if result.error is not None:
-        print(f"convnet explain: error: {str(result.error).splitlines()[0]}", file=sys.stderr)
+        # the derivation on stdout already holds the whole message: stderr only says that the
+        # network fails, and where, without printing it a second time
+        sys.stdout.flush()
+        head = str(result.error).split(" ", 1)[0]
+        where = head if re.fullmatch(r"[a-z_]+\d+", head) else "a layer"  # conv2, fc1, ..
+        print(f"convnet explain: error: {where} does not fit; the derivation above says why "
+              "and what would fit", file=sys.stderr)
         return 2
     return 0

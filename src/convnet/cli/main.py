@@ -17,12 +17,12 @@ from convnet.errors import ConvnetError
 # (verb, module, one-line help); in the order a newcomer meets them
 VERBS = [
     ("train", "convnet.cli.train", "train a network on a data set (default: digits)"),
-    ("eval", "convnet.cli.evaluate", "accuracy, per-class accuracy and confusion matrix"),
+    ("eval", "convnet.cli.evaluate", "accuracy, precision/recall/F1 per class, confusion matrix"),
     ("predict", "convnet.cli.predict", "top-k classes for image files"),
     ("summary", "convnet.cli.summary", "every layer's volume, parameters, MACs, receptive field"),
     ("explain", "convnet.cli.explain", "the derivation of every shape and count, in words"),
     ("convert", "convnet.cli.convert", "turn FC layers into CONV (fully convolutional)"),
-    ("scan", "convnet.cli.scan", "class score maps of a classifier over a larger image"),
+    ("scan", "convnet.cli.scan", "a classifier over a larger image: class maps and a summary"),
     ("visualize", "convnet.cli.visualize", "an HTML page to look inside a trained model"),
     ("plot", "convnet.cli.plot", "filters, activations, curves or confusion matrix as PNG"),
 ]

@@ -1,6 +1,6 @@
 """Draw a model's filters, activation maps, training curves or confusion matrix as a PNG.
 
-The same pictures as `convnet visualize`, for notes and papers (Pillow only).
+The same pictures as `convnet visualize`, for notes and papers (drawn with matplotlib).
 
 examples:
   convnet plot runs/digits --what filters -o filters.png
@@ -76,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         img = plots.plot_confusion(result.confusion, classes,
                                    title=f"confusion matrix: {info.title}")
     out = plots.save_png(img, args.output or f"{args.what}.png")
-    print(f"wrote {out} ({img.size[0]}x{img.size[1]})")
+    w, h = (round(v * img.dpi) for v in img.get_size_inches())
+    print(f"wrote {out} ({w}x{h} pixels)")
     return 0

@@ -3,12 +3,16 @@
 The classifier is made fully convolutional (FC -> CONV, see ``convnet convert``) and run once
 over the whole image: the result is a map of class scores, one per crop of the size the model
 was trained on, the network's total stride apart (CS231n: 224 -> 384 gives 6x6 = 36 crops at
-stride 32). Written to DIR:
+stride 32). Printed: per class, the share of the crops where it is the most likely class, its
+highest probability and the crop where it has it. Written to DIR:
 
+  scan.png                the overview: the input, each crop's most likely class over the
+                          image, and every class's probability map with one colour bar
   scores.npy, probs.npy   the map (rows, cols, classes): raw scores and softmax probabilities
-  scores.txt              the most likely class per crop, and each class's probability grid
-  heat_<k>_<class>.png    per class: each pixel's mean probability over the crops containing
-                          it, as a heat map over the image
+  scores.txt              the summary, the most likely class per crop, and each class's
+                          probability grid
+  heat_<k>_<class>.png    with --per-class-maps: per class, each pixel's mean probability
+                          over the crops containing it, as a heat map over the image
 
 An image whose size the strides do not fit is cropped to the largest size that fits (say
 --no-crop to get an error listing the sizes that fit instead).
@@ -21,6 +25,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -34,14 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", metavar="DIR", required=True,
                         help="directory for the maps, the table and the heat maps")
     parser.add_argument("--top", type=int, default=None, metavar="N",
-                        help="heat maps only for the N classes with the highest peak "
-                             "probability (default: every class, or 10 beyond 20 classes)")
+                        help="maps (and summary lines) only for the N classes with the highest "
+                             "peak probability (default: every class, or 10 beyond 20 classes)")
+    parser.add_argument("--per-class-maps", action="store_true",
+                        help="also write heat_<k>_<class>.png per class, at the image's size")
     parser.add_argument("--no-crop", action="store_true",
                         help="refuse an image the strides do not fit instead of cropping it")
 
 
 def run(args: argparse.Namespace) -> int:
-    from convnet.fcn.scan import read_image, scan_image, write_scan
+    from convnet.fcn.scan import read_image, scan_image, summary_text, write_scan
     from convnet.train import load
 
     net = load(args.model)
@@ -55,17 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if top < 1:
         raise ConfigError(f"--top {top}: give at least 1 class")
     which = sorted(np.argsort(-scan.probs.reshape(-1, K).max(axis=0))[:top].tolist())
-    paths = write_scan(scan, classes, args.out, which)
+    paths = write_scan(scan, classes, args.out, which, per_class_maps=args.per_class_maps)
     for note in scan.notes:
         print(f"note: {note}")
-    rows, cols, _ = scan.probs.shape
-    h, w = scan.image.shape[:2]
-    print(f"{h}x{w} image -> {rows}x{cols} map of {K} classes: {rows * cols} crops of "
-          f"{scan.crop[0]}x{scan.crop[1]}, {scan.stride[0]}x{scan.stride[1]} pixels apart, in "
-          "one pass")
-    best = scan.probs.reshape(-1, K).max(axis=0)
-    order = np.argsort(-best)[:min(5, K)]
-    print("highest probability anywhere: " + ", ".join(
-        f"{classes[k]} {best[k]:.2f}" for k in order))
-    print(f"wrote {len(paths)} files to {args.out}")
+    sys.stdout.write(summary_text(scan, classes, limit=top))
+    print(f"wrote {len(paths)} files to {args.out} (the overview: {paths[3]})")
     return 0

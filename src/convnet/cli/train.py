@@ -4,11 +4,13 @@ With no arguments: the zoo "digits" network on the built-in 8x8 handwritten digi
 scikit-learn, no download), SGD with Nesterov momentum and a cosine schedule; it reaches about
 98% test accuracy in seconds.
 
-Every epoch prints a line (loss, accuracy, validation, images/s) on stderr, appends to
-metrics.csv and metrics.jsonl, and saves last.npz (and best.npz when validation accuracy
-improves) in the run directory. The first Ctrl-C or SIGTERM finishes the batch, saves last.npz
-and exits with status 130; --resume DIR continues exactly where it stopped. A NaN or Inf loss
-stops training (exit status 1) and keeps the last good checkpoint.
+On a terminal a progress bar shows the epoch's batches, running loss and accuracy and the time
+left; in a log file a line every 10 s (--progress-every) does. Every epoch prints a line (loss,
+accuracy, validation, images/s) on stderr, appends to metrics.csv and metrics.jsonl, and saves
+last.npz (and best.npz when validation accuracy improves) in the run directory. The first
+Ctrl-C or SIGTERM finishes the batch, saves last.npz and exits with status 130; --resume DIR
+continues exactly where it stopped. A NaN or Inf loss stops training (exit status 1) and keeps
+the last good checkpoint.
 
 examples:
   convnet train
@@ -84,6 +86,17 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0.0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds >= 0 (0: a line after every batch), received {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from convnet.optim import SCHEDULE_NAMES
 
@@ -130,6 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=positive_int, default=None,
                    help="BLAS threads (default: all cores; 1 for digits, whose tiny matrices "
                         "run faster on one)")
+    g.add_argument("--progress-every", type=_seconds, default=None, metavar="SECONDS",
+                   help="when stderr is not a terminal (a log file, CI, nohup): a progress "
+                        "line every SECONDS inside an epoch (default 10; 0: every batch)")
 
 
 # -------------------------------------------------------------------------------- settings
@@ -340,7 +356,8 @@ def _run(args: argparse.Namespace) -> int:
         else "accuracy"
     callbacks: list[cbs.Callback] = [
         cbs.StopOnSignal(),
-        cbs.ProgressBar(),
+        cbs.ProgressBar(interval=cbs.DEFAULT_PROGRESS_INTERVAL if args.progress_every is None
+                        else args.progress_every),
         cbs.MetricsLog(out),
         cbs.ModelCheckpoint(out, monitor=monitor),
     ]

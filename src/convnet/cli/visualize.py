@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "was trained on, when the checkpoint names it")
     parser.add_argument("--samples", type=int, default=16, metavar="N",
                         help="test images embedded in the page (default 16)")
+    parser.add_argument("--eval-images", type=int, default=None, metavar="N",
+                        help="test images counted in the accuracy and confusion matrix "
+                             "(default: the whole test set, as convnet eval; a smaller N draws "
+                             "N at random and is faster)")
     parser.add_argument("--max-maps", type=int, default=32, metavar="N",
                         help="activation maps drawn per layer (default 32)")
     parser.add_argument("-o", "--output", default="report.html", metavar="FILE",
@@ -54,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 0:
         raise ConfigError(f"--samples {args.samples}: expected 0 or more")
+    if args.eval_images is not None and args.eval_images < 1:
+        raise ConfigError(f"--eval-images {args.eval_images}: expected at least 1 (leave it out "
+                          "to count the whole test set)")
     if args.max_maps < 1:
         raise ConfigError(f"--max-maps {args.max_maps}: expected at least 1")
     info = load_model(args.model, seed=args.seed)
@@ -80,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                           "(--data NAME)")
     out = visualize(net, args.output, images=images, test_set=test, samples=args.samples,
                     history=info.history, classes=info.classes, title=args.title or info.title,
-                    notes=notes, seed=args.seed, max_maps=args.max_maps)
+                    notes=notes, seed=args.seed, max_maps=args.max_maps,
+                    max_eval=args.eval_images)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); open it in a browser")
     sys.stdout.flush()
     if args.serve:

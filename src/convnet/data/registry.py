@@ -154,9 +154,11 @@ def _idx_named(
                         f"(expected {', '.join(s + '[.gz]' for s in IDX_FILES.values())})")
     if not do_download:
         raise DataError(
-            f"{name} not found (looked in {', '.join(map(str, places))}); download it with "
-            f"download=True (convnet: --download), or point --data at a directory holding "
-            f"{', '.join(s + '.gz' for s in IDX_FILES.values())}"
+            f"{name} not found (looked in {', '.join(map(str, places))}). To download it "
+            f"from its mirrors (MD5-checked): convnet train --download, or in Python "
+            f"download=True. To use a copy you have: --data-dir DIR (convnet train, eval), or in "
+            f"Python data_dir=DIR, where DIR "
+            f"holds {', '.join(s + '[.gz]' for s in IDX_FILES.values())}"
         )
     target = data_dir or cache / name
     _dl.download_dataset(name, target, progress=progress)
@@ -172,9 +174,11 @@ def _cifar_named(
             return cifar.load_cifar10(place)
     if not do_download:
         raise DataError(
-            f"cifar10 not found (looked in {', '.join(map(str, places))}); download it with "
-            f"download=True (convnet: --download), or point --data at a "
-            f"{cifar.BATCH_DIR} directory"
+            f"cifar10 not found (looked in {', '.join(map(str, places))}). To download it "
+            f"(MD5-checked): convnet train --download, or in Python download=True. To use a "
+            f"copy you have: --data-dir DIR (convnet train, eval), or in Python data_dir=DIR, "
+            f"where DIR holds the "
+            f"{cifar.BATCH_DIR} folder (or its files)"
         )
     target = data_dir or cache / "cifar10"
     (archive,) = _dl.download_dataset("cifar10", target, progress=progress)

@@ -303,6 +303,13 @@ class Optimizer:
         return {"lr": self.lr}
 
     def __repr__(self) -> str:
+        """The class and its settings: the learning rate always (every run's first question,
+        and a schedule changes it: this is the current one), the others where they differ
+        from their defaults, as PyTorch's ``extra_repr`` does.
+
+        >>> Adam(), SGD(lr=0.1, momentum=0.9)
+        (Adam(lr=0.001), SGD(lr=0.1, momentum=0.9))
+        """
         defaults = {
             k: p.default
             for k, p in inspect.signature(type(self).__init__).parameters.items()
@@ -311,7 +318,9 @@ class Optimizer:
         shown = []
         for k, v in self._hyperparameters().items():
             d = defaults.get(k, inspect.Parameter.empty)
-            if k == "betas":
+            if k == "lr":
+                shown.append(f"lr={v!r}")
+            elif k == "betas":
                 if tuple(v) != tuple(d):
                     shown.append(f"betas=({v[0]!r}, {v[1]!r})")
             elif v != d:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from convnet.train.loop import Trainer
 
 __all__ = [
+    "DEFAULT_PROGRESS_INTERVAL",
     "Callback",
     "EarlyStopping",
     "MetricsLog",
@@ -87,43 +88,119 @@ def _fmt_rate(r: float) -> str:
     return f"{r:,.0f} img/s"
 
 
-class ProgressBar(Callback):
-    """A progress bar per epoch: batches done, running loss and accuracy, images/s.
+def _clock(seconds: float) -> str:
+    """``[H:]MM:SS``, tqdm's clock format."""
+    from tqdm import tqdm
 
-    On a terminal the bar redraws in place (at most 10 times a second); otherwise (a log file,
-    a pipe) one plain line is printed per epoch. Writes to ``stream`` (default stderr), so the
-    results printed on stdout stay clean.
+    return tqdm.format_interval(max(0.0, seconds))
+
+
+#: Seconds between two progress lines when the stream is not a terminal.
+DEFAULT_PROGRESS_INTERVAL = 10.0
+
+
+class ProgressBar(Callback):
+    """Progress of every epoch: batches done, running loss and accuracy, images/s, and the time
+    left in the epoch and in the whole run.
+
+    On a terminal a tqdm bar redraws in place (at most 10 times a second) and gives way to one
+    summary line per epoch. Elsewhere (a log file, a pipe, CI, ``nohup``) nothing can redraw, so
+    a plain line is printed every ``interval`` seconds inside an epoch (``0``: after every
+    batch; ``math.inf``: never), and the same summary line per epoch. Writes to ``stream``
+    (default stderr), so the results printed on stdout stay clean.
+
+    Args:
+        stream: where to write (default ``sys.stderr``).
+        width: the bar's total width in characters on a terminal (default: the terminal's).
+        interval: seconds between progress lines off a terminal (default 10).
+        redraw: seconds between two redraws of the bar on a terminal (default 0.1).
     """
 
-    def __init__(self, stream: IO[str] | None = None, width: int = 24) -> None:
+    def __init__(self, stream: IO[str] | None = None, width: int | None = None,
+                 interval: float = DEFAULT_PROGRESS_INTERVAL, redraw: float = 0.1) -> None:
+        if not (isinstance(interval, int | float) and interval >= 0):
+            raise ConfigError(f"ProgressBar: interval must be a number of seconds >= 0 "
+                              f"(math.inf for none), received {interval!r}")
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
+        self.interval = float(interval)
+        self.redraw = float(redraw)
         isatty = getattr(self.stream, "isatty", None)
         self.tty = bool(isatty and isatty())
-        self._last_draw = 0.0
+        self._bar: Any = None
+        self._epoch_start = 0.0
+        self._last_line = 0.0
+        self._first_batch = 0
+        self._epoch_times: list[float] = []
 
-    def _line(self, logs: dict[str, Any], done: int, total: int) -> str:
+    # -- time left --------------------------------------------------------------------------
+    def _left(self, done: int, total: int, now: float) -> tuple[float, float]:
+        """Seconds left in this epoch and in the run, from this epoch's pace so far (batches
+        done in this process: a resumed epoch's earlier batches took no time here)."""
         t = self.trainer
-        fill = self.width * done // max(total, 1)
-        bar = "=" * fill + (">" if fill < self.width else "") + " " * (self.width - fill - 1)
-        return (
-            f"epoch {t.epoch + 1}/{t.epochs} [{bar[:self.width]}] {done}/{total} "
-            f"loss {logs['loss']:.4f} acc {100 * logs['accuracy']:.2f}% "
-            f"{_fmt_rate(logs['images_per_s'])}"
-        )
+        elapsed = now - self._epoch_start
+        ran = done - self._first_batch
+        per_batch = elapsed / ran if ran > 0 else 0.0
+        epoch_left = per_batch * (total - done)
+        later = t.epochs - t.epoch - 1
+        per_epoch = (sum(self._epoch_times) / len(self._epoch_times) if self._epoch_times
+                     else per_batch * total)
+        return epoch_left, epoch_left + later * per_epoch
+
+    def _stats(self, logs: dict[str, Any]) -> str:
+        return (f"loss {logs['loss']:.4f} acc {100 * logs['accuracy']:.2f}% "
+                f"{_fmt_rate(logs['images_per_s'])}")
+
+    # -- hooks ------------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None:
+        self._epoch_start = self._last_line = time.perf_counter()
+        self._first_batch = -1
 
     def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
-        if not self.tty:
-            return
+        t = self.trainer
+        done, total = logs["batch"], logs["batches"]
         now = time.perf_counter()
-        if now - self._last_draw < 0.1 and logs["batch"] < logs["batches"]:
+        if self._first_batch < 0:
+            self._first_batch = done - 1
+        epoch_left, run_left = self._left(done, total, now)
+        if self.tty:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                try:
+                    size = os.get_terminal_size(self.stream.fileno())
+                except (AttributeError, OSError, ValueError):
+                    size = os.terminal_size((0, 0))
+                # follow the terminal's width; a terminal that reports 0x0 (a bare pty, some
+                # CI consoles) would make tqdm print nothing at all: 100x20 then
+                ncols = self.width if self.width is not None else (
+                    None if size.columns > 0 else 100)
+                self._bar = tqdm(
+                    total=total, initial=done - 1, file=self.stream, ncols=ncols,
+                    nrows=None if size.lines > 0 else 20,
+                    dynamic_ncols=ncols is None, leave=False, unit="batch",
+                    desc=f"epoch {t.epoch + 1}/{t.epochs}", mininterval=self.redraw,
+                    bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                               "[{elapsed}<{remaining}{postfix}]",
+                )
+            later = f", run {_clock(run_left)} left" if t.epoch + 1 < t.epochs else ""
+            self._bar.set_postfix_str(self._stats(logs) + later, refresh=False)
+            self._bar.update(done - self._bar.n)
             return
-        self._last_draw = now
-        self.stream.write("\r" + self._line(logs, logs["batch"], logs["batches"]) + "\x1b[K")
-        self.stream.flush()
+        if now - self._last_line >= self.interval and done < total:
+            self._last_line = now
+            self.stream.write(
+                f"epoch {t.epoch + 1}/{t.epochs} {done}/{total} ({100 * done / total:.0f}%) "
+                f"{self._stats(logs)}, epoch {_clock(epoch_left)} left, run "
+                f"{_clock(run_left)} left\n")
+            self.stream.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         t = self.trainer
+        self._epoch_times.append(time.perf_counter() - self._epoch_start)
+        if self._bar is not None:
+            self._bar.close()  # leave=False: the bar is wiped, the summary line takes its place
+            self._bar = None
         n = t.steps_per_epoch
         line = (
             f"epoch {logs['epoch']}/{t.epochs} {n}/{n} loss {logs['loss']:.4f} "
@@ -134,14 +211,14 @@ class ProgressBar(Callback):
         if "val_mean_iou" in logs:
             line += f" val_mIoU {logs['val_mean_iou']:.3f}"
         line += f" | {logs['time_s']:.1f}s {_fmt_rate(logs['images_per_s'])} lr {logs['lr']:.3g}"
-        self.stream.write(("\r" if self.tty else "") + line + ("\x1b[K" if self.tty else "")
-                          + "\n")
+        self.stream.write(line + "\n")
         self.stream.flush()
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        if self.tty and self.trainer.in_epoch:
-            self.stream.write("\n")  # leave the partial bar visible
-            self.stream.flush()
+        if self._bar is not None:  # interrupted inside an epoch: leave the partial bar visible
+            self._bar.leave = True
+            self._bar.close()
+            self._bar = None
 
 
 # ----------------------------------------------------------------------------- metrics log

@@ -1,4 +1,5 @@
-"""Classification metrics from scores and labels: accuracy, confusion matrix, per-class accuracy.
+"""Classification metrics from scores and labels: accuracy, confusion matrix, per-class accuracy,
+precision, recall and F1 (per class and averaged, by scikit-learn).
 
 Everything works on any number of leading positions: scores ``(N, C)`` with labels ``(N,)`` for
 classification, or score maps ``(N, H, W, C)`` with labels ``(N, H, W)`` for segmentation, where
@@ -7,6 +8,8 @@ Python loop over images or pixels.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +20,11 @@ __all__ = [
     "confusion_matrix",
     "correct_count",
     "format_confusion",
+    "format_scores",
     "iou_per_class",
     "mean_iou_from_confusion",
     "per_class_accuracy",
+    "precision_recall_f1",
 ]
 
 
@@ -135,4 +140,67 @@ def format_confusion(cm: np.ndarray, classes: list[str], max_name: int = 12) -> 
     for i in range(C):
         row = "".join(f"{int(v):>{width}}" for v in cm[i])
         lines.append(f"{i:>{idx_w}} {names[i]:<{name_w}} | {row}")
+    return "\n".join(lines)
+
+
+def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+                        ) -> dict[str, Any]:
+    """Precision, recall and F1 of every class, and their macro and weighted averages
+    (scikit-learn's :func:`~sklearn.metrics.precision_recall_fscore_support`).
+
+    A class's precision is the share of the positions predicted as it that truly are it; its
+    recall the share of its positions predicted as it (its per-class accuracy); F1 their
+    harmonic mean. A class never predicted has no precision, one absent from the labels no
+    recall: those are NaN, and the averages leave them out. ``macro`` is the plain mean over
+    classes; ``weighted`` weighs each class by its ``support`` (its number of true positions).
+
+    Returns:
+        ``{"precision", "recall", "f1"}``: ``(C,)`` float64 arrays; ``"support"``: ``(C,)``
+        int64; ``"macro"`` and ``"weighted"``: ``{"precision", "recall", "f1"}`` floats.
+
+    >>> r = precision_recall_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
+    >>> r["precision"].round(3).tolist(), r["recall"].tolist(), round(r["macro"]["f1"], 3)
+    ([1.0, 0.667], [0.5, 1.0], 0.733)
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    t = np.asarray(y_true).reshape(-1).astype(np.int64)
+    p = np.asarray(y_pred).reshape(-1).astype(np.int64)
+    confusion_matrix(t, p, num_classes)  # the same checks (and messages) on shapes and ranges
+    labels = list(range(int(num_classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        t, p, labels=labels, average=None, zero_division=np.nan)
+    out: dict[str, Any] = {"precision": np.asarray(precision, np.float64),
+                           "recall": np.asarray(recall, np.float64),
+                           "f1": np.asarray(f1, np.float64),
+                           "support": np.asarray(support, np.int64)}
+    for average in ("macro", "weighted"):
+        pa, ra, fa, _ = precision_recall_fscore_support(t, p, labels=labels, average=average,
+                                                        zero_division=np.nan)
+        out[average] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
+    return out
+
+
+def format_scores(scores: dict[str, Any], classes: list[str]) -> str:
+    """The result of :func:`precision_recall_f1` as an aligned text table: one row per class,
+    then the macro and weighted averages; percentages, ``n/a`` where a value is undefined."""
+
+    def pct(v: float) -> str:
+        return "    n/a" if np.isnan(v) else f"{100 * v:6.2f}%"
+
+    C = len(classes)
+    idx_w = len(str(C - 1))
+    name_w = max(max((len(str(c)) for c in classes), default=0), len("weighted average") - idx_w)
+    head = " " * (idx_w + 1) + f"{'':<{name_w}}  precision   recall       F1  support"
+    lines = [head]
+    for i, name in enumerate(classes):
+        lines.append(f"{i:>{idx_w}} {str(name):<{name_w}}    {pct(scores['precision'][i])}  "
+                     f"{pct(scores['recall'][i])}  {pct(scores['f1'][i])}  "
+                     f"{int(scores['support'][i]):>7,}")
+    total = int(np.sum(scores["support"]))
+    for average in ("macro", "weighted"):
+        a = scores[average]
+        label = f"{average} average"
+        lines.append(f"{label:<{idx_w + 1 + name_w}}    {pct(a['precision'])}  "
+                     f"{pct(a['recall'])}  {pct(a['f1'])}  {total:>7,}")
     return "\n".join(lines)

@@ -38,6 +38,13 @@ from convnet.data.transforms import Normalizer
 from convnet.errors import ConfigError
 from convnet.net.graph import Graph
 from convnet.ops.loss import softmax
+from convnet.viz.common import (
+    _normalize,
+    curve_extent,
+    fmt_tick,
+    layer_activations,
+    nice_ticks,
+)
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -49,8 +56,9 @@ DEFAULT_MAX_WEIGHTS = 2_000_000
 #: All the weights a page may embed (12 MB of float32): past it, later layers' weights are left out.
 DEFAULT_WEIGHT_BUDGET = 3_000_000
 DEFAULT_MAX_MAPS = 32
-#: Test images run through the model for the confusion matrix and the worst mistakes.
-DEFAULT_MAX_EVAL = 2000
+#: Test images run through the model for the confusion matrix and the worst mistakes: None is
+#: the whole test set, the very images ``convnet eval`` counts, so the two report one accuracy.
+DEFAULT_MAX_EVAL: int | None = None
 
 
 # ------------------------------------------------------------------------------ the inputs
@@ -96,34 +104,6 @@ def decode_float32(text: str, shape: Sequence[int] | None = None) -> np.ndarray:
     """Inverse of :func:`b64_float32` (used by the tests)."""
     a = np.frombuffer(base64.b64decode(text), dtype="<f4")
     return a.reshape(tuple(shape)) if shape is not None else a
-
-
-def _normalize(net: Graph, images: np.ndarray) -> np.ndarray:
-    stats = Normalizer.coerce(getattr(net, "normalizer", None))
-    x = np.asarray(images, dtype=np.float32)
-    return x if stats is None else stats.apply(x)
-
-
-def layer_activations(net: Graph, x: np.ndarray) -> list[np.ndarray]:
-    """Every layer's output for the (already normalised) batch ``x``, in evaluation mode.
-
-    The layers one by one, keeping each intermediate volume: the values of
-    :meth:`Graph.forward`, to the last bit unless the network has a BN right after a
-    CONV/DECONV, which its evaluation folds into that layer's weights (a different rounding,
-    ~1e-7 relative in float32). The page's probabilities come from these volumes.
-
-    Shape:
-        x ``(N, *net.input_shape)`` -> one ``(N, *layer.output_shape)`` array per layer.
-    """
-    from convnet.layers.base import check_array
-
-    out = check_array(x, net.input_shape, net.dtype,
-                      f"network input ({fmt_shape(net.input_shape)})")
-    acts = []
-    for layer in net.layers:
-        out = layer.forward(out, train=False)
-        acts.append(out)
-    return acts
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -468,8 +448,6 @@ def curves_svg(history: Sequence[Mapping[str, float]], which: str) -> str:
     keys = sorted({k for h in history for k in h if which in k.lower() and k != "epoch"})
     if not keys:
         return ""
-    from convnet.viz.plots import curve_extent  # one rule for the PNG and the SVG axes
-
     epochs, (lo, hi), (e0, e1) = curve_extent(history, keys, unit_range=which == "acc")
     W, H, L, R, T, B = 420, 240, 56, 12, 22, 36
     pw, ph = W - L - R, H - T - B
@@ -482,16 +460,17 @@ def curves_svg(history: Sequence[Mapping[str, float]], which: str) -> str:
 
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
     parts = [f'<rect class="plot-bg" x="{L}" y="{T}" width="{pw}" height="{ph}"/>']
-    for t in range(5):
-        v = lo + (hi - lo) * t / 4
+    # round values (1-2-5 steps), accuracies as percentages, whole epochs only
+    percent = which == "acc" and hi <= 1.0
+    ticks = [v for v in nice_ticks(lo, hi, 6) if lo - 1e-9 <= v <= hi + 1e-9]
+    for v in ticks:
         parts.append(f'<line class="grid" x1="{L}" x2="{L + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}"/>'
                      f'<text class="tick" x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">'
-                     f'{v:.3g}</text>')
-    n_ticks = min(len(set(epochs)), 8)
-    for t in range(n_ticks):
-        e = e0 + (e1 - e0) * t / max(n_ticks - 1, 1)
-        parts.append(f'<text class="tick" x="{X(e):.1f}" y="{T + ph + 14}" text-anchor="middle">'
-                     f'{e:.3g}</text>')
+                     f'{fmt_tick(v, ticks, percent)}</text>')
+    last = max(epochs)
+    for e in nice_ticks(e0, last, 8, integer=True, inside=True):
+        parts.append(f'<text class="tick" x="{X(e):.1f}" y="{T + ph + 14}" '
+                     f'text-anchor="middle">{e:.0f}</text>')
     parts.append(f'<text class="axis" x="{L + pw / 2}" y="{H - 4}" text-anchor="middle">'
                  'epoch</text>')
     for j, k in enumerate(keys):
@@ -574,8 +553,14 @@ def render_html(data: Mapping[str, Any]) -> str:
                  "metrics.csv in the run directory), so there are no training curves.</p>"
     test = data.get("test")
     if test:
-        acc = test["accuracy"]
-        confusion = (f"<p>Accuracy on {test['count']:,} test images: <b>{100 * acc:.2f}%</b>.</p>"
+        acc, count, total = test["accuracy"], test["count"], test.get("total", test["count"])
+        if count >= total:
+            on = f"all {count:,} test images"
+        else:
+            on = (f"{count:,} of the {total:,} test images, drawn at random (--eval-images); "
+                  "<code>convnet eval</code> counts all of them, so its figure may differ a "
+                  "little")
+        confusion = (f"<p>Accuracy on {on}: <b>{100 * acc:.2f}%</b>.</p>"
                      + confusion_html(test["confusion"], data["classes"]))
     else:
         confusion = "<p class='muted'>No test set was given (--data NAME), so there is no " \
@@ -730,11 +715,15 @@ def visualize(
     notes: Sequence[str] = (),
     seed: int = 0,
     max_maps: int = DEFAULT_MAX_MAPS,
-    max_eval: int = DEFAULT_MAX_EVAL,
+    max_eval: int | None = DEFAULT_MAX_EVAL,
     budget_floats: int = DEFAULT_BUDGET_FLOATS,
 ) -> Path:
     """Write the page for ``net``: the given ``images`` first, then (with a ``test_set``, a
     :class:`~convnet.data.Dataset`) its most confident mistakes and ``samples`` test images.
+
+    The accuracy and the confusion matrix count the whole test set (as ``convnet eval`` does);
+    ``max_eval`` limits them to that many test images drawn at random with ``seed`` (the page
+    then says so).
 
     >>> import convnet as cn, numpy as np, tempfile, os
     >>> net = cn.build("INPUT(8x8x1) -> CONV(2,F=3) -> RELU -> FC(3)", seed=0)
@@ -749,7 +738,9 @@ def visualize(
                 and len(test_set.classes) == net.output_shape[-1]:
             classes = list(test_set.classes)
         rng = np.random.default_rng(seed)
-        n_eval = min(len(test_set), max_eval)
+        if max_eval is not None and max_eval < 1:
+            raise ConfigError(f"max_eval={max_eval}: evaluate at least 1 test image (None: all)")
+        n_eval = len(test_set) if max_eval is None else min(len(test_set), max_eval)
         eval_idx = np.sort(rng.permutation(len(test_set))[:n_eval])
         if test_set.x.shape[1:] != tuple(net.input_shape):
             raise ConfigError(
@@ -784,7 +775,7 @@ def visualize(
 __all__ = [
     "DEFAULT_BUDGET_FLOATS", "DEFAULT_MAX_EVAL", "DEFAULT_MAX_MAPS", "DEFAULT_MAX_WEIGHTS",
     "ModelInfo", "Sample", "TestEval", "architecture_svg", "b64_float32", "build_data",
-    "confusion_html", "curves_svg", "decode_float32", "evaluate_test", "layer_activations",
-    "layer_table_html", "load_model", "load_test_set", "read_metrics_log", "render_html", "serve",
-    "visualize", "write_page",
+    "confusion_html", "curves_svg", "decode_float32", "evaluate_test", "layer_table_html",
+    "load_model", "load_test_set", "read_metrics_log", "render_html", "serve", "visualize",
+    "write_page",
 ]
