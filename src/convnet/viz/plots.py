@@ -134,11 +134,11 @@ def plot_filters(net: Graph, layer: str | None = None, max_filters: int = 32,
 
     Raises :class:`~convnet.errors.ConfigError` when the network (or ``layer``) has no CONV.
     """
-    convs = [ly for ly in net.layers if ly.kind in ("CONV", "DECONV")]
+    convs = [ly for ly in net.layers if ly.weighted and ly.slides]   # CONV, DWCONV, DECONV
     if layer is not None:
         convs = [ly for ly in convs if ly.name == layer]
         if not convs:
-            names = ", ".join(ly.name for ly in net.layers if ly.kind in ("CONV", "DECONV"))
+            names = ", ".join(ly.name for ly in net.layers if ly.weighted and ly.slides)
             raise ConfigError(f"no CONV layer named {layer!r}; CONV layers: {names or 'none'}")
     if not convs:
         raise ConfigError("this network has no CONV layer, so there are no filters to draw")
@@ -170,12 +170,12 @@ def plot_filters(net: Graph, layer: str | None = None, max_filters: int = 32,
 def _filter_panel(net: Graph, ly: Any, max_filters: int, max_slices: int
                   ) -> dict[str, Any]:
     W = np.asarray(ly.params["W"], np.float64)
-    if ly.kind == "DECONV":
+    if ly.transposed:
         W = W.transpose(3, 1, 2, 0)  # (D_in, F, F, K) -> filter-major (K, F, F, D_in)
     K, fh, fw, D = W.shape
     m = float(np.abs(W).max()) or 1.0
     k_shown = min(K, max_filters)
-    rgb = D == 3 and ly is net.layers[0] and ly.kind == "CONV"
+    rgb = D == 3 and ly is net.layers[0] and not ly.transposed
     # upsample so that a gap of one pixel is a thin line next to a slice, not a slice's third
     u = max(1, int(np.ceil(12 / max(fh, fw))))
     labels: list[tuple[str, tuple[float, float], dict[str, Any]]] = []
