@@ -32,9 +32,31 @@ def test_public_contract_example():
     assert net.input_shape == (28, 28, 1) and net.output_shape == (10,)
     layer = cn.Conv(K=4, F=3, S=2, P=1)
     assert layer.build((9, 9, 3)) == (5, 5, 4)
-    out = layer.forward(np.ones((2, 9, 9, 3), np.float32))
+    out = layer.forward(np.ones((2, 9, 9, 3), np.float32), train=True)
     assert out.shape == (2, 5, 5, 4)
     assert layer.backward(np.ones_like(out)).shape == (2, 9, 9, 3)
+
+
+def _one_of_each():
+    return [cn.Conv(3, F=3, P=1), cn.DepthwiseConv(F=3, P=1), cn.ConvTranspose(3, F=2, S=2),
+            cn.MaxPool(), cn.AvgPool(), cn.GlobalAvgPool(), cn.FC(3), cn.Flatten(), cn.ReLU(),
+            cn.ReLU6(), cn.LeakyReLU(), cn.Tanh(), cn.Sigmoid(), cn.Dropout(0.5),
+            cn.BatchNorm()]
+
+
+@pytest.mark.parametrize("layer", _one_of_each(), ids=lambda ly: ly.kind)
+def test_every_layer_used_on_its_own_backpropagates_a_training_forward_only(layer):
+    """The same rule and the same error for every layer (the README's contract): backward
+    follows a forward(x, train=True), once; after an evaluation forward it is a ConfigError."""
+    layer.build((4, 4, 2), rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((3, 4, 4, 2)).astype(np.float32)
+    out = layer.forward(x)
+    with pytest.raises(cn.ConfigError, match=r"call forward\(x, train=True\) before backward"):
+        layer.backward(np.ones_like(out))
+    out = layer.forward(x, train=True)
+    assert layer.backward(np.ones_like(out)).shape == x.shape
+    with pytest.raises(cn.ConfigError, match=r"call forward\(x, train=True\) before backward"):
+        layer.backward(np.ones_like(out))
 
 
 def test_seed_reproducible_and_distinct():

@@ -290,11 +290,11 @@ def test_pool_on_winograd_tiles_breaks_ties_like_the_pool(monkeypatch, compiled)
 def test_relu_leaves_its_argument_alone_unless_asked():
     layer = cn.ReLU()
     x = np.array([[-1.0, 2.0]])
-    out = layer.forward(x)
+    out = layer.forward(x, train=True)
     assert out is not x and x[0, 0] == -1.0
     d = np.array([[5.0, 5.0]])
     assert layer.backward(d) is not d and d[0, 0] == 5.0
-    out = layer.forward(x, inplace=True)
+    out = layer.forward(x, train=True, inplace=True)
     assert out is x and x[0, 0] == 0.0
     assert layer.backward(d, inplace=True) is d and d[0, 0] == 0.0
 

@@ -226,3 +226,23 @@ def test_every_zoo_net_summarises_and_explains(name):
     # header, a rule and the input
     assert summary(name, format="markdown").count("\n|") == len(structure(net)) + 3
     assert sum(kind == "layer" for kind, *_ in structure(net)) == len(net.layers)
+
+
+def test_one_size_limit_for_every_entry_point():
+    """issue 20 (8, 11): the same input explains and summarises; sizes are capped as they grow
+    (a stack of DECONVs), with one message naming the layer, never an overflow."""
+    assert derive("INPUT(100000x1x1) -> FC(10)").ok
+    assert "100000x1x1" in summary("INPUT(100000x1x1) -> FC(10)")
+    for reps in (100, 1000):
+        spec = f"INPUT(8x8x1) -> [DECONV(1,F=1,S=100000)]*{reps}"
+        with pytest.raises(ShapeError, match="over the limit of 100,000 for any size"):
+            summary(spec)
+        with pytest.raises(ShapeError, match="over the limit of 100,000 for any size"):
+            cn.build(spec, weights=False)
+        result = derive(spec)
+        assert not result.ok and "deconv1 (DECONV K=1 F=1 S=100000 P=0)" in str(result.error)
+    with pytest.raises(ShapeError, match="fc1 .*over the limit of 100,000"):
+        cn.Sequential([cn.FC(10**12)], (4,))
+    net = cn.build("INPUT(8x8x1) -> DECONV(1,F=2,S=2)", weights=False)
+    with pytest.raises(ShapeError, match="deconv1 .*over the limit"):
+        net.shapes_for((60000, 8, 1))

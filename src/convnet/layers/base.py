@@ -174,6 +174,7 @@ class Layer:
         self.output_shape: Shape | None = None
         self.dtype: np.dtype = np.dtype(np.float32)
         self._cache: Any = None
+        self._trained = False     # the last forward() was a training one, not yet backpropagated
         self.built = False  # True once build() has allocated the parameters
         self.network: Any = None  # the network this layer belongs to, if any
         #: why a network made this layer itself (e.g. "projection"), or None for a written one
@@ -323,13 +324,25 @@ class Layer:
     def forward(self, x: Any, train: bool = False, **kwargs: Any) -> np.ndarray:
         """The layer on a batch ``x``: ``(N, *input_shape)``, or another image size where the
         window fits it. Validated (a layer used on its own gets the same errors as a network);
-        a network validates once at its entry and calls :meth:`_forward`."""
-        return self._forward(self._validate(x), train, **kwargs)
+        a network validates once at its entry and calls :meth:`_forward`.
+
+        ``train=True`` keeps what :meth:`backward` needs (and uses batch statistics in BN, drops
+        units in DROPOUT); evaluation (the default, as for a network) keeps nothing to
+        backpropagate through."""
+        out = self._forward(self._validate(x), train, **kwargs)
+        self._trained = bool(train)
+        return out
 
     def backward(self, dout: Any, **kwargs: Any) -> np.ndarray | None:
-        """Gradient w.r.t. the input of the last ``forward``; fills ``grads``."""
-        if self._cache is None and self.params:
-            raise ConfigError(f"{self.describe()}: call forward(x, train=True) before backward")
+        """Gradient w.r.t. the input of the last ``forward(x, train=True)``; fills ``grads``.
+
+        Every layer raises the same :class:`~convnet.errors.ConfigError` when the last forward
+        was not a training one (or was backpropagated already): one backward per training
+        forward, as for a network."""
+        if not self._trained:
+            raise ConfigError(f"{self.describe()}: call forward(x, train=True) before backward "
+                              "(backward needs what the training forward kept, once)")
+        self._trained = False
         dout = np.asarray(dout)
         if self.built:
             dout = dout.astype(self.dtype, copy=False)

@@ -21,7 +21,7 @@ import numpy as np
 
 from convnet import arith
 from convnet.arith import ReceptiveField, fmt_shape
-from convnet.errors import ShapeError
+from convnet.errors import ConfigError, ShapeError
 from convnet.layers.base import Layer, Shape
 
 if TYPE_CHECKING:
@@ -72,9 +72,15 @@ class _Merge(Layer):
                              "input")
         arrays = [check_array(x, None, self.dtype, self.describe()) for x in xs]
         self.infer_merge([a.shape[1:] for a in arrays], self.sources)
-        return self._forward(arrays, train)
+        out = self._forward(arrays, train)
+        self._trained = bool(train)
+        return out
 
     def backward(self, dout: Any, **kwargs: Any) -> list[np.ndarray]:
+        if not self._trained:
+            raise ConfigError(f"{self.describe()}: call forward(xs, train=True) before backward "
+                              "(backward needs what the training forward kept, once)")
+        self._trained = False
         return self._backward(np.asarray(dout).astype(self.dtype, copy=False))
 
     def receptive_field(self, rf: ReceptiveField, grid: tuple[int, int]) -> ReceptiveField:

@@ -135,6 +135,7 @@ def compile_items(items: Sequence[Item], input_shape: Shape,
             layer.input_shape, layer.output_shape = tuple(shape), res
         else:
             res = layer.build_merge(shape, layer.dtype, sources)  # type: ignore[attr-defined]
+        check_size(layer, res)
         out.layers.append(layer)
         out.inputs_of.append(srcs)
         out.shapes.append(res)
@@ -184,6 +185,22 @@ def compile_items(items: Sequence[Item], input_shape: Shape,
     if end < 0:
         raise ShapeError("a network needs at least one layer after INPUT")
     return out
+
+
+#: the largest side or feature count anywhere in a network (input, every layer's output): the one
+#: size limit, checked as sizes grow (a stack of DECONVs multiplies them), not only on input
+MAX_DIM = 100_000
+
+
+def check_size(layer: Layer, shape: Shape) -> None:
+    """ShapeError naming ``layer`` when its output has a side or feature count over MAX_DIM."""
+    big = [d for d in shape if d > MAX_DIM]
+    if big:
+        text = f"{big[0]:,}" if big[0] <= 10**12 else f"more than {10**12:,}"
+        raise ShapeError(
+            f"{layer.describe()}: its output {'x'.join(str(min(d, 10**12)) for d in shape)} has "
+            f"a size of {text}, over the limit of {MAX_DIM:,} for any size in a network (the "
+            "input, and every layer's output as the sizes grow)")
 
 
 def projection(shape: Shape, target: Shape, has_bn: bool) -> list[Layer]:

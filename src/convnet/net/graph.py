@@ -33,8 +33,9 @@ from convnet.net import blocks as B
 from convnet.net.plan import make_plan, run_backward, run_forward
 from convnet.ops import _threads
 
-#: largest side or feature count of an input: the one limit, used by every entry point
-MAX_DIM = 100_000
+#: largest side or feature count of an input or of any layer's output: the one limit, used by
+#: every entry point (:data:`convnet.net.blocks.MAX_DIM`)
+MAX_DIM = B.MAX_DIM
 #: parameters a network will allocate (4 GB in float32); ``weights=False`` counts any number
 MAX_PARAMS = 1_000_000_000
 
@@ -331,6 +332,7 @@ class Graph:
                 shapes.append(layer.infer_shape(ins[0]))
             else:
                 shapes.append(layer.infer_merge(ins))  # type: ignore[attr-defined]
+            B.check_size(layer, shapes[-1])
         return shapes
 
     def _check_forward_input(self, x: Any) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any
 from convnet import arith
 from convnet.arith import LayerRow, fmt_frac_pair, fmt_pair, fmt_shape
 from convnet.errors import ShapeError
-from convnet.net.graph import Graph
+from convnet.net.graph import MAX_DIM, Graph
 from convnet.report import Source, _is_saved_model, load_network
 
 WIDTH = 96
@@ -205,6 +205,8 @@ def _larger_input(net: Any, rows: list[LayerRow], spec: str) -> list[str]:
         return []
     H, W, D = net.input_shape
     bigger = (H + 5 * int(jump[0]), W + 5 * int(jump[1]), D)
+    if max(bigger) > MAX_DIM:        # no larger input within the size limit
+        return []
     try:
         conv_net = build(spec, input_shape=bigger, weights=False)
     except ShapeError:

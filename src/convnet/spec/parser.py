@@ -59,11 +59,12 @@ import numpy as np
 from convnet.arith import fmt_shape
 from convnet.errors import ConfigError, ConvnetError, ShapeError, SpecError
 from convnet.layers import LAYER_CLASSES, Layer, SpecArg
+from convnet.net.blocks import MAX_DIM
 
 if TYPE_CHECKING:
     from convnet.net.graph import Graph
 
-MAX_SIZE = 100_000          # largest whole number accepted anywhere (sizes, K, F, S, P, N)
+MAX_SIZE = MAX_DIM          # largest whole number accepted anywhere (sizes, K, F, S, P, N)
 MAX_LAYERS = 10_000         # layers after expanding every [...]*N
 MAX_DEPTH = 32              # nesting of [ ... ]
 MAX_TEXT = 1_000_000        # characters of spec text
