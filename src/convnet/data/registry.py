@@ -28,7 +28,7 @@ from convnet.errors import DataError
 from . import cifar
 from . import download as _dl
 from .dataset import Dataset, DataSplits, stratified_split
-from .idx import load_idx_pair
+from .idx import IMAGES_MAGIC, load_idx_pair, read_idx_header
 from .images import convert_images, load_image_folder
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -112,6 +112,17 @@ def load_idx_dataset(
     if files is None:
         wanted = ", ".join(f"{s}[.gz]" for s in IDX_FILES.values())
         raise DataError(f"{directory}: missing IDX files; expected {wanted}")
+    # The splits are validated together from their headers, before any payload is read: a test
+    # file of another image size must not surface only after training.
+    sizes = {part: read_idx_header(files[f"{part}_images"], IMAGES_MAGIC).dims[1:]
+             for part in ("train", "test")}
+    if sizes["train"] != sizes["test"]:
+        (th, tw), (eh, ew) = sizes["train"], sizes["test"]
+        raise DataError(
+            f"{directory}: the training images are {th}x{tw} ({files['train_images'].name}) "
+            f"but the test images are {eh}x{ew} ({files['test_images'].name}); both splits of "
+            "a data set must have one image size (files of two different data sets?)"
+        )
     splits = []
     for part in ("train", "test"):
         images, labels = load_idx_pair(files[f"{part}_images"], files[f"{part}_labels"])
@@ -128,12 +139,30 @@ def load_idx_dataset(
         splits.append(Dataset(x, labels.astype(np.int64), names, name=name, hflip=hflip,
                               source=str(directory)))
     train, test = splits
+    check_splits(train, test, directory)
     if classes is None and train.num_classes != test.num_classes:
         # Class lists inferred from each file's labels must agree.
         k = max(train.num_classes, test.num_classes)
         names = [str(i) for i in range(k)]
         train.classes = test.classes = names
     return DataSplits(train, test)
+
+
+def check_splits(train: Dataset, test: Dataset, source: Any) -> None:
+    """Raise :class:`DataError` unless ``train`` and ``test`` can feed one network: the same
+    image shape ``(H, W, D)`` and the same kind of labels (one per image, or one per pixel of
+    the same map size)."""
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise DataError(
+            f"{source}: the training images are {'x'.join(map(str, train.x.shape[1:]))} but "
+            f"the test images are {'x'.join(map(str, test.x.shape[1:]))}; both splits must "
+            "have one shape (files of two different data sets?)"
+        )
+    if train.y.shape[1:] != test.y.shape[1:]:
+        raise DataError(
+            f"{source}: the training labels have shape {train.y.shape[1:]} per image but the "
+            f"test labels {test.y.shape[1:]}; both splits must label images the same way"
+        )
 
 
 def _idx_named(
@@ -278,6 +307,7 @@ def load_dataset(
             # Image folders are converted while loading, so no second pass is needed.
             return load_image_folder(path, image_size=image_size, grayscale=grayscale,
                                      test_fraction=test_fraction, seed=seed)
+    check_splits(splits.train, splits.test, name_or_path)
     return _adapt(splits, image_size, grayscale)
 
 
