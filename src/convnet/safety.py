@@ -175,28 +175,29 @@ def too_big(where: Any, what: str, amount: int, name: str,
 
 
 # ------------------------------------------------------------------------------------- excerpts
-def excerpt(text: Any, limit: int = 60) -> str:
+def excerpt(text: Any, limit: int = 60, quotes: bool = True) -> str:
     """A short, escaped quotation of untrusted text for an error message.
 
     Control characters, quotes and non-ASCII are escaped as Python writes them (so nothing can
     move the cursor or fake a line), and only the first ``limit`` characters are shown, with the
-    full length:
+    full length; ``quotes=False`` leaves out the quotes (for names inside a sentence):
 
     >>> excerpt("ab\\x1b[2Jcd")
     "'ab\\\\x1b[2Jcd'"
     >>> excerpt("x" * 100, 10)
     "'xxxxxxxxxx'... (100 characters)"
+    >>> excerpt("conv1.W", quotes=False)
+    'conv1.W'
     """
     if isinstance(text, bytes | bytearray):
-        s = bytes(text[: limit + 1])
-        shown = ascii(s[:limit])
-        n = len(text)
-        unit = "bytes"
+        shown = ascii(bytes(text[:limit]))
+        n, unit = len(text), "bytes"
     else:
-        s = str(text) if not isinstance(text, str) else text
-        n = len(s)
+        s = text if isinstance(text, str) else str(text)
         shown = ascii(s[:limit])
-        unit = "characters"
+        n, unit = len(s), "characters"
+    if not quotes:
+        shown = shown[2:-1] if shown[0] == "b" else shown[1:-1]
     return f"{shown}... ({n:,} {unit})" if n > limit else shown
 
 
