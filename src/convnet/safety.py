@@ -168,9 +168,8 @@ def too_big(where: Any, what: str, amount: int, name: str,
     limit = cap(name)
     how = f"{c.flag} N or " if c.flag else ""
     return error(
-        f"{where}: {what} is {amount:,} {c.unit}, over the limit of {limit:,} {c.unit} "
-        f"({c.what.split(',')[0]}); if you trust this file, raise the limit with {how}the "
-        f"environment variable {c.env}"
+        f"{where}: {what} is {amount:,} {c.unit}, over the limit of {limit:,} {c.unit}; if you "
+        f"trust this file, raise the limit with {how}the environment variable {c.env}"
     )
 
 
@@ -245,8 +244,8 @@ def open_regular(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise error(
-                f"{p}: is {file_kind(st.st_mode)}, not a regular file; convnet reads a {what} "
-                "only from a regular file (a pipe or a device may block forever or never end)"
+                f"{p}: is {file_kind(st.st_mode)}, not a regular file; convnet reads {what}s "
+                "only from regular files (a pipe or a device may block forever or never end)"
             )
         limit = max_bytes if max_bytes is not None else cap(cap_name) if cap_name else None
         if limit is not None and st.st_size > limit:

@@ -132,6 +132,10 @@ def _check_payload(h: IdxHeader, found: int, path: Any) -> None:
 
 
 def _check_cap(h: IdxHeader, path: Any) -> None:
+    if math.prod(d for d in h.dims if d) * h.dtype.itemsize >= 2**63:
+        # Even an empty array (a 0 among the dims) has a shape NumPy must be able to index.
+        raise DataError(f"{path}: IDX dimensions {h.shape_text} describe more than 2**63 bytes; "
+                        "no array can have that shape")
     if h.payload_bytes > cap("data_bytes"):
         raise too_big(path, f"the IDX payload ({h.shape_text} items of {h.dtype.itemsize} "
                             "byte(s))", h.payload_bytes, "data_bytes")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from convnet.errors import DataError
+from convnet.safety import cap, excerpt, open_regular, too_big
 
 from . import cifar
 from . import download as _dl
@@ -52,6 +54,8 @@ ALIASES = {
     "fashion-seg": "fashion-seg", "fashion-segmentation": "fashion-seg",
     "fashion_seg": "fashion-seg",
 }
+#: Entries of a downloaded archive looked at before it is refused (CIFAR-10's has 8).
+_MAX_TAR_MEMBERS = 1_000
 #: Share of the digits held out as the test set, and the seed of that split.
 DIGITS_TEST_FRACTION = 0.2
 
@@ -216,15 +220,27 @@ def extract_cifar_archive(archive: str | os.PathLike, directory: str | os.PathLi
     archive, directory = Path(archive), Path(directory)
     wanted = {f"{cifar.BATCH_DIR}/{n}" for n in
               (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META)}
+    limit = cap("data_bytes")
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = [m for m in tar.getmembers() if m.name in wanted and m.isfile()]
+        with open_regular(archive, what="archive", cap_name="data_bytes") as f, \
+                tarfile.open(fileobj=f, mode="r:gz") as tar:
+            members = []
+            # Headers are read one by one and at most _MAX_TAR_MEMBERS of them (a hostile
+            # archive of a million entries is not listed whole); sizes come from the headers.
+            for i, m in enumerate(tar):
+                if i >= _MAX_TAR_MEMBERS:
+                    raise DataError(f"{archive}: more than {_MAX_TAR_MEMBERS} entries; the "
+                                    "CIFAR-10 archive has 8")
+                if m.name in wanted and m.isfile():
+                    if m.size > limit:
+                        raise too_big(f"{archive}: {m.name}", "the member", m.size, "data_bytes")
+                    members.append(m)
             if len(members) != len(wanted):
                 raise DataError(f"{archive}: archive lacks some of {sorted(wanted)}")
             # The "data" filter refuses links, absolute paths and '..' (no path traversal).
             tar.extractall(directory, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: cannot unpack: {exc}") from exc
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{archive}: cannot unpack: {excerpt(str(exc), 120)[1:-1]}") from None
     return directory / cifar.BATCH_DIR
 
 
