@@ -188,6 +188,17 @@ def test_bad_npy_headers(tmp_path, good, header, message):
     _refused(_zip(tmp_path / "h.npz", members), message)
 
 
+@pytest.mark.parametrize("key", ["spec", "meta", "format", "optim/optimizer"])
+@pytest.mark.parametrize("code", [0x110000, 0xFFFFFFFF, 0xD800])
+def test_text_members_with_invalid_code_points(tmp_path, good, key, code):
+    # found by fuzz/run.py: NumPy makes a malformed str of UTF-32 past U+10FFFF (SystemError
+    # when it is indexed); surrogates are not text either
+    members = _members(good)
+    members[f"{key}.npy"] = _npy("{'descr': '<U2', 'fortran_order': False, 'shape': (), }"
+                                 .ljust(117) + "\n", b"A\0\0\0" + code.to_bytes(4, "little"))
+    _refused(_zip(tmp_path / "t.npz", members), f"{key!r} is not valid text")
+
+
 # ------------------------------------------------------------------------------- the schema
 def test_meta_nested_a_hundred_thousand_deep(tmp_path, good):
     deep = '{"extra": ' + "[" * 100_000 + "]" * 100_000 + "}"

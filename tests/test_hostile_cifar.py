@@ -144,6 +144,17 @@ def test_instantiating_opcodes_are_refused():
             _load(b"\x80\x04(N" + op + b"\x00\x00\x00\x00.")
 
 
+@pytest.mark.parametrize("n", [2**48, 2**63 - 1])
+def test_announced_lengths_are_checked_before_allocating(n):
+    # found by fuzz/run.py: the pure-Python unpickler allocates a BYTEARRAY8's announced length
+    # before reading it (MemoryError); FRAME and the other lengths are read, not allocated
+    data = b"\x80\x05\x96" + n.to_bytes(8, "little") + b"abc."
+    with pytest.raises(DataError, match="announced in 15 bytes of input"):
+        _load(data)
+    frame = b"\x80\x04\x95" + n.to_bytes(8, "little") + b"N."
+    assert _load(frame) is None  # the frame is what is there, nothing is reserved for it
+
+
 def test_object_count_is_capped():
     data = pickle.dumps(list(range(5000)), protocol=4)
     with caps(pickle_objects=1000), pytest.raises(DataError, match="object count"):

@@ -14,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import convnet as cn
-from convnet.data.idx import IDX_TYPES, IMAGES_MAGIC, parse_idx, read_idx, read_idx_header
+from convnet.data.idx import (
+    IDX_TYPES,
+    IMAGES_MAGIC,
+    parse_idx,
+    read_idx,
+    read_idx_header,
+    write_idx,
+)
 from convnet.errors import DataError
 from convnet.safety import caps
 
@@ -127,9 +134,9 @@ def _mnist_dir(d, hw_train, hw_test):
     d.mkdir()
     rng = np.random.default_rng(0)
     for part, hw in (("train", hw_train), ("t10k", hw_test)):
-        cn.data.write_idx(d / f"{part}-images-idx3-ubyte",
+        write_idx(d / f"{part}-images-idx3-ubyte",
                           rng.integers(0, 255, (6, *hw), dtype=np.uint8))
-        cn.data.write_idx(d / f"{part}-labels-idx1-ubyte", np.arange(6, dtype=np.uint8) % 3)
+        write_idx(d / f"{part}-labels-idx1-ubyte", np.arange(6, dtype=np.uint8) % 3)
 
 
 @SETTINGS

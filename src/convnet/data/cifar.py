@@ -23,13 +23,14 @@ import io
 import math
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convnet.errors import DataError
-from convnet.safety import cap, excerpt, read_regular, too_big
+from convnet.safety import cap, excerpt, read_capped, read_regular, too_big
 
 from .dataset import Dataset, DataSplits
 
@@ -110,8 +111,14 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: Any, *, source: str = "<pickle>", **kwargs: Any) -> None:
+        if not isinstance(file, io.BytesIO):
+            # Read (with a cap) into memory: lengths in the pickle are then checked against
+            # what is really there, and no read can ask the OS for an announced 2**60 bytes.
+            file = io.BytesIO(read_capped(file, cap("data_bytes"), source, "the pickle",
+                                          cap_name="data_bytes"))
         super().__init__(file, **kwargs)
         self.source = source
+        self._size = len(file.getbuffer())
         # id -> (object, depth) of every container built; the object is kept so its id stays
         # unique while the pickle is read.
         self._depths: dict[int, tuple[Any, int]] = {}
@@ -158,6 +165,18 @@ class RestrictedUnpickler(pickle._Unpickler):
                 f"only contain arrays, lists, dicts, strings and numbers (allowed: {allowed})"
                 f"{hint}"
             ) from None
+
+    def load_bytearray8(self) -> None:
+        # The pure-Python unpickler allocates the announced length before reading: check it
+        # against the input's size first (the other length-prefixed opcodes read, not allocate).
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self._size:
+            raise DataError(f"{self.source}: not a readable pickle: a bytearray of {n:,} bytes "
+                            f"announced in {self._size:,} bytes of input")
+        b = bytearray(n)
+        if self.readinto(b) != n:
+            raise DataError(f"{self.source}: not a readable pickle: truncated bytearray")
+        self.append(b)
 
     def _refuse(self, what: str) -> None:
         raise DataError(f"{self.source}: refused to load: the pickle {what}; a data batch may only "
@@ -268,6 +287,7 @@ for _op, _what in ((pickle.INST, "instantiates a class (INST)"),
                    (pickle.EXT4, "uses the extension registry")):
     RestrictedUnpickler.dispatch[_op[0]] = _refused(_what)
 RestrictedUnpickler.dispatch[pickle.REDUCE[0]] = RestrictedUnpickler.load_reduce
+RestrictedUnpickler.dispatch[pickle.BYTEARRAY8[0]] = RestrictedUnpickler.load_bytearray8
 RestrictedUnpickler.dispatch[pickle.BUILD[0]] = RestrictedUnpickler.load_build
 
 

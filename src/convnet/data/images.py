@@ -36,12 +36,12 @@ _RESAMPLE = Image.Resampling.BILINEAR
 
 
 @contextlib.contextmanager
-def _pillow_allows(pixels: int) -> Iterator[None]:
-    """Pillow refuses images over 2x ``Image.MAX_IMAGE_PIXELS`` on its own (and warns over 1x);
-    our cap is the rule, so when it is raised above Pillow's, Pillow's follows it."""
+def _our_cap_only() -> Iterator[None]:
+    """Pillow refuses images over 2x ``Image.MAX_IMAGE_PIXELS`` inside ``Image.open`` (and warns
+    over 1x) with its own message; the ``image_pixels`` cap is the one rule, checked right after
+    the header is read, so Pillow's check is off while a header is opened."""
     current = Image.MAX_IMAGE_PIXELS
-    if current is not None and current < pixels:
-        Image.MAX_IMAGE_PIXELS = pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
         yield
     finally:
@@ -57,7 +57,7 @@ def _open_checked(path: Path) -> Iterator[Image.Image]:
     limit = cap("image_pixels")
     with open_regular(path, what="image", cap_name="data_bytes") as f:
         try:
-            with _pillow_allows(limit):
+            with _our_cap_only():
                 img = Image.open(f)
         except UnidentifiedImageError:
             raise DataError(f"{path}: not an image Pillow can read (unknown or corrupt format)") \

@@ -463,11 +463,15 @@ class _Archive:
         if m.shape != () or m.dtype.kind != "U" or m.dtype.itemsize // 4 > limit:
             raise _bad(self.path, f"{key!r} must be a text scalar of at most {limit:,} "
                                   f"characters, found shape {m.shape} dtype {m.dtype}")
+        # Decoded here, strictly: NumPy turns code points past U+10FFFF into a malformed str
+        # (found by fuzz/run.py: SystemError "invalid maximum character" when it is indexed).
+        raw = self.read(key)
+        raw = raw.astype(raw.dtype.newbyteorder("<")).tobytes()
         try:
-            return str(self.read(key)[()])
-        except (ValueError, UnicodeError) as exc:
-            raise _bad(self.path, f"{key!r} is not valid text ({excerpt(str(exc), 60)})") \
-                from None
+            return raw.decode("utf-32-le").rstrip("\0")  # NumPy pads text with NULs
+        except UnicodeDecodeError as exc:
+            raise _bad(self.path, f"{key!r} is not valid text ({exc.reason} at byte "
+                                  f"{exc.start})") from None
 
     def close(self) -> None:
         with contextlib.suppress(AttributeError):
