@@ -127,6 +127,17 @@ def test_zip_bomb_member_is_refused_from_the_zip_directory(tmp_path, good):
         _refused(p, "once decompressed", "--max-checkpoint-bytes", "CONVNET_MAX_CHECKPOINT_BYTES")
 
 
+def test_zip_bomb_under_the_cap_is_refused_by_its_inflation(tmp_path, good):
+    # 4.5 MB -> 1.1 GB was the review's; here 128 MiB of zeros in a ~130 KB file, default cap
+    members = _members(good)
+    members["loop/order.npy"] = _npy("{'descr': '<i8', 'fortran_order': False, 'shape': "
+                                     f"({16 * 2**20},), }}".ljust(117) + "\n",
+                                     bytes(128 * 2**20))
+    p = _zip(tmp_path / "bomb.npz", members, zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(p) < 2**20
+    _refused(p, "a zip bomb", "inflate to 134,2")
+
+
 def test_npy_header_claiming_a_trillion_floats_is_refused_before_reading(tmp_path, good):
     members = _members(good)
     members["param/fc1.W.npy"] = _npy("{'descr': '<f4', 'fortran_order': False, "

@@ -24,6 +24,12 @@ Layout (keys of the npz):
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and
 fsynced, then renamed over the target with ``os.replace`` and the directory fsynced. Killing the
 process at any moment leaves either the previous checkpoint or the new one, never half of one.
+The file gets the permissions the umask gives any new file.
+
+Reads treat the file as hostile: :func:`load_checkpoint` validates the whole file against one
+schema (the zip directory, every ``.npy`` header, the JSON, the stored spec as text only, the
+arrays' sizes against the architecture) before anything is allocated, built or used; see
+``SECURITY.md``.
 """
 
 from __future__ import annotations
@@ -283,6 +289,8 @@ MAX_MEMBERS = 200_000          # zip members (10,000 layers x params, buffers an
 MAX_TEXT_CHARS = {"format": 64, "dtype": 16, "spec": 1_000_000, "meta": 16_000_000,
                   "rng": 1_000_000, "optim/optimizer": 32}
 MAX_JSON_DEPTH = 32            # nesting of meta / rng (convnet writes at most 6)
+MAX_INFLATION = 32             # decompressed total / size on disk, beyond the allowance below
+_INFLATION_ALLOWANCE = 64 * 2**20
 MAX_NDIM = 32                  # dimensions of one array
 MAX_NAME = 1_000               # characters of a class name
 _NPY_MAGIC = b"\x93NUMPY"
@@ -423,6 +431,12 @@ class _Archive:
         if total > limit:
             raise too_big(path, "the checkpoint once decompressed", total, "checkpoint_bytes",
                           CheckpointError)
+        on_disk = os.fstat(self.file.fileno()).st_size
+        if total > _INFLATION_ALLOWANCE + MAX_INFLATION * on_disk:
+            raise _bad(path, f"its members inflate to {total:,} bytes from {on_disk:,} on disk "
+                             f"(more than {MAX_INFLATION}x, plus {_INFLATION_ALLOWANCE // 2**20} "
+                             "MiB): a zip bomb, not weights (convnet writes members uncompressed; "
+                             "compressed real weights shrink by 1.1x to 3x)")
         self.members: dict[str, _Member] = {}
         for info in infos:
             name = info.filename
@@ -731,7 +745,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     The whole file is validated against the checkpoint's schema in one place, in this order,
     before anything is built or used: a regular file under the ``checkpoint_bytes`` cap
     (``--max-checkpoint-bytes``, ``CONVNET_MAX_CHECKPOINT_BYTES``); the zip directory (member
-    count, decompressed total under the cap: no zip bomb is inflated); every member's ``.npy``
+    count, decompressed total under the cap and at most 64 MiB + :data:`MAX_INFLATION` times
+    the size on disk: no zip bomb is inflated); every member's ``.npy``
     header (types: numbers or text, never objects; shapes; declared sizes equal to the zip's);
     the text members and their JSON (depth, types and ranges of every field, ``config.cli``
     included); the stored spec, parsed as text only (never a path or a zoo name) into shapes
