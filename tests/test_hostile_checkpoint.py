@@ -251,6 +251,7 @@ def _meta(good) -> dict:
     (("classes",), ["a", 1, "c"], "classes"), (("classes",), ["a" * 5000] * 3, "classes"),
     (("history",), [1, 2], "history"), (("metrics",), [], "metrics"),
     (("input", "range"), [1, 0], "input.range"), (("input", "shape"), [0], "input.shape"),
+    (("input", "shape"), [7, 7, 1], "input.shape"),
     (("input", "mode"), "CMYK", "input.mode"), (("config", "step"), -5, "config.step"),
     (("config", "cli"), "sgd", "config.cli"),
     (("config", "cli", "lr"), "fast", "config.cli.lr"),

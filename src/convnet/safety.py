@@ -35,7 +35,6 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -362,12 +361,3 @@ def dumps_finite_json(data: Any, where: str, **kwargs: Any) -> str:
             "of 3e38); check or retrain the model"
         )
     return json.dumps(data, allow_nan=False, **kwargs)
-
-
-def is_within(path: Path, root: Path) -> bool:
-    """True when ``path`` (resolved) is ``root`` or lies inside it."""
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True

@@ -384,7 +384,7 @@ def safe_unpickle(path: str | os.PathLike) -> Any:
         return RestrictedUnpickler(io.BytesIO(data), source=str(path), encoding="bytes").load()
     except DataError:
         raise
-    except (Exception, RecursionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever garbage makes pickle raise
         # pickle raises UnpicklingError, EOFError, ValueError, TypeError, ... on garbage.
         raise DataError(f"{path}: not a readable pickle: {type(exc).__name__}: "
                         f"{excerpt(str(exc), 120)[1:-1]}") from None

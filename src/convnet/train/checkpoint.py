@@ -599,19 +599,13 @@ CLI_SCHEMA: dict[str, Field] = {
 }
 
 
-def _check_object(obj: dict[str, Any], schema: dict[str, Field], where: str, path: Path,
-                  closed: bool = False) -> None:
+def _check_object(obj: dict[str, Any], schema: dict[str, Field], where: str, path: Path) -> None:
     for key, f in schema.items():
         if key in obj:
             f.check(obj[key], f"{where}.{key}" if where else key, path)
         elif f.required:
             raise _bad(path, f"{where or 'meta'} lacks {key!r}; it needs "
                              f"{', '.join(k for k, v in schema.items() if v.required)}")
-    if closed:
-        extra = [k for k in obj if k not in schema]
-        if extra:
-            raise _bad(path, f"{where or 'meta'} has unknown entries "
-                             f"{', '.join(excerpt(k, 30) for k in extra[:5])}")
 
 
 def _check_meta(meta: Any, rng: Any, path: Path) -> None:
@@ -811,6 +805,10 @@ def _load(ar: _Archive) -> Checkpoint:
         if shapes != ((depth,), (depth,)):
             raise _bad(path, f"normalisation statistics of shapes {shapes[0]} and {shapes[1]}, "
                              f"but the network's input has {depth} channel(s)")
+    shape = meta.get("input", {}).get("shape")
+    if shape is not None and tuple(shape) != net.input_shape:
+        raise _bad(path, f"input.shape {shape} is not the architecture's input "
+                         f"{list(net.input_shape)}")
     classes = meta.get("classes")
     if classes is not None and len(classes) != net.output_shape[-1]:
         raise _bad(path, f"{len(classes)} class names for a network with "
@@ -831,8 +829,8 @@ def _load(ar: _Archive) -> Checkpoint:
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
             raise _bad(path, f"normalisation statistics must be finite with std > 0, found mean "
                              f"{excerpt(str(mean.tolist()), 60)} and std "
-                             f"{excerpt(str(std.tolist()), 60)}: every image would be mapped "
-                             "to the same input")
+                             f"{excerpt(str(std.tolist()), 60)}: with them every image would "
+                             "become the same (or a meaningless) input")
         normalizer = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
     optimizer = {key[6:]: ar.read(key) for key in ar.members if key.startswith("optim/")}
     loop = {key[5:]: ar.read(key) for key in ar.members if key.startswith("loop/")}
