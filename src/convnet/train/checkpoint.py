@@ -416,12 +416,15 @@ class _Archive:
             raise _bad(path, "not a convnet checkpoint (not an .npz zip archive; truncated or "
                              "another kind of file)")
         self.file.seek(0)
-        end = zipfile._EndRecData(self.file)  # the directory's own count, before it is parsed
+        # The directory's own member count, before ZipFile parses (and allocates) every entry.
+        # zipfile's private helper, stable since Python 2; without it the count is checked after.
+        end_record = getattr(zipfile, "_EndRecData", None)
+        end = end_record(self.file) if end_record is not None else ()
         if end is None:
             raise _bad(path, "not a convnet checkpoint (no zip directory)")
-        if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:
-            raise _bad(path, f"{end[zipfile._ECD_ENTRIES_TOTAL]:,} members (a checkpoint has at "
-                             f"most {MAX_MEMBERS:,})")
+        count = end[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] if end else 0
+        if count > MAX_MEMBERS:
+            raise _bad(path, f"{count:,} members (a checkpoint has at most {MAX_MEMBERS:,})")
         self.file.seek(0)
         self.zip = zipfile.ZipFile(self.file)
         infos = self.zip.infolist()
