@@ -36,6 +36,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+#: The caps (convnet.safety.CAPS) each verb's files are read under; each gets its --max-* flag.
+LIMITS = {
+    "train": ("data_bytes", "image_pixels", "checkpoint_bytes"),
+    "eval": ("checkpoint_bytes", "data_bytes", "image_pixels"),
+    "predict": ("checkpoint_bytes", "image_pixels"),
+    "convert": ("checkpoint_bytes",),
+    "scan": ("checkpoint_bytes", "image_pixels"),
+    "visualize": ("checkpoint_bytes", "data_bytes", "image_pixels"),
+    "plot": ("checkpoint_bytes", "data_bytes", "image_pixels"),
+}
+
+
+def _add_limits(parser: argparse.ArgumentParser, verb: str) -> None:
+    from convnet.cli.args import size
+    from convnet.safety import CAPS
+
+    names = LIMITS.get(verb, ())
+    if not names:
+        return
+    g = parser.add_argument_group(
+        "limits for untrusted files (see SECURITY.md)",
+        "Files larger than these are refused before they are read; raise a limit only for a "
+        "file you trust. Each also reads its environment variable.")
+    for name in names:
+        c = CAPS[name]
+        g.add_argument(c.flag, type=size, default=None, metavar="N", dest=f"cap_{name}",
+                       help=f"{c.what} (default {c.default:,}; ${c.env})")
+
+
 def make_parser() -> argparse.ArgumentParser:
     from convnet import __version__
 
@@ -55,19 +84,47 @@ def make_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=help_text, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        _add_limits(p, verb)
         p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
-    prog = f"convnet {args.verb}"
+    """Run ``convnet VERB ...``; returns the exit status.
+
+    0: done; 1: the run itself failed (a NaN loss); 2: an error, as one line
+    ``convnet VERB: error: ...`` on stderr (any :class:`~convnet.errors.ConvnetError`, a file
+    that cannot be read or written); 130: interrupted by Ctrl-C (or SIGTERM where a verb maps it
+    to Ctrl-C), at any moment from start-up on, without a traceback.
+    """
+    prog = "convnet"
     try:
-        return int(args._run(args) or 0)
+        parser = make_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        prog = f"convnet {args.verb}"
+        return _run(args, prog)
+    except KeyboardInterrupt:
+        # Quiet: the user asked to stop. (A verb that saves on Ctrl-C says what it saved.)
+        return 130
+    except BrokenPipeError:  # `convnet summary vgg16 | head`
+        _silence_stdout()
+        return 0
+
+
+def _run(args: argparse.Namespace, prog: str) -> int:
+    import numpy as np
+
+    from convnet.safety import caps
+
+    limits = {k[4:]: v for k, v in vars(args).items() if k.startswith("cap_")}
+    try:
+        # NumPy's overflow warnings would add lines to the one-line contract; every result that
+        # must be finite is checked where it is used (the loss, scores, the page's JSON).
+        with caps(**limits), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return int(args._run(args) or 0)
     except ConvnetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -75,15 +132,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = exc.filename if exc.filename is not None else ""
         print(f"{prog}: error: {exc.strerror or exc}: {name}".rstrip(": "), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `convnet summary vgg16 | head`
-        return 0
+    except BrokenPipeError:
+        raise
     except OSError as exc:  # an existing file where a folder should go, a full or read-only disk
         name = f": {exc.filename}" if exc.filename is not None else ""
         print(f"{prog}: error: {exc.strerror or exc}{name}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit and would report the broken pipe again; point it at devnull.
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

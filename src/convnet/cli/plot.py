@@ -12,6 +12,9 @@ examples:
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from convnet.cli.args import count, positive_int
 
 WHAT = ("filters", "activations", "curves", "confusion")
 
@@ -28,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test set for confusion (and activations without --image); default: "
                              "the model's training data set when the checkpoint names it")
     parser.add_argument("--layer", metavar="NAME", help="filters: only this CONV layer")
-    parser.add_argument("--max-maps", type=int, default=16, metavar="N",
+    parser.add_argument("--max-maps", type=positive_int, default=16, metavar="N",
                         help="activations: maps per layer (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="random weights for a spec")
+    parser.add_argument("--seed", type=count, default=0, help="random weights for a spec")
 
 
 def _test_set(args: argparse.Namespace, info: object, what: str):  # noqa: ANN202
@@ -40,7 +43,24 @@ def _test_set(args: argparse.Namespace, info: object, what: str):  # noqa: ANN20
     name = args.data or info.data_name  # type: ignore[attr-defined]
     if not name:
         raise ConfigError(f"--what {what} needs a test set: pass --data NAME")
-    return load_test_set(name, info.net)  # type: ignore[attr-defined]
+    test = load_test_set(name, info.net)  # type: ignore[attr-defined]
+    check_classes(info.net, test, name)  # type: ignore[attr-defined]
+    return test
+
+
+def check_classes(net: Any, test: Any, name: str) -> None:
+    """A classifier's test set must have as many classes as the model has outputs, and labels
+    within them: a confusion matrix of a 2-class data set on a 10-class model means nothing."""
+    from convnet.errors import ConfigError
+
+    outputs = int(net.output_shape[-1])
+    labels = int(test.y.max()) + 1 if len(test.y) else 0
+    if len(net.output_shape) == 1 and (test.num_classes != outputs or labels > outputs):
+        raise ConfigError(
+            f"the model has {outputs} outputs (classes) but the data set {name!r} has "
+            f"{test.num_classes} classes (labels up to {labels - 1}): choose the data set the "
+            "model was trained on (--data)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
     info = load_model(args.model, seed=args.seed)
     net = info.net
+    if args.what == "confusion" and len(net.output_shape) != 1:
+        raise ConfigError("--what confusion needs a classifier (class scores out)")
     if args.what == "filters":
         img = plots.plot_filters(net, layer=args.layer)
     elif args.what == "activations":
-        if args.max_maps < 1:
-            raise ConfigError(f"--max-maps {args.max_maps}: expected at least 1")
         if args.image:
             from convnet.data import load_image
 
@@ -67,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "curves":
         img = plots.plot_curves(info.history)
     else:
-        if len(net.output_shape) != 1:
-            raise ConfigError("--what confusion needs a classifier (class scores out)")
         test = _test_set(args, info, "confusion")
         result = evaluate_test(net, test.x, test.y)
         classes = info.classes or (test.classes if len(test.classes) == net.output_shape[0]

@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 
+from convnet.cli.args import positive_int
 from convnet.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "model's input (any format Pillow reads)")
     parser.add_argument("-o", "--out", metavar="DIR", required=True,
                         help="directory for the maps, the table and the heat maps")
-    parser.add_argument("--top", type=int, default=None, metavar="N",
+    parser.add_argument("--top", type=positive_int, default=None, metavar="N",
                         help="maps (and summary lines) only for the N classes with the highest "
                              "peak probability (default: every class, or 10 beyond 20 classes)")
     parser.add_argument("--per-class-maps", action="store_true",

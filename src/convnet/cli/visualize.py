@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from convnet.cli.args import count, port_number, positive_int
 from convnet.errors import DataError
 
 
@@ -32,37 +34,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test set to sample from and to evaluate on (digits, mnist, "
                              "fashion-mnist, cifar10 or a directory); default: the one the model "
                              "was trained on, when the checkpoint names it")
-    parser.add_argument("--samples", type=int, default=16, metavar="N",
+    parser.add_argument("--samples", type=count, default=16, metavar="N",
                         help="test images embedded in the page (default 16)")
-    parser.add_argument("--eval-images", type=int, default=None, metavar="N",
+    parser.add_argument("--eval-images", type=positive_int, default=None, metavar="N",
                         help="test images counted in the accuracy and confusion matrix "
                              "(default: the whole test set, as convnet eval; a smaller N draws "
                              "N at random and is faster)")
-    parser.add_argument("--max-maps", type=int, default=32, metavar="N",
+    parser.add_argument("--max-maps", type=positive_int, default=32, metavar="N",
                         help="activation maps drawn per layer (default 32)")
     parser.add_argument("-o", "--output", default="report.html", metavar="FILE",
                         help="the page to write (default report.html)")
     parser.add_argument("--title", help="the page's title (default: the run's name)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=count, default=0,
                         help="chooses the test images shown (and random weights for a spec)")
     parser.add_argument("--serve", action="store_true",
-                        help="then serve the page on 127.0.0.1 until Ctrl-C")
-    parser.add_argument("--port", type=int, default=8000,
+                        help="then serve the page (only the page) on 127.0.0.1 until Ctrl-C")
+    parser.add_argument("--port", type=port_number, default=8000,
                         help="port for --serve (default 8000; 0 picks a free one)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from convnet.viz.serve import PageServer
+
+    # The port is taken first: one in use fails now, not after the page is computed.
+    server = PageServer(args.port) if args.serve else None
+    try:
+        return _run(args, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run(args: argparse.Namespace, server: Any) -> int:
+    from convnet.cli.plot import check_classes
     from convnet.data import load_image
     from convnet.errors import ConfigError
-    from convnet.viz.page import Sample, load_model, load_test_set, serve, visualize
+    from convnet.viz.page import Sample, load_model, load_test_set, visualize
 
-    if args.samples < 0:
-        raise ConfigError(f"--samples {args.samples}: expected 0 or more")
-    if args.eval_images is not None and args.eval_images < 1:
-        raise ConfigError(f"--eval-images {args.eval_images}: expected at least 1 (leave it out "
-                          "to count the whole test set)")
-    if args.max_maps < 1:
-        raise ConfigError(f"--max-maps {args.max_maps}: expected at least 1")
     info = load_model(args.model, seed=args.seed)
     net = info.net
     if len(net.input_shape) != 3:
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if name:
         try:
             test = load_test_set(name, net)
-        except DataError as exc:
+            check_classes(net, test, name)
+        except (DataError, ConfigError) as exc:
             if args.data:
                 raise
             notes.append(f"The training data set {name!r} could not be loaded ({exc}); pass "
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
                     max_eval=args.eval_images)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); open it in a browser")
     sys.stdout.flush()
-    if args.serve:
-        serve(out, args.port)
+    if server is not None:
+        server.set_page(out)
+        server.serve_forever()
     return 0

@@ -4,6 +4,7 @@ The MNIST host often refuses connections, so every data set has a list of mirror
 order. A file is written to a temporary name in the cache directory and renamed into place only
 after its size and its published MD5 check out: a truncated or corrupt download is deleted and
 reported, never used, and an interrupted download never leaves a half file under the real name.
+A download is cut off at the ``data_bytes`` cap (:mod:`convnet.safety`), whatever a mirror sends.
 
 The cache directory is the ``cache_dir`` argument, else ``$CONVNET_DATA``, else
 ``$XDG_CACHE_HOME/convnet``, else ``~/.cache/convnet``.
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from convnet.errors import DataError
+from convnet.safety import CAPS, cap, open_regular
 
 #: Published MD5s of the distributed (gzip) files.
 #: MNIST: as listed by torchvision and the ossci mirror. Fashion-MNIST: the table of its README
@@ -91,30 +93,46 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
 
 def md5_file(path: str | os.PathLike) -> str:
     """Hex MD5 of a file, read in 1 MiB chunks (MD5 because that is what the data sets publish:
-    this checks integrity, not authenticity)."""
+    this checks integrity, not authenticity). The file must be a regular file (a FIFO in the
+    cache would hang the read) no larger than the ``data_bytes`` cap."""
     digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
+    with open_regular(path, what="data file", cap_name="data_bytes") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+class _TooLarge(Exception):
+    """A download that goes past the ``data_bytes`` cap (or announces it will)."""
+
+
 def _fetch(url: str, tmp, timeout: float) -> str:
-    """Stream ``url`` into the open file ``tmp``; return its MD5. Raises on a short body."""
+    """Stream ``url`` into the open file ``tmp``; return its MD5. Raises on a short body, and
+    stops (``_TooLarge``) as soon as the body passes the ``data_bytes`` cap: a mirror that
+    streams without end cannot fill the disk."""
     digest = hashlib.md5(usedforsecurity=False)
+    limit = cap("data_bytes")
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
+        try:
+            expected = int(length) if length is not None else None
+        except ValueError:
+            expected = None
+        if expected is not None and expected > limit:
+            raise _TooLarge(f"announces {expected:,} bytes")
         got = 0
         while True:
             chunk = response.read(_CHUNK)
             if not chunk:
                 break
+            got += len(chunk)
+            if got > limit:
+                raise _TooLarge(f"sent more than {limit:,} bytes")
             tmp.write(chunk)
             digest.update(chunk)
-            got += len(chunk)
-        if length is not None and got != int(length):
-            raise http.client.IncompleteRead(b"", int(length) - got)
+        if expected is not None and got != expected:
+            raise http.client.IncompleteRead(b"", expected - got)
     return digest.hexdigest()
 
 
@@ -172,6 +190,10 @@ def download_file(
                 continue
             os.replace(tmp_path, target)
             return target
+        except _TooLarge as exc:
+            c = CAPS["data_bytes"]
+            failures.append(f"{url}: {exc}, over the {cap('data_bytes'):,}-byte limit for one "
+                            f"data file (deleted; {c.flag} or {c.env} raise it)")
         except urllib.error.HTTPError as exc:
             failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
         except http.client.IncompleteRead as exc:

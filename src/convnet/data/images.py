@@ -3,22 +3,28 @@
 Every image becomes float32 in ``[0, 1]``, ``(H, W, D)`` with ``D`` 1 (grayscale, Pillow mode
 ``L``) or 3 (``RGB``). Other modes are converted: palette and 1-bit images expand, an alpha
 channel is flattened onto white (how viewers show a transparent background), 16-bit and float
-images are scaled by their range rather than clipped at 255.
+images are scaled by their format's range (65535 for 16-bit, 1.0 for float) rather than clipped
+at 255, and a NaN or infinite pixel is an error.
+
+Every file is opened as a regular file only, and its header's width x height is checked against
+the ``image_pixels`` cap before a pixel is decoded (:mod:`convnet.safety`).
 
 Sizes are written ``HxW`` (rows x columns) as everywhere in convnet, not Pillow's ``(W, H)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convnet.errors import DataError
+from convnet.safety import CAPS, cap, excerpt, open_regular, too_big
 
 from .dataset import Dataset, DataSplits, stratified_split
 
@@ -29,20 +35,125 @@ _GRAY_MODES = {"1", "L", "LA", "La", *_HIGH_DEPTH}
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image, or raise a DataError naming the file."""
+@contextlib.contextmanager
+def _our_cap_only() -> Iterator[None]:
+    """Pillow refuses images over 2x ``Image.MAX_IMAGE_PIXELS`` inside ``Image.open`` (and warns
+    over 1x) with its own message; the ``image_pixels`` cap is the one rule, checked right after
+    the header is read, so Pillow's check is off while a header is opened."""
+    current = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as img:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = current
+
+
+@contextlib.contextmanager
+def _open_checked(path: Path) -> Iterator[Image.Image]:
+    """The image at ``path`` with only its header read: a regular file (a FIFO or a device is
+    refused before it is read), whose width x height fits the ``image_pixels`` cap. Pillow's
+    own errors on a hostile file (any exception type its decoders raise) become one
+    :class:`DataError` naming the file."""
+    limit = cap("image_pixels")
+    with open_regular(path, what="image", cap_name="data_bytes") as f:
+        try:
+            with _our_cap_only():
+                img = Image.open(f)
+        except UnidentifiedImageError:
+            raise DataError(f"{path}: not an image Pillow can read (unknown or corrupt format)") \
+                from None
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{path}: {excerpt(str(exc), 200)[1:-1]}; if you trust it, raise "
+                            f"the limit with {CAPS['image_pixels'].flag} N or "
+                            f"{CAPS['image_pixels'].env}") from None
+        except Exception as exc:  # noqa: BLE001 - a decoder's error on untrusted bytes
+            raise _unreadable(path, exc) from None
+        with img:
+            _check_pixels(img, path, limit)
+            yield img
+
+
+def _check_pixels(img: Image.Image, path: Path, limit: int) -> None:
+    pixels = int(img.width) * int(img.height)
+    if pixels > limit:
+        raise too_big(path, f"the image ({img.height}x{img.width}, HxW)", pixels, "image_pixels")
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot read image: {type(exc).__name__}: "
+                     f"{excerpt(str(exc), 160)[1:-1]}")
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image, or raise a DataError naming the file.
+
+    The file must be a regular file (see :func:`convnet.safety.open_regular`) and its header's
+    width x height must fit the ``image_pixels`` cap (``--max-image-pixels``,
+    ``CONVNET_MAX_IMAGE_PIXELS``) before a pixel is decoded.
+    """
+    path = Path(path)
+    with _open_checked(path) as img:
+        try:
             img.load()  # decode now: a truncated file fails here, not later
+            _check_pixels(img, path, cap("image_pixels"))  # a decoder that grew the image
             return img.copy()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except UnidentifiedImageError as exc:
-        raise DataError(
-            f"{path}: not an image Pillow can read (unknown or corrupt format)"
-        ) from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read image: {exc}") from exc
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a decoder's error on untrusted bytes
+            raise _unreadable(path, exc) from None
+
+
+def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
+    """``(height, width, mode)`` of an image from its header alone (nothing decoded), with the
+    same checks as :func:`open_image`."""
+    path = Path(path)
+    with _open_checked(path) as img:
+        return int(img.height), int(img.width), str(img.mode)
+
+
+def value_range(img: Image.Image) -> float:
+    """The value of full intensity for an image's mode and format: 255 for 8-bit modes, 65535
+    for 16-bit ones (``I;16*``; PNG, PPM/PGM and other 16-bit sources Pillow opens as ``I``),
+    ``2**bits - 1`` for a TIFF's declared bit depth, 1.0 for floating point (``F``). Scaling by
+    the format's range, not by the content, keeps a uniform 255 in a 16-bit PNG dark (255/65535)
+    instead of reading it as white."""
+    mode = img.mode
+    if mode == "F":
+        return 1.0
+    if mode.startswith("I;16"):
+        return 65535.0
+    if mode == "I" and img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+        bits = tags.get(258, (16,))
+        bits = int(bits[0] if isinstance(bits, tuple | list) and bits else bits or 16)
+        signed = tags.get(339, (1,))
+        signed = int(signed[0] if isinstance(signed, tuple | list) and signed else signed) == 2
+        return float(2 ** (bits - 1 if signed else bits) - 1) if 1 <= bits <= 32 else 65535.0
+    if mode == "I":
+        return 65535.0  # Pillow opens 16-bit PNG/PGM data as I (PGM maxvals scaled to 65535)
+    return 255.0
+
+
+def _high_depth_to_unit(img: Image.Image, path: Path | str) -> tuple[Image.Image, list[str]]:
+    """A 16-bit, 32-bit or float image as mode ``F`` in [0, 1], scaled by :func:`value_range`.
+
+    A NaN or infinite pixel is an error (a rescale from the content would let one Inf pixel
+    darken every other; a clip would hide it); values outside the range are clipped, with a
+    note.
+    """
+    a = np.asarray(img, dtype=np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{path}: {int(bad.sum()):,} pixel(s) are NaN or infinite (first at "
+                        f"row {first[0]}, column {first[1]}: {a[first]}); an image's values "
+                        "must be finite")
+    top = value_range(img)
+    notes = []
+    outside = int(np.count_nonzero((a < 0) | (a > top)))
+    if outside:
+        notes.append(f"clipped {outside:,} pixel(s) outside the {img.mode} range [0, {top:g}]")
+    return Image.fromarray(np.clip(a / top, 0.0, 1.0).astype(np.float32), mode="F"), notes
 
 
 def is_gray_mode(mode: str) -> bool:
@@ -64,11 +175,9 @@ def _convert(
     original = img.mode
     notes: list[str] = []
     if original in _HIGH_DEPTH:
-        # Pillow's convert("L") clips these at 255; scale by the value range instead.
-        a = np.asarray(img, dtype=np.float64)
-        top = a.max(initial=0.0)
-        scale = 1.0 if original == "F" and top <= 1.0 else (255.0 if top <= 255 else 65535.0)
-        img = Image.fromarray(np.clip(a / scale, 0.0, 1.0).astype(np.float32), mode="F")
+        # Pillow's convert("L") clips these at 255; scale by the format's range instead.
+        img, scaled = _high_depth_to_unit(img, path)
+        notes += scaled
     elif original in ("P", "PA"):
         has_alpha = original == "PA" or "transparency" in img.info
         img = img.convert("RGBA" if has_alpha else "RGB")
@@ -214,14 +323,9 @@ def load_image_folder(
     sizes: Counter[tuple[int, int]] = Counter()
     gray_votes = 0
     for file, _ in all_items:
-        try:
-            with Image.open(file) as img:
-                sizes[(img.height, img.width)] += 1
-                gray_votes += is_gray_mode(img.mode)
-        except (OSError, ValueError, SyntaxError) as exc:
-            reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) \
-                else str(exc)
-            raise DataError(f"{file}: {reason}") from exc
+        h, w, mode = probe_image(file)
+        sizes[(h, w)] += 1
+        gray_votes += is_gray_mode(mode)
     hw = _size_pair(image_size, str(root)) if image_size is not None else sizes.most_common(1)[0][0]
     if grayscale is None:
         grayscale = gray_votes * 2 > len(all_items)  # a tie keeps colour

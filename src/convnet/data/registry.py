@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from convnet.errors import DataError
+from convnet.safety import cap, excerpt, open_regular, too_big
 
 from . import cifar
 from . import download as _dl
 from .dataset import Dataset, DataSplits, stratified_split
-from .idx import load_idx_pair
+from .idx import IMAGES_MAGIC, load_idx_pair, read_idx_header
 from .images import convert_images, load_image_folder
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -52,6 +54,8 @@ ALIASES = {
     "fashion-seg": "fashion-seg", "fashion-segmentation": "fashion-seg",
     "fashion_seg": "fashion-seg",
 }
+#: Entries of a downloaded archive looked at before it is refused (CIFAR-10's has 8).
+_MAX_TAR_MEMBERS = 1_000
 #: Share of the digits held out as the test set, and the seed of that split.
 DIGITS_TEST_FRACTION = 0.2
 
@@ -112,6 +116,17 @@ def load_idx_dataset(
     if files is None:
         wanted = ", ".join(f"{s}[.gz]" for s in IDX_FILES.values())
         raise DataError(f"{directory}: missing IDX files; expected {wanted}")
+    # The splits are validated together from their headers, before any payload is read: a test
+    # file of another image size must not surface only after training.
+    sizes = {part: read_idx_header(files[f"{part}_images"], IMAGES_MAGIC).dims[1:]
+             for part in ("train", "test")}
+    if sizes["train"] != sizes["test"]:
+        (th, tw), (eh, ew) = sizes["train"], sizes["test"]
+        raise DataError(
+            f"{directory}: the training images are {th}x{tw} ({files['train_images'].name}) "
+            f"but the test images are {eh}x{ew} ({files['test_images'].name}); both splits of "
+            "a data set must have one image size (files of two different data sets?)"
+        )
     splits = []
     for part in ("train", "test"):
         images, labels = load_idx_pair(files[f"{part}_images"], files[f"{part}_labels"])
@@ -128,12 +143,30 @@ def load_idx_dataset(
         splits.append(Dataset(x, labels.astype(np.int64), names, name=name, hflip=hflip,
                               source=str(directory)))
     train, test = splits
+    check_splits(train, test, directory)
     if classes is None and train.num_classes != test.num_classes:
         # Class lists inferred from each file's labels must agree.
         k = max(train.num_classes, test.num_classes)
         names = [str(i) for i in range(k)]
         train.classes = test.classes = names
     return DataSplits(train, test)
+
+
+def check_splits(train: Dataset, test: Dataset, source: Any) -> None:
+    """Raise :class:`DataError` unless ``train`` and ``test`` can feed one network: the same
+    image shape ``(H, W, D)`` and the same kind of labels (one per image, or one per pixel of
+    the same map size)."""
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise DataError(
+            f"{source}: the training images are {'x'.join(map(str, train.x.shape[1:]))} but "
+            f"the test images are {'x'.join(map(str, test.x.shape[1:]))}; both splits must "
+            "have one shape (files of two different data sets?)"
+        )
+    if train.y.shape[1:] != test.y.shape[1:]:
+        raise DataError(
+            f"{source}: the training labels have shape {train.y.shape[1:]} per image but the "
+            f"test labels {test.y.shape[1:]}; both splits must label images the same way"
+        )
 
 
 def _idx_named(
@@ -191,15 +224,27 @@ def extract_cifar_archive(archive: str | os.PathLike, directory: str | os.PathLi
     archive, directory = Path(archive), Path(directory)
     wanted = {f"{cifar.BATCH_DIR}/{n}" for n in
               (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META)}
+    limit = cap("data_bytes")
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = [m for m in tar.getmembers() if m.name in wanted and m.isfile()]
+        with open_regular(archive, what="archive", cap_name="data_bytes") as f, \
+                tarfile.open(fileobj=f, mode="r:gz") as tar:
+            members = []
+            # Headers are read one by one and at most _MAX_TAR_MEMBERS of them (a hostile
+            # archive of a million entries is not listed whole); sizes come from the headers.
+            for i, m in enumerate(tar):
+                if i >= _MAX_TAR_MEMBERS:
+                    raise DataError(f"{archive}: more than {_MAX_TAR_MEMBERS} entries; the "
+                                    "CIFAR-10 archive has 8")
+                if m.name in wanted and m.isfile():
+                    if m.size > limit:
+                        raise too_big(f"{archive}: {m.name}", "the member", m.size, "data_bytes")
+                    members.append(m)
             if len(members) != len(wanted):
                 raise DataError(f"{archive}: archive lacks some of {sorted(wanted)}")
             # The "data" filter refuses links, absolute paths and '..' (no path traversal).
             tar.extractall(directory, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: cannot unpack: {exc}") from exc
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{archive}: cannot unpack: {excerpt(str(exc), 120)[1:-1]}") from None
     return directory / cifar.BATCH_DIR
 
 
@@ -282,6 +327,7 @@ def load_dataset(
             # Image folders are converted while loading, so no second pass is needed.
             return load_image_folder(path, image_size=image_size, grayscale=grayscale,
                                      test_fraction=test_fraction, seed=seed)
+    check_splits(splits.train, splits.test, name_or_path)
     return _adapt(splits, image_size, grayscale)
 
 

@@ -747,18 +747,16 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _read_file(path: Path) -> str:
+    from convnet.safety import read_regular  # regular files only, read with a cap
+
+    if not path.exists():
+        raise SpecError(f"spec file {path} does not exist")
+    data = read_regular(path, what="spec file", error=SpecError, max_bytes=MAX_TEXT)
     try:
-        size = path.stat().st_size
-        if size > MAX_TEXT:
-            raise SpecError(f"spec file {path} is {size:,} bytes; at most {MAX_TEXT:,} are read")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"spec file {path} does not exist") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(f"spec file {path} is not UTF-8 text ({e.reason} at byte {e.start})") \
             from None
-    except OSError as e:
-        raise SpecError(f"cannot read spec file {path}: {e.strerror or e}") from None
 
 
 def make_layer(spec: LayerSpec) -> Layer:
@@ -818,10 +816,16 @@ def build(
     seed: int | None = None,
     dtype: Any = np.float32,
     weights: bool = True,
+    literal: bool = False,
 ) -> Graph:
     """Build a network from spec text, a spec file, or a zoo name: a
     :class:`~convnet.net.sequential.Sequential` for a chain, a :class:`~convnet.net.graph.Graph`
-    for a spec with RES[...] or CAT[...] blocks.
+    for a spec with RES[...] or CAT[...] blocks. ``literal=True`` takes ``spec`` as spec TEXT
+    only, never a file name or a zoo name (:func:`build_text`).
+
+    ``literal=True`` takes ``spec`` as spec text only, never as a file name or a zoo name (what a
+    checkpoint's stored spec is: text from a file that may be hostile must not make convnet
+    open a path such as ``/proc/self/environ``).
 
     ``input_shape`` ``(H, W, D)`` or ``(n,)`` replaces the spec's ``INPUT`` (and is required when
     the spec has none): a fully convolutional zoo net can be built for any image size.
@@ -843,6 +847,8 @@ def build(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
                              or seed < 0):
         raise ConfigError(f"seed={seed!r} must be a whole number >= 0, or None")
+    if literal:
+        return build_text(spec, input_shape=input_shape, seed=seed, dtype=dtype, weights=weights)
     text, origin = resolve(spec)
     return build_text(text, origin=origin, input_shape=input_shape, seed=seed, dtype=dtype,
                       weights=weights)

@@ -24,14 +24,24 @@ Layout (keys of the npz):
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and
 fsynced, then renamed over the target with ``os.replace`` and the directory fsynced. Killing the
 process at any moment leaves either the previous checkpoint or the new one, never half of one.
+The file gets the permissions the umask gives any new file.
+
+Reads treat the file as hostile: :func:`load_checkpoint` validates the whole file against one
+schema (the zip directory, every ``.npy`` header, the JSON, the stored spec as text only, the
+arrays' sizes against the architecture) before anything is allocated, built or used; see
+``SECURITY.md``.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -42,8 +52,9 @@ from typing import Any
 import numpy as np
 
 from convnet.data.transforms import Normalizer
-from convnet.errors import CheckpointError, ConvnetError, ShapeError
+from convnet.errors import CheckpointError, ConvnetError
 from convnet.net.graph import Graph
+from convnet.safety import cap, excerpt, open_regular, too_big
 
 __all__ = [
     "FORMAT",
@@ -116,27 +127,49 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file beside the target, created with mode 0o666 so that the umask decides its
+    permissions (as for any file the user writes; ``tempfile.mkstemp`` would make it 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {directory / name}")
+
+
 def atomic_savez(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``arrays`` as an npz at ``path`` atomically (temp file, fsync, rename, fsync dir).
 
+    The file gets the permissions the umask gives any new file (0644 for the usual umask 022).
     On any failure, including KeyboardInterrupt, the temporary file is removed and the file
-    previously at ``path`` (if any) is left untouched.
+    previously at ``path`` (if any) is left untouched; an ``OSError`` (a full disk, a read-only
+    directory) is raised again with ``path`` as its file name and a message saying so.
     """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory: give a file name, e.g. {path / 'model.npz'}")
     directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = None
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(directory, path.name)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            kept = "the previous file is kept" if path.exists() else "nothing was written"
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing the checkpoint "
+                                     f"({kept})", str(path)) from exc
         raise
     _fsync_dir(directory)
     return path
@@ -251,6 +284,21 @@ def save(
 
 
 # ------------------------------------------------------------------------------------- reading
+#: What a checkpoint may hold, besides the arrays' sizes (the ``checkpoint_bytes`` cap):
+MAX_MEMBERS = 200_000          # zip members (10,000 layers x params, buffers and optimiser slots)
+MAX_TEXT_CHARS = {"format": 64, "dtype": 16, "spec": 1_000_000, "meta": 16_000_000,
+                  "rng": 1_000_000, "optim/optimizer": 32}
+MAX_JSON_DEPTH = 32            # nesting of meta / rng (convnet writes at most 6)
+MAX_INFLATION = 32             # decompressed total / size on disk, beyond the allowance below
+_INFLATION_ALLOWANCE = 64 * 2**20
+MAX_NDIM = 32                  # dimensions of one array
+MAX_NAME = 1_000               # characters of a class name
+_NPY_MAGIC = b"\x93NUMPY"
+_KEY = re.compile(r"[A-Za-z0-9_.\-/]{1,256}")
+# A member's element type: bool, integers, floats, or text (U). Never objects, records, bytes.
+_DESCR = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248]|U[0-9]{1,9})")
+
+
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     """The checkpoint file ``path`` names: the file itself, or for a run directory its
     ``best.npz`` (else ``last.npz``)."""
@@ -260,53 +308,411 @@ def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
             if (p / name).is_file():
                 return p / name
         raise CheckpointError(f"{p}: a run directory without {BEST} or {LAST}")
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise CheckpointError(f"{p}: no such checkpoint file")
     return p
 
 
-def _read_all(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the npz, read eagerly, pickles refused; any failure -> CheckpointError."""
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path}: not a convnet checkpoint (not an .npz zip archive; truncated or another "
-            "kind of file)"
-        )
+@dataclass(frozen=True)
+class _Member:
+    """One ``.npy`` member as its header declares it (validated, nothing of its data read)."""
+
+    info: zipfile.ZipInfo
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran: bool
+    header_bytes: int  # magic, version, length and header dict: where the data starts
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+def _bad(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {problem}")
+
+
+def _npy_header(stream: Any, key: str, info: zipfile.ZipInfo, path: Path) -> _Member:
+    """Parse and validate a member's ``.npy`` header; the data's declared size must be exactly
+    what the zip directory says the member holds (so nothing past it is ever read)."""
+    head = stream.read(8)
+    if len(head) < 8 or head[:6] != _NPY_MAGIC or head[6] not in (1, 2, 3) or head[7] != 0:
+        raise _bad(path, f"member {key!r} is not a .npy array (bad magic {excerpt(head[:8])})")
+    size_len = 2 if head[6] == 1 else 4
+    raw_len = stream.read(size_len)
+    if len(raw_len) < size_len:
+        raise _bad(path, f"member {key!r}: truncated .npy header")
+    hlen = int.from_bytes(raw_len, "little")
+    if hlen > 10_000:  # NumPy's own limit
+        raise _bad(path, f"member {key!r}: .npy header of {hlen:,} bytes (at most 10,000)")
+    text = stream.read(hlen)
+    if len(text) < hlen:
+        raise _bad(path, f"member {key!r}: truncated .npy header")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            out = {}
-            for key in npz.files:
-                out[key] = npz[key]
-    except ValueError as exc:
-        # numpy's message for an object array: "Object arrays cannot be loaded when
-        # allow_pickle=False"
-        if "pickle" in str(exc):
-            raise CheckpointError(
-                f"{path}: holds a pickled object array; convnet checkpoints never execute code "
-                "on load, so this file is refused"
-            ) from None
-        raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
-    return out
+        header = ast.literal_eval(text.decode("utf-8" if head[6] == 3 else "latin-1"))
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, ValueError, RecursionError, ...
+        raise _bad(path, f"member {key!r}: malformed .npy header "
+                         f"({type(exc).__name__}: {excerpt(text, 60)})") from None
+    ok = (isinstance(header, dict) and set(header) == {"descr", "fortran_order", "shape"}
+          and isinstance(header["descr"], str) and _DESCR.fullmatch(header["descr"])
+          and isinstance(header["fortran_order"], bool) and isinstance(header["shape"], tuple)
+          and len(header["shape"]) <= MAX_NDIM
+          and all(type(d) is int and d >= 0 for d in header["shape"]))
+    if not ok and isinstance(header, dict) and isinstance(header.get("descr"), str | list) \
+            and "O" in str(header.get("descr")):
+        raise _bad(path, f"member {key!r} holds a pickled object array; convnet checkpoints "
+                         "never execute code on load, so this file is refused")
+    if not ok:
+        raise _bad(path, f"member {key!r}: .npy header {excerpt(text.strip(), 80)} is not "
+                         "{'descr': a numeric or text type, 'fortran_order': bool, 'shape': a "
+                         "tuple of whole numbers} (object arrays, records and pickles are refused)")
+    dtype = np.dtype(header["descr"])
+    m = _Member(info, dtype, header["shape"], header["fortran_order"], 8 + size_len + hlen)
+    if m.header_bytes + m.nbytes != info.file_size:
+        raise _bad(path, f"member {key!r}: its header declares {m.shape} of {dtype} = "
+                         f"{m.nbytes:,} bytes, but the archive says the member holds "
+                         f"{info.file_size - m.header_bytes:,}")
+    return m
 
 
-def _scalar_text(arrays: dict[str, np.ndarray], key: str, path: Path) -> str:
-    if key not in arrays:
-        raise CheckpointError(f"{path}: missing {key!r}; not a convnet checkpoint or damaged")
-    a = arrays[key]
-    if a.shape != () or a.dtype.kind != "U":
-        raise CheckpointError(f"{path}: {key!r} must be a text scalar, found shape {a.shape} "
-                              f"dtype {a.dtype}")
-    return str(a)
+# What zipfile and zlib raise on a damaged or hostile archive.
+_ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+               RuntimeError, ValueError, OverflowError, struct.error, UnicodeDecodeError)
 
 
-def _json(arrays: dict[str, np.ndarray], key: str, path: Path) -> Any:
-    text = _scalar_text(arrays, key, path)
+class _Archive:
+    """A checkpoint's zip, opened with every check that needs no member's data: a regular file
+    under the ``checkpoint_bytes`` cap, a bounded member count, the total decompressed size
+    from the zip directory under the cap (zip bombs), and every member's ``.npy`` header."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        limit = cap("checkpoint_bytes")
+        self.file = open_regular(path, what="checkpoint", error=CheckpointError,
+                                 cap_name="checkpoint_bytes")
+        try:
+            self._open(limit)
+        except CheckpointError:
+            self.file.close()
+            raise
+        except _ZIP_ERRORS as exc:
+            self.file.close()
+            raise self._corrupt(exc) from None
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _corrupt(self, exc: BaseException) -> CheckpointError:
+        return _bad(self.path, f"corrupt or truncated checkpoint ({type(exc).__name__}: "
+                               f"{excerpt(str(exc), 80)[1:-1]})")
+
+    def _open(self, limit: int) -> None:
+        path = self.path
+        if not zipfile.is_zipfile(self.file):
+            raise _bad(path, "not a convnet checkpoint (not an .npz zip archive; truncated or "
+                             "another kind of file)")
+        self.file.seek(0)
+        # The directory's own member count, before ZipFile parses (and allocates) every entry.
+        # zipfile's private helper, stable since Python 2; without it the count is checked after.
+        end_record = getattr(zipfile, "_EndRecData", None)
+        end = end_record(self.file) if end_record is not None else ()
+        if end is None:
+            raise _bad(path, "not a convnet checkpoint (no zip directory)")
+        count = end[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] if end else 0
+        if count > MAX_MEMBERS:
+            raise _bad(path, f"{count:,} members (a checkpoint has at most {MAX_MEMBERS:,})")
+        self.file.seek(0)
+        self.zip = zipfile.ZipFile(self.file)
+        infos = self.zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise _bad(path, f"{len(infos):,} members (a checkpoint has at most {MAX_MEMBERS:,})")
+        total = sum(i.file_size for i in infos)
+        if total > limit:
+            raise too_big(path, "the checkpoint once decompressed", total, "checkpoint_bytes",
+                          CheckpointError)
+        on_disk = os.fstat(self.file.fileno()).st_size
+        if total > _INFLATION_ALLOWANCE + MAX_INFLATION * on_disk:
+            raise _bad(path, f"its members inflate to {total:,} bytes from {on_disk:,} on disk "
+                             f"(more than {MAX_INFLATION}x, plus {_INFLATION_ALLOWANCE // 2**20} "
+                             "MiB): a zip bomb, not weights (convnet writes members uncompressed; "
+                             "compressed real weights shrink by 1.1x to 3x)")
+        self.members: dict[str, _Member] = {}
+        for info in infos:
+            name = info.filename
+            key = name[:-4] if name.endswith(".npy") else None
+            if key is None or not _KEY.fullmatch(key):
+                raise _bad(path, f"member {excerpt(name, 60)} is not one of a convnet checkpoint "
+                                 "(NAME.npy)")
+            if key in self.members:
+                raise _bad(path, f"member {key!r} appears twice")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise _bad(path, f"member {key!r} uses zip compression method "
+                                 f"{info.compress_type} (only stored or deflated)")
+            with self.zip.open(info) as stream:
+                self.members[key] = _npy_header(stream, key, info, path)
+
+    def read(self, key: str) -> np.ndarray:
+        """The member's array: exactly the bytes its header declares (CRC checked)."""
+        m = self.members[key]
+        buf = bytearray(m.nbytes)
+        try:
+            with self.zip.open(m.info) as stream:
+                stream.read(m.header_bytes)
+                got = stream.readinto(buf) if m.nbytes else 0
+                if got != m.nbytes or stream.read(1):  # reading to the end checks the CRC
+                    raise _bad(self.path, f"member {key!r} is truncated")
+        except CheckpointError:
+            raise
+        except _ZIP_ERRORS as exc:
+            raise self._corrupt(exc) from None
+        a = np.frombuffer(buf, dtype=m.dtype)
+        return a.reshape(m.shape, order="F" if m.fortran else "C")
+
+    def text(self, key: str) -> str:
+        m = self.members.get(key)
+        if m is None:
+            raise _bad(self.path, f"missing {key!r}; not a convnet checkpoint or damaged")
+        limit = MAX_TEXT_CHARS.get(key, 1_000)
+        if m.shape != () or m.dtype.kind != "U" or m.dtype.itemsize // 4 > limit:
+            raise _bad(self.path, f"{key!r} must be a text scalar of at most {limit:,} "
+                                  f"characters, found shape {m.shape} dtype {m.dtype}")
+        # Decoded here, strictly: NumPy turns code points past U+10FFFF into a malformed str
+        # (found by fuzz/run.py: SystemError "invalid maximum character" when it is indexed).
+        raw = self.read(key)
+        raw = raw.astype(raw.dtype.newbyteorder("<")).tobytes()
+        try:
+            return raw.decode("utf-32-le").rstrip("\0")  # NumPy pads text with NULs
+        except UnicodeDecodeError as exc:
+            raise _bad(self.path, f"{key!r} is not valid text ({exc.reason} at byte "
+                                  f"{exc.start})") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self.zip.close()
+        self.file.close()
+
+
+# --------------------------------------------------------------------------------- the schema
+def _json(ar: _Archive, key: str) -> Any:
+    text = ar.text(key)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: {key!r} is not valid JSON ({exc})") from None
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, 4300-digit ints, nesting
+        raise _bad(ar.path, f"{key!r} is not valid JSON ({excerpt(str(exc), 80)[1:-1]})") \
+            from None
+    # Iterative: any nesting is measured without recursion.
+    todo = [(value, 1)]
+    while todo:
+        obj, depth = todo.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _bad(ar.path, f"{key!r} is nested more than {MAX_JSON_DEPTH} deep")
+        if isinstance(obj, dict):
+            todo.extend((v, depth + 1) for v in obj.values())
+        elif isinstance(obj, list):
+            todo.extend((v, depth + 1) for v in obj)
+    return value
+
+
+_KINDS = {"int": "a whole number", "number": "a number", "str": "text", "bool": "true or false",
+          "list": "a list", "dict": "a JSON object"}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "int":
+        return type(value) is int
+    if kind == "number":
+        return type(value) in (int, float) and math.isfinite(value)
+    return isinstance(value, {"str": str, "bool": bool, "list": list, "dict": dict}[kind])
+
+
+@dataclass(frozen=True)
+class Field:
+    """One entry of a JSON object in a checkpoint: its kind and the values it may take."""
+
+    kind: str
+    required: bool = False
+    nullable: bool = False
+    low: float | None = None        # inclusive
+    high: float | None = None       # exclusive
+    positive: bool = False
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any, where: str, path: Path) -> None:
+        if value is None and self.nullable:
+            return
+        ok = _is(value, self.kind)
+        if ok and self.kind in ("int", "number"):
+            ok = (self.low is None or value >= self.low) and \
+                 (self.high is None or value < self.high) and (not self.positive or value > 0)
+        if ok and self.choices:
+            ok = value in self.choices
+        if not ok:
+            want = _KINDS[self.kind]
+            if self.choices:
+                want = "one of " + ", ".join(self.choices)
+            elif self.positive:
+                want += " > 0"
+            if self.low is not None:
+                want += f" >= {self.low:g}"
+            if self.high is not None:
+                want += f" < {self.high:g}"
+            if self.nullable:
+                want += " (or null)"
+            raise _bad(path, f"{where} must be {want}, found {excerpt(json.dumps(value), 40)}")
+
+
+#: ``meta`` written by :func:`save` (other keys are ignored: nothing reads them).
+META_SCHEMA: dict[str, Field] = {
+    "epoch": Field("int", low=0, high=10**9), "metrics": Field("dict"), "history": Field("list"),
+    "classes": Field("list", nullable=True), "input": Field("dict"), "config": Field("dict"),
+    "extra": Field("dict"),
+}
+#: ``meta.input``: how raw images become network input.
+INPUT_SCHEMA: dict[str, Field] = {
+    "shape": Field("list"), "range": Field("list"), "mode": Field("str", choices=("L", "RGB")),
+    "dataset": Field("str"),
+}
+#: ``meta.config``: the run's settings; ``Trainer`` writes the first four, other keys are free.
+CONFIG_SCHEMA: dict[str, Field] = {
+    "epochs": Field("int", low=0, high=10**9), "batch_size": Field("int", low=1, high=2**31),
+    "seed": Field("int", low=0, nullable=True), "step": Field("int", low=0, high=2**62),
+    "cli": Field("dict"),
+}
+#: ``meta.config.cli``: what ``convnet train`` writes and ``convnet train --resume`` reads back
+#: (``cli/train.py``); the required keys are those a resumed run cannot do without.
+CLI_SCHEMA: dict[str, Field] = {
+    "arch": Field("str", required=True), "data": Field("str", required=True),
+    "optimizer": Field("str", required=True, choices=("sgd", "adam", "adamw")),
+    "lr": Field("number", required=True, positive=True),
+    "momentum": Field("number", required=True, nullable=True, low=0, high=1),
+    "weight_decay": Field("number", required=True, nullable=True, low=0),
+    "schedule": Field("str", required=True),
+    "epochs": Field("int", required=True, low=1, high=10**9),
+    "batch_size": Field("int", required=True, low=1, high=2**31),
+    "seed": Field("int", required=True, nullable=True, low=0),
+    "augment": Field("bool", required=True, nullable=True),
+    "val_split": Field("number", required=True, low=0, high=1),
+    "early_stop": Field("int", required=True, nullable=True, low=1),
+    "threads": Field("int", nullable=True, low=1), "n_train": Field("int", nullable=True, low=1),
+    "n_test": Field("int", nullable=True, low=1), "arch_spec": Field("str"),
+}
+
+
+def _check_object(obj: dict[str, Any], schema: dict[str, Field], where: str, path: Path) -> None:
+    for key, f in schema.items():
+        if key in obj:
+            f.check(obj[key], f"{where}.{key}" if where else key, path)
+        elif f.required:
+            raise _bad(path, f"{where or 'meta'} lacks {key!r}; it needs "
+                             f"{', '.join(k for k, v in schema.items() if v.required)}")
+
+
+def _check_meta(meta: Any, rng: Any, path: Path) -> None:
+    """``meta`` and ``rng`` against the schema: types, ranges (depth was checked on parsing)."""
+    if not isinstance(meta, dict) or not isinstance(rng, dict):
+        raise _bad(path, "'meta' and 'rng' must be JSON objects")
+    _check_object(meta, META_SCHEMA, "", path)
+    if not all(isinstance(h, dict) for h in meta.get("history", [])):
+        raise _bad(path, "'history' must be a list of per-epoch records")
+    classes = meta.get("classes")
+    if classes is not None and not all(isinstance(c, str) and len(c) <= MAX_NAME
+                                       for c in classes):
+        raise _bad(path, f"'classes' must be a list of names of at most {MAX_NAME} characters")
+    info = meta.get("input", {})
+    _check_object(info, INPUT_SCHEMA, "input", path)
+    if "shape" in info and not (1 <= len(info["shape"]) <= 3 and all(
+            type(d) is int and 1 <= d <= 10**6 for d in info["shape"])):
+        raise _bad(path, f"input.shape must be a list of 1 to 3 whole numbers >= 1, found "
+                         f"{excerpt(json.dumps(info['shape']), 40)}")
+    if "range" in info:
+        r = info["range"]
+        if not (len(r) == 2 and all(_is(v, "number") for v in r) and r[0] < r[1]):
+            raise _bad(path, f"input.range must be [low, high] with low < high, found "
+                             f"{excerpt(json.dumps(r), 40)}")
+    config = meta.get("config", {})
+    _check_object(config, CONFIG_SCHEMA, "config", path)
+    if "cli" in config:
+        _check_object(config["cli"], CLI_SCHEMA, "config.cli", path)
+    for key in ("net", "data"):
+        if rng.get(key) is not None and not isinstance(rng[key], dict):
+            raise _bad(path, f"rng.{key} must be a bit-generator state (a JSON object)")
+
+
+def _spec_net(spec: str, dtype: str, path: Path, weights: bool) -> Graph:
+    """The stored architecture, parsed as TEXT (never a path or a zoo name)."""
+    from convnet.spec import build
+
+    try:
+        return build(spec, seed=0, dtype=np.dtype(dtype), weights=weights, literal=True)
+    except (ConvnetError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        raise _bad(path, f"its architecture does not build: {exc}") from None
+
+
+def _check_members(ar: _Archive, shapes_net: Graph) -> None:
+    """Every member's name, type and size against the architecture, from the headers alone:
+    run BEFORE the network's weights are allocated, so a spec that would allocate more than the
+    file holds (``INPUT(100000x1x1) -> FC(9999)`` in a 4 KB file) is refused first."""
+    path, members = ar.path, ar.members
+    known = {"format", "version", "spec", "dtype", "meta", "rng"}
+    groups = ("param/", "optim/", "norm/", "loop/")
+    unknown = [k for k in members if k not in known and not k.startswith(groups)]
+    if unknown:
+        raise _bad(path, f"unknown member(s) {', '.join(excerpt(k, 40) for k in unknown[:5])}; "
+                         "not a convnet checkpoint")
+    # Parameters: the architecture may not need more than the file holds. This bounds what
+    # building it allocates by the file's own (capped) size; names and exact shapes are compared
+    # right after, before any data is read.
+    have = 0
+    for key, m in members.items():
+        if key.startswith("param/"):
+            if m.dtype.kind != "f":
+                raise _bad(path, f"{key[6:]} has dtype {m.dtype}, not floating point")
+            have += m.size
+    want = shapes_net.num_params
+    if want > have and want * shapes_net.dtype.itemsize > _SMALL_NET_BYTES:
+        raise _bad(path, f"the stored architecture has {want:,} parameters "
+                         f"({want * shapes_net.dtype.itemsize:,} bytes) but the file holds "
+                         f"{have:,} values of weights; refused before allocating them")
+
+
+def _check_state_members(ar: _Archive) -> None:
+    """The optimiser, normalisation and loop members against the (exactly checked) parameters:
+    names, types and shapes, still from the headers alone."""
+    path, members = ar.path, ar.members
+    for key, m in members.items():
+        if key.startswith("norm/") and (key not in ("norm/mean", "norm/std")
+                                        or m.dtype.kind != "f" or len(m.shape) != 1):
+            raise _bad(path, f"{key}: normalisation needs norm/mean and norm/std, 1-d floating "
+                             f"point arrays (found {m.shape} {m.dtype})")
+        if key.startswith("loop/"):
+            want = _LOOP.get(key[5:])
+            if want is None or m.dtype.kind not in want[0] or len(m.shape) != want[1] \
+                    or (key == "loop/sums" and m.shape != (4,)):
+                raise _bad(path, f"{key}: not part of an interrupted epoch's state (order, "
+                                 f"batch, sums, time), or of the wrong type {m.shape} {m.dtype}")
+        if key == "optim/optimizer":
+            ar.text(key)  # a short text scalar, or CheckpointError
+        elif key.startswith("optim/"):
+            if key == "optim/step":
+                if m.shape != () or m.dtype.kind not in "iu":
+                    raise _bad(path, "optim/step must be a whole number")
+                continue
+            param = key[6:].rpartition(".")[0]
+            target = members.get(f"param/{param}")
+            if target is None or m.dtype.kind not in "fiu" or m.shape not in ((), target.shape):
+                raise _bad(path, f"{key}: optimiser state for a parameter the checkpoint does not "
+                                 f"have, or of another shape ({m.shape} {m.dtype})")
+
+
+# Networks this small are built whatever the file holds, for the exact message (which weights are
+# missing); above it, the file must hold as many weights as the architecture allocates.
+_SMALL_NET_BYTES = 64 * 2**20
+# loop/<key>: (allowed dtype kinds, number of dimensions)
+_LOOP = {"order": ("iu", 1), "batch": ("iu", 0), "sums": ("f", 1), "time": ("f", 0)}
 
 
 def rng_state_from_json(
@@ -315,19 +721,17 @@ def rng_state_from_json(
     """A new Generator at the saved bit-generator ``state``; CheckpointError if it is not one."""
     try:
         name = state["bit_generator"]
+        if not isinstance(name, str) or name.startswith("_"):
+            raise TypeError(excerpt(name, 30))
         bitgen_cls = getattr(np.random, name)
         if not (isinstance(bitgen_cls, type) and issubclass(bitgen_cls, np.random.BitGenerator)):
-            raise TypeError(name)
+            raise TypeError(excerpt(name, 30))
         bitgen = bitgen_cls()
         bitgen.state = state
-    except (TypeError, KeyError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: {what} state is not a numpy bit-generator state ({exc})") \
-            from None
+    except (TypeError, KeyError, ValueError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: {what} state is not a numpy bit-generator state "
+                              f"({excerpt(str(exc), 60)[1:-1]})") from None
     return np.random.Generator(bitgen)
-
-
-def _group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -335,103 +739,118 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     ``path`` may be a run directory (its ``best.npz``, else ``last.npz``).
 
+    The whole file is validated against the checkpoint's schema in one place, in this order,
+    before anything is built or used: a regular file under the ``checkpoint_bytes`` cap
+    (``--max-checkpoint-bytes``, ``CONVNET_MAX_CHECKPOINT_BYTES``); the zip directory (member
+    count, decompressed total under the cap and at most 64 MiB + :data:`MAX_INFLATION` times
+    the size on disk: no zip bomb is inflated); every member's ``.npy``
+    header (types: numbers or text, never objects; shapes; declared sizes equal to the zip's);
+    the text members and their JSON (depth, types and ranges of every field, ``config.cli``
+    included); the stored spec, parsed as text only (never a path or a zoo name) into shapes
+    without weights; the members' element counts per layer against those shapes; only then are
+    the weights allocated, the exact shapes compared, the arrays read (exactly their declared
+    bytes, CRC checked) and checked finite, and the normalisation statistics checked finite
+    with std > 0.
+
     Raises:
-        CheckpointError: naming the file, when it is missing, not an npz, truncated, holds a
-            pickled object array, lacks an entry, has an architecture that does not build, or
-            weights whose names or shapes do not fit that architecture.
+        CheckpointError: naming the file, when any of that fails; messages quote at most a
+            short, escaped excerpt of the file's text.
     """
     path = resolve_checkpoint_path(path)
-    arrays = _read_all(path)
-    fmt = _scalar_text(arrays, "format", path)
+    ar = _Archive(path)
+    try:
+        return _load(ar)
+    finally:
+        ar.close()
+
+
+def _load(ar: _Archive) -> Checkpoint:
+    path = ar.path
+    fmt = ar.text("format")
     if fmt != FORMAT:
-        raise CheckpointError(f"{path}: format {fmt!r}, expected {FORMAT!r}")
-    version = arrays.get("version")
+        raise _bad(path, f"format {excerpt(fmt, 40)}, expected {FORMAT!r}")
+    version = ar.members.get("version")
     if version is None or version.shape != () or version.dtype.kind not in "iu":
-        raise CheckpointError(f"{path}: missing or invalid 'version'")
-    if int(version) > VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {int(version)} is newer than this convnet reads "
-            f"({VERSION}); upgrade convnet"
-        )
-    spec = _scalar_text(arrays, "spec", path)
-    dtype = _scalar_text(arrays, "dtype", path)
+        raise _bad(path, "missing or invalid 'version'")
+    v = int(ar.read("version"))
+    if v > VERSION or v < 1:
+        raise _bad(path, f"checkpoint version {v} is not one this convnet reads ({VERSION}); "
+                         "a newer file needs a newer convnet")
+    spec = ar.text("spec")
+    dtype = ar.text("dtype")
     if dtype not in ("float32", "float64"):
-        raise CheckpointError(f"{path}: dtype {dtype!r}, expected float32 or float64")
-    meta = _json(arrays, "meta", path)
-    rng = _json(arrays, "rng", path)
-    if not isinstance(meta, dict) or not isinstance(rng, dict):
-        raise CheckpointError(f"{path}: 'meta' and 'rng' must be JSON objects")
+        raise _bad(path, f"dtype {excerpt(dtype, 20)}, expected float32 or float64")
+    meta = _json(ar, "meta")
+    rng = _json(ar, "rng")
+    _check_meta(meta, rng, path)
 
-    from convnet.spec import build
+    _check_members(ar, _spec_net(spec, dtype, path, weights=False))
+    net = _spec_net(spec, dtype, path, weights=True)  # bounded now by the file's own arrays
+    own = net.state_dict()
+    params = {k[6:]: m for k, m in ar.members.items() if k.startswith("param/")}
+    missing, extra = sorted(set(own) - set(params)), sorted(set(params) - set(own))
+    if missing or extra:
+        raise _bad(path, f"weights do not match the network: missing "
+                         f"{', '.join(missing) or 'nothing'}; unexpected "
+                         f"{', '.join(excerpt(k, 30, quotes=False) for k in extra) or 'nothing'}")
+    for key, target in own.items():
+        if params[key].shape != target.shape:
+            raise _bad(path, f"{key}: expected shape {target.shape}, received "
+                             f"{params[key].shape}")
+    _check_state_members(ar)
+    depth = net.input_shape[-1]
+    norm_keys = [k for k in ar.members if k.startswith("norm/")]
+    if norm_keys:
+        if sorted(norm_keys) != ["norm/mean", "norm/std"]:
+            raise _bad(path, f"normalisation needs norm/mean and norm/std, found "
+                             f"{sorted(k[5:] for k in norm_keys)}")
+        shapes = ar.members["norm/mean"].shape, ar.members["norm/std"].shape
+        if shapes != ((depth,), (depth,)):
+            raise _bad(path, f"normalisation statistics of shapes {shapes[0]} and {shapes[1]}, "
+                             f"but the network's input has {depth} channel(s)")
+    shape = meta.get("input", {}).get("shape")
+    if shape is not None and tuple(shape) != net.input_shape:
+        raise _bad(path, f"input.shape {shape} is not the architecture's input "
+                         f"{list(net.input_shape)}")
+    classes = meta.get("classes")
+    if classes is not None and len(classes) != net.output_shape[-1]:
+        raise _bad(path, f"{len(classes)} class names for a network with "
+                         f"{net.output_shape[-1]} outputs")
 
-    try:
-        net = build(spec, seed=0, dtype=np.dtype(dtype))
-    except ConvnetError as exc:
-        raise CheckpointError(f"{path}: its architecture does not build: {exc}") from None
-    params = _group(arrays, "param/")
-    for key, src in params.items():  # what a checkpoint adds to load_state_dict's own checks
-        if src.dtype.kind != "f":
-            raise CheckpointError(f"{path}: {key} has dtype {src.dtype}, not floating point")
+    # the data: exactly the declared bytes of each member
+    for key in own:
+        src = ar.read(f"param/{key}")
         if not np.all(np.isfinite(src)):
-            raise CheckpointError(f"{path}: {key} holds NaN or Inf values")
-    try:
-        net.load_state_dict(params)  # names and shapes checked before anything is copied
-    except ShapeError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+            raise _bad(path, f"{key} holds NaN or Inf values")
+        own[key][...] = src
     if rng.get("net") is not None:
         net.rng.bit_generator.state = rng_state_from_json(rng["net"], path, "net rng") \
             .bit_generator.state
-
     normalizer = None
-    norm = _group(arrays, "norm/")
-    if norm:
-        if set(norm) != {"mean", "std"}:
-            raise CheckpointError(f"{path}: normalisation needs norm/mean and norm/std, found "
-                                  f"{sorted(norm)}")
-        mean, std = norm["mean"], norm["std"]
-        depth = net.input_shape[-1]
-        if mean.shape != (depth,) or std.shape != (depth,):
-            raise CheckpointError(
-                f"{path}: normalisation statistics of shapes {mean.shape} and {std.shape}, but "
-                f"the network's input has {depth} channel(s)"
-            )
-        if not (np.all(np.isfinite(mean)) and np.all(std > 0)):
-            raise CheckpointError(f"{path}: normalisation std must be > 0 and mean finite")
+    if norm_keys:
+        mean, std = ar.read("norm/mean"), ar.read("norm/std")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise _bad(path, f"normalisation statistics must be finite with std > 0, found mean "
+                             f"{excerpt(str(mean.tolist()), 60)} and std "
+                             f"{excerpt(str(std.tolist()), 60)}: with them every image would "
+                             "become the same (or a meaningless) input")
         normalizer = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
-
-    try:
-        epoch = int(meta.get("epoch", 0))
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{path}: 'epoch' is not a whole number") from None
-    classes = meta.get("classes")
-    if classes is not None:
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise CheckpointError(f"{path}: 'classes' must be a list of names")
-        outputs = net.output_shape[-1]
-        if len(classes) != outputs:
-            raise CheckpointError(
-                f"{path}: {len(classes)} class names for a network with {outputs} outputs"
-            )
-    history = meta.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise CheckpointError(f"{path}: 'history' must be a list of per-epoch records")
-    for key in ("metrics", "input", "config", "extra"):
-        if not isinstance(meta.get(key, {}), dict):
-            raise CheckpointError(f"{path}: {key!r} must be a JSON object")
+    optimizer = {key[6:]: ar.read(key) for key in ar.members if key.startswith("optim/")}
+    loop = {key[5:]: ar.read(key) for key in ar.members if key.startswith("loop/")}
     return Checkpoint(
         path=path,
         net=net,
         spec=spec,
-        epoch=epoch,
+        epoch=meta.get("epoch", 0),
         metrics=meta.get("metrics", {}),
-        history=history,
+        history=meta.get("history", []),
         classes=classes,
         normalizer=normalizer,
         input=meta.get("input", {}),
         config=meta.get("config", {}),
-        optimizer=_group(arrays, "optim/"),
+        optimizer=optimizer,
         rng=rng,
-        loop=_group(arrays, "loop/"),
+        loop=loop,
         extra=meta.get("extra", {}),
     )
 

@@ -249,6 +249,9 @@ class Trainer:
                         ("eval_batch_size", eval_batch_size)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ConfigError(f"fit: {name} must be a whole number >= 1, received {v!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+                                 or seed < 0):
+            raise ConfigError(f"fit: seed must be a whole number >= 0 or None, received {seed!r}")
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)

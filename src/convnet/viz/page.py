@@ -38,6 +38,7 @@ from convnet.data.transforms import Normalizer
 from convnet.errors import ConfigError
 from convnet.net.graph import Graph
 from convnet.ops.loss import softmax
+from convnet.safety import dumps_finite_json
 from convnet.viz.common import (
     _normalize,
     curve_extent,
@@ -45,6 +46,7 @@ from convnet.viz.common import (
     layer_activations,
     nice_ticks,
 )
+from convnet.viz.serve import serve  # noqa: F401 - it lived here; kept importable
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -537,7 +539,7 @@ def layer_table_html(data: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------- the page
 def _json_for_script(data: Mapping[str, Any]) -> str:
     # "</" would end the <script> element early; "<!--" could start a comment state.
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    text = dumps_finite_json(data, "visualize", separators=(",", ":"))
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
@@ -595,23 +597,6 @@ def write_page(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")
     return path
-
-
-def serve(path: str | os.PathLike[str], port: int = 8000,
-          announce: Any = print) -> None:  # pragma: no cover - interactive
-    """Serve the page's directory on ``127.0.0.1:port`` until Ctrl-C (``port=0``: any free one)."""
-    import functools
-    import http.server
-
-    path = Path(path).resolve()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as httpd:
-        host, real_port = httpd.server_address[:2]
-        announce(f"serving {path.name} at http://{host}:{real_port}/{path.name} (Ctrl-C to stop)")
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
 
 
 # ------------------------------------------------------------------------- from a model
