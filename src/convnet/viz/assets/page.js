@@ -729,7 +729,7 @@
         `</td><td class="muted">${esc(laneText(li, q))}</td><td>0..${n - 1}</td></tr>`;
     }).join("");
     const unit = vec ? "index" : "depth";
-    const html = `<p id="cn-cat-inp" data-input="${esc(nameOf(inp))}" data-depth="${dd}" data-branch="${j}">` +
+    const html = `<p id="cn-cat-src" data-input="${esc(nameOf(inp))}" data-depth="${dd}" data-branch="${j}">` +
       `${unit[0].toUpperCase() + unit.slice(1)} ${d} of ${esc(m.name)} is ${unit} ${dd} of <b>${esc(nameOf(inp))}</b> ` +
       `(${esc(laneText(li, j))}, input ${j + 1} of ${srcs.length}): a CAT stacks its inputs along ${vec ? "the features" : "depth"} ` +
       `and computes nothing.</p><table class="contrib cat-map"><tr><th>${esc(m.name)} ${unit}</th><th>input</th>` +
