@@ -36,7 +36,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from viznets import EXOTIC, GRAPH, SPEC, images, make_net  # noqa: E402
+from viznets import EDGE, EXOTIC, GRAPH, SPEC, images, make_net  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -345,13 +345,9 @@ def test_clicking_through_a_cat_and_grouped_convs(browser, graph_page):
     assert abs(value - float(acts[li][0, 0, 2, 3])) <= 1e-4 * max(1, abs(value))
 
 
-def test_every_unit_of_a_graph_recomputes_to_the_engine_and_walks_to_its_inputs(browser,
-                                                                                 graph_page):
-    """Each layer of the graph (merges, grouped and depthwise CONV, RELU6 clipping, the
-    projection): the page's float64 number equals the engine's, and the walk back only goes to
-    units of the layers the layer reads."""
-    path, net, acts = graph_page
-    open_page(browser, path)
+def check_every_unit(browser, net, acts, extra=()) -> list:
+    """8 random units of every layer (and ``extra`` ones) explained in the page: its float64
+    number equals the engine's, and the walk back only goes to the layers it reads."""
     browser.execute_script("convnetViz.select(1)")
     rng = np.random.default_rng(7)
     units = []
@@ -362,8 +358,7 @@ def test_every_unit_of_a_graph_recomputes_to_the_engine_and_walks_to_its_inputs(
                 units.append([li, *(int(rng.integers(s)) for s in shape)])
             else:
                 units.append([li, 0, 0, int(rng.integers(shape[0]))])
-    relu6 = index_of(net, "relu61")
-    units += [[relu6, *(int(v) for v in u)] for u in np.argwhere(acts[relu6][1] == 6)[:3]]
+    units += list(extra)
     got = browser.execute_script(
         "return arguments[0].map(u => [convnetViz.explain(u[0], u[1], u[2], u[3]), "
         "convnetViz.next(u[0], u[1], u[2], u[3])]);", units)
@@ -371,9 +366,39 @@ def test_every_unit_of_a_graph_recomputes_to_the_engine_and_walks_to_its_inputs(
         a = acts[li][1]
         truth = float(a[r, c, d] if a.ndim == 3 else a[d])
         assert abs(res["value"] - truth) <= 1e-5 * max(1, abs(truth)), (net.layers[li].name, r, c, d)
+        assert abs(res["engine"] - truth) <= 1e-6 * max(1, abs(truth))
         assert nxt and {u["li"] for u in nxt} <= set(net.inputs_of[li]), net.layers[li].name
-    assert any(res["value"] == 6 for (li, *_), (res, _) in zip(units, got, strict=True)
-               if li == relu6)
+    return list(zip(units, got, strict=True))
+
+
+def test_every_unit_of_a_graph_recomputes_to_the_engine_and_walks_to_its_inputs(browser,
+                                                                                 graph_page):
+    """Each layer of the graph (merges, grouped and depthwise CONV, RELU6 clipping, the
+    projection)."""
+    path, net, acts = graph_page
+    open_page(browser, path)
+    relu6 = index_of(net, "relu61")
+    clipped = [[relu6, *(int(v) for v in u)] for u in np.argwhere(acts[relu6][1] == 6)[:3]]
+    assert clipped
+    checked = check_every_unit(browser, net, acts, clipped)
+    assert all(res["value"] == 6 for (li, *_), (res, _) in checked[-len(clipped):])
+
+
+def test_every_unit_of_blocks_on_the_input_and_of_vector_merges(browser, tmp_path):
+    net = make_net(EDGE, seed=3)
+    raw = images(2, net.input_shape, seed=6)
+    path = visualize(net, tmp_path / "edge.html", images=[Sample(raw[i], f"e{i}") for i in range(2)])
+    open_page(browser, path)
+    check_every_unit(browser, net, layer_activations(net, raw))
+    # an ADD that reads the input: the walk's shortcut step is a pixel of the input
+    browser.execute_script("convnetViz.click(1, 2, 3, 1)")
+    buttons = browser.find_elements(By.CSS_SELECTOR, "#cn-follow .follow-btn")
+    assert [b.get_attribute("data-layer") for b in buttons] == ["0", "-1"]
+    buttons[1].click()
+    value, engine, where = unit_value(browser)
+    assert where == {"layer": -1, "r": 2, "c": 3, "d": 1} and value == engine == pytest.approx(
+        float(raw[1, 2, 3, 1]), abs=1e-6)   # the image check_every_unit chose
+    assert not browser.find_elements(By.CSS_SELECTOR, "#cn-follow")
 
 
 def test_resnet_cifar_page_loads_and_a_walk_reaches_the_input(browser, tmp_path):
@@ -386,19 +411,25 @@ def test_resnet_cifar_page_loads_and_a_walk_reaches_the_input(browser, tmp_path)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#cn-layers .layer")) == n
     last_add = max(i for i, ly in enumerate(net.layers) if ly.kind == "ADD")
     browser.execute_script(f"convnetViz.click({last_add}, 3, 5, 7)")
-    steps, seen = 0, set()
-    while True:   # always the first way back (the main branch of an ADD)
-        value, engine, where = unit_value(browser)
-        assert abs(value - engine) <= 1e-4 * max(1, abs(engine)), where
-        seen.add(where["layer"])
-        buttons = browser.find_elements(By.CSS_SELECTOR, "#cn-follow .follow-btn")
-        if where["layer"] < 0:
-            assert not buttons and "walk back ends here" in browser.find_element(By.ID, "cn-unit").text
-            break
-        buttons[0].click()
-        steps += 1
-        assert steps <= n
-    assert steps >= 20 and len(browser.find_elements(By.CSS_SELECTOR, "#cn-trail .crumb")) == steps + 1
+    # always the first way back (the main branch of an ADD), by the buttons, in the page
+    walk = browser.execute_script("""
+        const out = [];
+        for (let k = 0; k < arguments[0]; k++) {
+          const t = document.getElementById('cn-unit-title');
+          out.push({li: +t.dataset.layer, value: +document.getElementById('cn-unit-value').textContent,
+                    engine: +document.getElementById('cn-unit-engine').textContent,
+                    crumbs: document.querySelectorAll('#cn-trail .crumb').length,
+                    text: document.getElementById('cn-unit').textContent});
+          const b = document.querySelector('#cn-follow .follow-btn');
+          if (!b) break;
+          b.click();
+        }
+        return out;""", n + 2)
+    for step in walk:
+        assert abs(step["value"] - step["engine"]) <= 1e-4 * max(1, abs(step["engine"])), step["li"]
+    assert walk[-1]["li"] == -1 and "walk back ends here" in walk[-1]["text"]
+    assert 20 <= len(walk) <= n + 1 and walk[-1]["crumbs"] == len(walk)
+    assert [s["li"] for s in walk] == sorted((s["li"] for s in walk), reverse=True)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     browser.execute_script("window.scrollTo(0, 0)")

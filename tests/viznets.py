@@ -19,6 +19,11 @@ GRAPH = ("INPUT(9x9x3) -> CONV(4,F=3,P=1) -> RES[CONV(4,F=3,P=1) -> BN -> RELU] 
          "POOL(F=3,S=1,P=1)] -> CONV(6,F=1,G=2) -> RES[CAT[CONV(3,F=1) | CONV(3,F=3,P=1)]] -> "
          "GAP -> FC(3)")
 
+# a network that starts with a block (its branches read the input), nests a RES in a CAT, and
+# merges vectors (a CAT of two FCs, a RES around an FC)
+EDGE = ("INPUT(6x6x2) -> RES[CONV(2,F=3,P=1)] -> CAT[CONV(2,F=1) | RES[CONV(2,F=3,P=1) -> RELU]] "
+        "-> FLATTEN -> CAT[FC(3) | FC(4) -> TANH] -> RES[FC(7) -> RELU] -> FC(2)")
+
 
 def make_net(spec: str = SPEC, seed: int = 0) -> cn.Graph:
     net = cn.build(spec, seed=seed)

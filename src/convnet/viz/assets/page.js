@@ -208,6 +208,12 @@
       const div = document.createElement("div");
       div.className = "layer";
       div.id = "layer-" + li;
+      const path = m.block || [];   // inside blocks: indented, a bar in the block's colour
+      if (path.length) {
+        const inner = LAYERS[path[path.length - 1][0]].kind;
+        div.classList.add("in-block", inner === "ADD" ? "in-res" : "in-cat");
+        div.style.marginLeft = (path.length - 1) * 14 + "px";
+      }
       const sh = m.out_shape;
       let info = "";
       if (sh.length === 3 && m.maps_shown < sh[2]) info = ` (showing ${m.maps_shown} of ${sh[2]} maps)`;
