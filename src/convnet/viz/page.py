@@ -9,6 +9,15 @@ The page is built in two steps:
    page never recomputes a forward pass of its own to show a map; when a unit is clicked, the
    page recomputes only that unit's dot product in float64 from the embedded float32 values and
    shows it beside the engine's value.
+
+   Branching networks (:class:`~convnet.net.graph.Graph` with RES/CAT blocks) carry their
+   wiring: each layer's ``input_idx`` (the layers it reads, -1 the input; a merge two or more,
+   with a CAT's depth ``offsets``), where it sits in the blocks (``block``), what each input of a
+   merge is (``lanes``: main branch, shortcut, identity, a projection the network inserted), and
+   the block tree (``structure``) that the drawing (:mod:`convnet.viz.arch`) and the layer
+   table lay out. The click-a-unit explainer reads a unit's own inputs: both summands of an
+   ADD, the input and slice a CAT copies, only the group's slices of a grouped CONV, and walks
+   back from there to the input along the branch the reader picks.
 2. :func:`render_html` inlines the data, the stylesheet and the script of ``viz/assets`` into one
    HTML file that works offline from disk: no CDN, no network, no external URL.
 
@@ -341,7 +350,9 @@ def build_data(
 
     ``samples`` are embedded in order until ``budget_floats`` is reached (at least one). Each
     embedded sample carries ``acts[i]``: the engine's output of layer ``i`` for that image,
-    base64 float32 in NHWC order, and ``input``: the normalised network input.
+    base64 float32 in NHWC order, and ``input``: the normalised network input. ``layers[i]``
+    says what layer ``i`` reads (``inputs``: names, ``input_idx``: indices, -1 the input) and,
+    in a block, where it sits; ``structure`` is the block tree (see :func:`_structure`).
 
     Shape:
         each ``Sample.image`` is ``(H, W, D)`` = ``net.input_shape``.
