@@ -27,7 +27,7 @@ from convnet.viz.page import (
     render_html,
     visualize,
 )
-from viznets import EXOTIC, SPEC, images, make_net
+from viznets import EXOTIC, GRAPH, SPEC, images, make_net
 
 
 def embedded(html_text: str) -> dict:
@@ -472,3 +472,158 @@ def test_filter_depth_slices_are_drawn_apart():
     cbar = next(a for a in fig.axes if a.get_label() == "<colorbar>")
     lo, hi = cbar.get_ylim()
     assert lo == pytest.approx(-hi)
+
+
+# ------------------------------------------------------------------- branching networks
+def graph_data(spec: str = GRAPH, n: int = 2) -> tuple[cn.Graph, np.ndarray, dict]:
+    net = make_net(spec, seed=1)
+    raw = images(n, net.input_shape, seed=2)
+    return net, raw, build_data(net, [Sample(raw[i], f"g{i}") for i in range(n)])
+
+
+def acts_of(data: dict, i: int) -> np.ndarray:
+    """Layer ``i``'s embedded activations for every sample (-1: the normalised input)."""
+    if i < 0:
+        shape = data["model"]["input_shape"]
+        return np.stack([decode_float32(s["input"], shape) for s in data["samples"]])
+    shape = data["layers"][i]["out_shape"]
+    return np.stack([decode_float32(s["acts"][i], shape) for s in data["samples"]])
+
+
+def test_graph_data_has_every_layer_its_inputs_and_the_engines_merges():
+    net, raw, data = graph_data()
+    layers = data["layers"]
+    assert [m["name"] for m in layers] == [ly.name for ly in net.layers]
+    names = ["input", *(ly.name for ly in net.layers)]
+    for i, m in enumerate(layers):
+        assert m["input_idx"] == list(net.inputs_of[i])
+        assert m["inputs"] == [names[k + 1] for k in net.inputs_of[i]]
+        assert len(data["samples"][0]["acts"]) == len(net.layers)
+    acts = {i: acts_of(data, i) for i in range(-1, len(layers))}
+    np.testing.assert_array_equal(acts[-1], raw)  # no normaliser: the input as given
+    adds = [i for i, m in enumerate(layers) if m["kind"] == "ADD"]
+    cats = [i for i, m in enumerate(layers) if m["kind"] == "CAT"]
+    assert len(adds) == 3 and len(cats) == 2
+    for i in adds:   # an ADD's volume is the sum of its inputs' volumes, as embedded
+        a, b = (acts[k] for k in layers[i]["input_idx"])
+        np.testing.assert_allclose(acts[i], a + b, rtol=1e-6, atol=1e-6)
+    for i in cats:   # a CAT's is theirs stacked along depth, at the offsets the page reads
+        parts = [acts[k] for k in layers[i]["input_idx"]]
+        np.testing.assert_array_equal(acts[i], np.concatenate(parts, axis=-1))
+        assert layers[i]["offsets"] == list(np.cumsum([0] + [p.shape[-1] for p in parts[:-1]]))
+        assert layers[i]["input_shapes"] == [list(p.shape[1:]) for p in parts]
+    # each layer applied to the volumes it reads gives its own (the walk back the page does)
+    for i, layer in enumerate(net.layers):
+        ins = [acts[k] for k in net.inputs_of[i]]
+        got = layer.forward(ins[0] if layer.arity == 1 else ins)
+        np.testing.assert_allclose(got, acts[i], rtol=1e-5, atol=1e-5)
+
+
+def test_graph_data_says_what_every_branch_is():
+    net, _, data = graph_data()
+    layers, tree = data["layers"], data["structure"]
+    by_name = {m["name"]: i for i, m in enumerate(layers)}
+
+    def flat(items):
+        for it in items:
+            if isinstance(it, dict):
+                for branch in it["branches"]:
+                    yield from flat(branch)
+                yield it["merge"]
+            else:
+                yield it
+
+    assert list(flat(tree)) == list(range(len(layers)))   # every layer once, in network order
+    add1, add2, cat1 = (layers[by_name[n]] for n in ("add1", "add2", "cat1"))
+    assert [ln["role"] for ln in add1["lanes"]] == ["main", "identity"]
+    assert [ln["role"] for ln in add2["lanes"]] == ["main", "shortcut"]
+    assert add2["lanes"][1]["projection"] and not add2["lanes"][0]["projection"]
+    assert "projection inserted" in add2["lanes"][1]["text"]      # the summary's words
+    assert [ln["text"] for ln in cat1["lanes"]] == [f"branch {b} of 3" for b in (1, 2, 3)]
+    assert layers[by_name["conv4"]]["inserted"] == "projection"   # the 1x1 CONV with S=2
+    assert layers[by_name["bn3"]]["inserted"] == "projection"
+    assert "inserted" not in layers[by_name["conv3"]]
+    # a layer's place: [merge, lane] from the outermost block in (conv8: branch 2 of the CAT
+    # nested in the main branch of the last RES)
+    assert layers[by_name["conv8"]]["block"] == [[by_name["add3"], 0], [by_name["cat2"], 1]]
+    assert layers[by_name["dwconv1"]]["block"] == [[by_name["cat1"], 1]]
+    assert "block" not in layers[by_name["conv6"]]
+    conv6 = layers[by_name["conv6"]]
+    assert conv6["groups"] == 2 and conv6["weights"]["W"]["shape"] == [6, 1, 1, 7]
+    assert conv6["hyper_text"].endswith("G=2")
+    assert layers[by_name["dwconv1"]]["groups"] == 6
+
+
+def test_graph_budget_counts_every_layer_of_every_branch():
+    net = make_net(GRAPH)
+    per = 2 * 243 + sum(int(np.prod(s)) for s in net.shapes)
+    samples = [Sample(im, f"i{k}") for k, im in enumerate(images(4, net.input_shape))]
+    data = build_data(net, samples, budget_floats=2 * per + 1)
+    assert len(data["samples"]) == 2
+    assert any("2 of 4 images were left out" in n and f"{per:,} floats" in n
+               for n in data["notes"])
+
+
+def test_graph_drawing_has_lanes_that_fork_and_merge():
+    net, _, data = graph_data(n=1)
+    svg = architecture_svg(data["layers"], net.input_shape, data["structure"])
+    assert svg.count('class="blk blk-res"') == 3 and svg.count('class="blk blk-cat"') == 2
+    heads = re.findall(r'class="lane-head"[^>]*><title>[^<]*</title>([^<]*)</text>', svg)
+    assert heads == ["RES[ main branch", "| shortcut: identity",
+                     "RES[ main branch", "| shortcut: projection (inserted)",
+                     "CAT[ branch 1 of 3", "| branch 2 of 3", "| branch 3 of 3",
+                     "RES[ main branch", "CAT[ branch 1 of 2", "| branch 2 of 2",
+                     "| shortcut: identity"]
+    assert svg.count('class="wire identity"') == 2       # the identity shortcuts' lines
+    assert svg.count('class="merge-sym merge-res"') == 3
+    for i in range(len(net.layers)):                       # every layer can be clicked
+        assert svg.count(f'data-layer="{i}"') == 1
+    assert re.search(r'class="arch-col inserted" data-layer="\d+"><title>conv4 ', svg)
+    assert "K=6 F=1 S=1 P=0 G=2" in svg
+    # on the page: the drawing, the note that says how to read it, the layer table's branches
+    page = render_html(data)
+    assert "lanes that fork from the block's input" in page
+    table = page[page.index("<table class='layers'>"):]
+    assert "<th>reads</th>" in table and "relu1 + conv1" in table and "bn2 + bn3" in table
+    assert "shortcut (projection inserted: the main branch changes the size or depth)" in table
+    assert "conv5, relu61, pool1" in table
+
+
+def test_chains_are_drawn_as_before():
+    """A chain: one row of volumes, no wires, no blocks, whatever the structure says."""
+    net = make_net()
+    data = build_data(net, [Sample(np.zeros((8, 8, 1), np.float32), "z")])
+    svg = architecture_svg(data["layers"], net.input_shape)
+    assert svg == architecture_svg(data["layers"], net.input_shape, data["structure"])
+    assert data["structure"] == list(range(len(net.layers)))
+    assert "wire" not in svg and "blk" not in svg and 'class="arch"' in svg
+    assert "<th>reads</th>" not in render_html(data)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "googlenet", "mobilenet_v2"])
+def test_large_graphs_wrap_and_keep_every_layer_clickable(name):
+    from convnet.viz.arch import COMPACT_LAYERS, WRAP_WIDTH
+    from convnet.viz.page import _layer_meta, _structure
+
+    net = cn.build(name, weights=False)         # shapes only: the drawing needs no weights
+    assert len(net.layers) > COMPACT_LAYERS
+    metas = _layer_meta(net, 0, 32, 0)
+    tree, _ = _structure(net)
+    svg = architecture_svg(metas, net.input_shape, tree)
+    width, height = (float(v) for v in re.search(r'width="(\d+)" height="(\d+)"', svg).groups())
+    assert width <= 1.25 * WRAP_WIDTH + 60          # wrapped into rows, not one long strip
+    assert svg.count('class="wire wrap"') >= 3
+    for i in range(len(net.layers)):                 # volumes and chips: every one clickable
+        assert svg.count(f'data-layer="{i}"') == 1, net.layers[i].name
+    assert svg.count("arch-chip") > len(net.layers) // 3   # BN and activations folded
+
+
+def test_structure_of_a_graph_given_as_nodes():
+    net = cn.Graph({"conv": (cn.Conv(4, F=3, P=1), "input"), "bn": (cn.BatchNorm(), "conv"),
+                    "add": (cn.Add(), ["bn", "input"]), "relu": (cn.ReLU(), "add"),
+                    "fc": (cn.FC(2), "relu")}, input_shape=(6, 6, 4), seed=0)
+    data = build_data(net, [Sample(images(1, (6, 6, 4))[0], "x")])
+    block = data["structure"][0]
+    assert block["kind"] == "RES" and block["branches"] == [[0, 1], []]
+    assert data["layers"][2]["inputs"] == ["bn1", "input"]
+    assert [ln["role"] for ln in data["layers"][2]["lanes"]] == ["main", "identity"]

@@ -9,6 +9,15 @@ The page is built in two steps:
    page never recomputes a forward pass of its own to show a map; when a unit is clicked, the
    page recomputes only that unit's dot product in float64 from the embedded float32 values and
    shows it beside the engine's value.
+
+   Branching networks (:class:`~convnet.net.graph.Graph` with RES/CAT blocks) carry their
+   wiring: each layer's ``input_idx`` (the layers it reads, -1 the input; a merge two or more,
+   with a CAT's depth ``offsets``), where it sits in the blocks (``block``), what each input of a
+   merge is (``lanes``: main branch, shortcut, identity, a projection the network inserted), and
+   the block tree (``structure``) that the drawing (:mod:`convnet.viz.arch`) and the layer
+   table lay out. The click-a-unit explainer reads a unit's own inputs: both summands of an
+   ADD, the input and slice a CAT copies, only the group's slices of a grouped CONV, and walks
+   back from there to the input along the branch the reader picks.
 2. :func:`render_html` inlines the data, the stylesheet and the script of ``viz/assets`` into one
    HTML file that works offline from disk: no CDN, no network, no external URL.
 
@@ -39,6 +48,7 @@ from convnet.errors import ConfigError
 from convnet.net.graph import Graph
 from convnet.ops.loss import softmax
 from convnet.safety import dumps_finite_json
+from convnet.viz.arch import architecture_svg
 from convnet.viz.common import (
     _normalize,
     curve_extent,
@@ -155,7 +165,7 @@ def _layer_meta(net: Graph, max_weights: int, max_maps: int,
     rows = arith.layer_rows(net)
     metas = []
     left = weight_budget
-    for layer, row in zip(net.layers, rows, strict=True):
+    for i, (layer, row) in enumerate(zip(net.layers, rows, strict=True)):
         meta: dict[str, Any] = {
             "name": layer.name, "kind": layer.kind, "spec": layer.to_spec(),
             "describe": layer.describe(),
@@ -166,7 +176,16 @@ def _layer_meta(net: Graph, max_weights: int, max_maps: int,
         }
         meta.update(layer.hyper())         # what the layer says of itself: K, window, p, ...
         meta["hyper_text"] = layer.short_hyper()
+        if layer.kind == "CONV" and meta.get("groups", 1) > 1:
+            meta["hyper_text"] += f" G={meta['groups']}"
         meta["inputs"] = list(row.inputs)
+        meta["input_idx"] = [int(k) for k in net.inputs_of[i]]
+        if layer.inserted:
+            meta["inserted"] = layer.inserted
+        if layer.arity != 1:               # a merge: what each input is, and where it lands
+            shapes = [list(s) for s in layer.input_shapes]  # type: ignore[attr-defined]
+            meta["input_shapes"] = shapes
+            meta["offsets"] = [int(v) for v in np.cumsum([0] + [s[-1] for s in shapes[:-1]])]
         out = layer.output_shape
         if len(out) == 3:
             meta["maps_shown"] = min(out[2], max_maps)
@@ -183,6 +202,73 @@ def _layer_meta(net: Graph, max_weights: int, max_maps: int,
             meta["weights_missing"] = too_big
         metas.append(meta)
     return metas
+
+
+def _structure(net: Graph) -> tuple[list[Any], dict[int, list[list[int]]]]:
+    """The block tree of ``net`` by layer index, and each layer's place in it.
+
+    The tree (what the drawing and the layer table read) is a list of layer indices and blocks
+    ``{"kind": "RES"|"CAT", "merge": i, "branches": [[...], ...], "lanes": [...]}``: one branch
+    per input of the merge, in the merge's input order (an identity shortcut is an empty
+    branch), and for each a lane ``{"role": "main"|"shortcut"|"identity"|"branch",
+    "projection": bool, "text": ...}``; ``text`` is what ``convnet summary`` writes for that
+    branch. The places map a layer index to its path ``[[merge, lane], ...]`` from the
+    outermost block in. A tree that does not match ``net.inputs_of`` (a network without blocks,
+    or one whose items were changed after it was built) gives a chain: every layer in order.
+    """
+    from convnet.net import blocks as B
+    from convnet.report.summary import structure
+
+    n = len(net.layers)
+    chain = (list(range(n)), {i: [] for i in range(n)})
+    items = getattr(net, "items", None)
+    if not items:
+        return chain
+    index = {id(ly): i for i, ly in enumerate(net.layers)}
+    texts = iter([what[1] for kind, _, what in structure(net) if kind == "label"])
+    places: dict[int, list[list[int]]] = {}
+
+    def walk(seq: list[Any], path: list[list[int]]) -> list[Any]:
+        out: list[Any] = []
+        for it in seq:
+            if not isinstance(it, B.Block):
+                places[index[id(it)]] = path
+                out.append(index[id(it)])
+                continue
+            j = index[id(it.merge)]
+            branches, lanes = [], []
+            for b, branch in enumerate(it.branches):
+                role = ("main" if b == 0 else "shortcut") if it.kind == "RES" else "branch"
+                lanes.append({"role": role, "text": next(texts), "projection": any(
+                    ly.inserted == "projection" for ly in B.flat_layers(branch))})
+                branches.append(walk(branch, [*path, [j, b]]))
+            if it.kind == "RES" and it.identity:
+                lanes.append({"role": "identity", "text": next(texts), "projection": False})
+                branches.append([])
+            if len(branches) != len(net.inputs_of[j]):
+                raise KeyError(j)
+            places[j] = path
+            out.append({"kind": it.kind, "merge": j, "branches": branches, "lanes": lanes})
+        return out
+
+    try:
+        tree = walk(list(items), [])
+    except (KeyError, StopIteration):
+        return chain
+    if sorted(places) != list(range(n)):
+        return chain
+    return tree, places
+
+
+def _blocks(tree: list[Any]) -> list[dict[str, Any]]:
+    """Every block of the tree, outer ones first."""
+    out: list[dict[str, Any]] = []
+    for it in tree:
+        if isinstance(it, dict):
+            out.append(it)
+            for branch in it["branches"]:
+                out += _blocks(branch)
+    return out
 
 
 def _flatten_info(net: Graph) -> dict[str, Any] | None:
@@ -266,7 +352,9 @@ def build_data(
 
     ``samples`` are embedded in order until ``budget_floats`` is reached (at least one). Each
     embedded sample carries ``acts[i]``: the engine's output of layer ``i`` for that image,
-    base64 float32 in NHWC order, and ``input``: the normalised network input.
+    base64 float32 in NHWC order, and ``input``: the normalised network input. ``layers[i]``
+    says what layer ``i`` reads (``inputs``: names, ``input_idx``: indices, -1 the input) and,
+    in a block, where it sits; ``structure`` is the block tree (see :func:`_structure`).
 
     Shape:
         each ``Sample.image`` is ``(H, W, D)`` = ``net.input_shape``.
@@ -317,6 +405,12 @@ def build_data(
 
     rows = arith.layer_rows(net)
     layers = _layer_meta(net, max_weights, max_maps)
+    tree, places = _structure(net)
+    for i, path in places.items():
+        if path:
+            layers[i]["block"] = path     # [[merge, lane], ...] from the outermost block in
+    for blk in _blocks(tree):
+        layers[blk["merge"]]["lanes"] = blk["lanes"]  # what each of the merge's inputs is
     capped = [m["name"] for m in layers
               if len(m["out_shape"]) == 3 and m["maps_shown"] < m["out_shape"][2]]
     if capped:
@@ -333,7 +427,7 @@ def build_data(
         )
     total_params = sum(r.params for r in rows)
     data: dict[str, Any] = {
-        "format": "convnet-viz", "version": 1,
+        "format": "convnet-viz", "version": 2,
         "title": title,
         "model": {
             "spec": net.spec, "input_shape": list(net.input_shape),
@@ -343,6 +437,7 @@ def build_data(
         },
         "classes": [str(c) for c in classes],
         "layers": layers,
+        "structure": tree,
         "flatten": _flatten_info(net),
         "samples": sample_data,
         "history": [dict(h) for h in history] if history else [],
@@ -369,77 +464,6 @@ def _fmt_count(n: int) -> str:
         if n >= size:
             return f"{n / size:.3g}{unit}"
     return str(n)
-
-
-def architecture_svg(layers: Sequence[Mapping[str, Any]], input_shape: Sequence[int]) -> str:
-    """The network as a row of volumes: each ``H x W x D`` output drawn as a box (height from H,
-    oblique depth from W, thickness from D, all on a log scale so that 224 and 7 both fit),
-    vectors as bars, each labelled with the layer's K, F, S, P."""
-
-    def side(v: int) -> float:
-        return 14 + 22 * math.log2(max(v, 1))
-
-    def thick(v: int) -> float:
-        return 3 + 9 * math.log2(max(v, 1))
-
-    vols: list[tuple[str, str, str, Sequence[int], str]] = [
-        ("input", "INPUT", "", list(input_shape), "input")]
-    for i, m in enumerate(layers):
-        hyper = m.get("hyper_text", "")
-        vols.append((m["name"], m["kind"], hyper, m["out_shape"], str(i)))
-    pad, gap, top = 16, 26, 46
-    heights = []
-    for *_, shape, _ in vols:
-        if len(shape) == 3:
-            heights.append(side(shape[0]) + 0.5 * side(shape[1]) * 0.6)
-        else:
-            heights.append(min(200.0, 20 + 30 * math.log2(max(shape[0], 1))))
-    box_h = max(heights) + top
-    parts = []
-    x = pad
-    for (name, kind, hyper, shape, idx), _h in zip(vols, heights, strict=True):
-        if len(shape) == 3:
-            h, d = side(shape[0]), thick(shape[2])
-            o = 0.3 * side(shape[1])  # oblique offset: the W axis going back
-            width = d + o
-            y0 = top + (box_h - top - (h + o)) / 2 + o
-            front = (f"{x:.1f},{y0:.1f} {x + d:.1f},{y0:.1f} {x + d:.1f},{y0 + h:.1f} "
-                     f"{x:.1f},{y0 + h:.1f}")
-            topf = (f"{x:.1f},{y0:.1f} {x + o:.1f},{y0 - o:.1f} {x + d + o:.1f},{y0 - o:.1f} "
-                    f"{x + d:.1f},{y0:.1f}")
-            sidef = (f"{x + d:.1f},{y0:.1f} {x + d + o:.1f},{y0 - o:.1f} {x + d + o:.1f},"
-                     f"{y0 - o + h:.1f} {x + d:.1f},{y0 + h:.1f}")
-            shape_txt = fmt_shape(tuple(shape))
-            body = (f'<polygon class="vol-top" points="{topf}"/>'
-                    f'<polygon class="vol-side" points="{sidef}"/>'
-                    f'<polygon class="vol-front" points="{front}"/>')
-        else:
-            h = min(200.0, 20 + 30 * math.log2(max(shape[0], 1)))
-            width = 10.0
-            y0 = top + (box_h - top - h) / 2
-            body = f'<rect class="vol-vec" x="{x:.1f}" y="{y0:.1f}" width="10" height="{h:.1f}"/>'
-            shape_txt = str(shape[0])
-        col_w = max(width, 7.0 * max(len(shape_txt), len(name), len(kind)), 56.0)
-        cx = x + width / 2
-        label = (f'<text class="arch-name" x="{cx:.1f}" y="14">{html.escape(name)}</text>'
-                 f'<text class="arch-kind" x="{cx:.1f}" y="27">{html.escape(kind)}</text>'
-                 f'<text class="arch-hyper" x="{cx:.1f}" y="39">{html.escape(hyper)}</text>'
-                 f'<text class="arch-shape" x="{cx:.1f}" y="{box_h + 14:.1f}">'
-                 f'{html.escape(shape_txt)}</text>')
-        if len(hyper) * 5.6 > col_w:
-            col_w = len(hyper) * 5.6
-        parts.append(f'<g class="arch-col" data-layer="{idx}">'
-                     f'<title>{html.escape(name)} {html.escape(kind)} {html.escape(hyper)} '
-                     f'-&gt; {html.escape(shape_txt)}</title>{body}{label}</g>')
-        x += col_w + gap
-        # the columns are centred on the volume: shift the labels we just placed
-        shift = (col_w - width) / 2
-        parts[-1] = parts[-1].replace('<g class="arch-col"', f'<g transform="translate('
-                                      f'{shift:.1f},0)" class="arch-col"', 1)
-    total_w = x - gap + pad
-    return (f'<svg class="arch" width="{total_w:.0f}" height="{box_h + 24:.0f}" '
-            f'viewBox="0 0 {total_w:.0f} {box_h + 24:.0f}" role="img" '
-            f'aria-label="architecture">{"".join(parts)}</svg>')
 
 
 def curves_svg(history: Sequence[Mapping[str, float]], which: str) -> str:
@@ -509,30 +533,63 @@ def confusion_html(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
 
 
 def layer_table_html(data: Mapping[str, Any]) -> str:
-    """One row per layer: the summary's numbers (shape, parameters, MACs, receptive field)."""
+    """One row per layer: the summary's numbers (shape, parameters, MACs, receptive field).
+
+    For a branching network the rows follow the block tree as ``convnet summary`` lays it out:
+    each branch headed by what it is (``RES[ main branch``, ``| shortcut ...``), its layers
+    indented, and a column that says what each merge (and each branch's first layer) reads."""
     from fractions import Fraction
 
-    rows = [
-        f"<tr><td>input</td><td>INPUT</td><td>{fmt_shape(tuple(data['model']['input_shape']))}"
-        "</td><td></td><td></td><td></td></tr>"
-    ]
-    for m in data["layers"]:
+    layers = data["layers"]
+    tree = data.get("structure") or list(range(len(layers)))
+    graph = any(isinstance(it, Mapping) for it in tree)
+    reads_head = "<th>reads</th>" if graph else ""
+
+    def layer_row(i: int, depth: int) -> str:
+        m = layers[i]
         rf = m["rf"]
         size = arith.fmt_frac_pair(tuple(Fraction(v).limit_denominator(64) for v in rf["size"]))
         jump = arith.fmt_frac_pair(tuple(Fraction(v).limit_denominator(64) for v in rf["jump"]))
         rf_txt = f"{size} (jump {jump})" + (" whole input" if rf["whole"] else "")
-        rows.append(
-            f"<tr><td>{html.escape(m['name'])}</td><td><code>{html.escape(m['spec'])}</code></td>"
-            f"<td>{fmt_shape(tuple(m['out_shape']))}</td><td class='num'>{m['params']:,}</td>"
-            f"<td class='num'>{m['macs']:,}</td><td>{html.escape(rf_txt)}</td></tr>"
-        )
+        ins = m.get("input_idx", [i - 1])
+        reads = ""
+        if graph:
+            join = " + " if m["kind"] == "ADD" else ", "
+            text = join.join(m["inputs"]) if len(ins) > 1 or ins != [i - 1] else ""
+            reads = f"<td class='reads'>{html.escape(text)}</td>"
+        style = f" style='padding-left:{10 + 16 * depth}px'" if depth else ""
+        cls = " class='merge'" if len(ins) > 1 else ""
+        return (f"<tr{cls} data-layer='{i}'><td{style}>{html.escape(m['name'])}</td>"
+                f"<td><code>{html.escape(m['spec'])}</code></td>"
+                f"<td>{fmt_shape(tuple(m['out_shape']))}</td><td class='num'>{m['params']:,}</td>"
+                f"<td class='num'>{m['macs']:,}</td><td>{html.escape(rf_txt)}</td>{reads}</tr>")
+
+    rows = [
+        f"<tr><td>input</td><td>INPUT</td><td>{fmt_shape(tuple(data['model']['input_shape']))}"
+        f"</td><td></td><td></td><td></td>{'<td></td>' if graph else ''}</tr>"
+    ]
+
+    def walk(items: Sequence[Any], depth: int) -> None:
+        for it in items:
+            if not isinstance(it, Mapping):
+                rows.append(layer_row(int(it), depth))
+                continue
+            for b, (branch, lane) in enumerate(zip(it["branches"], it["lanes"], strict=True)):
+                mark = f"{it['kind']}[" if b == 0 else "|"
+                rows.append(f"<tr class='branch'><td colspan='7' style='padding-left:"
+                            f"{10 + 16 * depth}px'><span class='bmark'>{mark}</span> "
+                            f"{html.escape(lane['text'])}</td></tr>")
+                walk(branch, depth + 1)
+            rows.append(layer_row(int(it["merge"]), depth))
+
+    walk(tree, 0)
     model = data["model"]
     rows.append(
         f"<tr class='total'><td>total</td><td></td><td></td><td class='num'>{model['params']:,}"
-        f"</td><td class='num'>{model['macs']:,}</td><td></td></tr>"
+        f"</td><td class='num'>{model['macs']:,}</td><td></td>{'<td></td>' if graph else ''}</tr>"
     )
     return ("<table class='layers'><thead><tr><th>layer</th><th>spec</th><th>output</th>"
-            "<th>params</th><th>MACs</th><th>receptive field</th></tr></thead>"
+            f"<th>params</th><th>MACs</th><th>receptive field</th>{reads_head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -541,6 +598,22 @@ def _json_for_script(data: Mapping[str, Any]) -> str:
     # "</" would end the <script> element early; "<!--" could start a comment state.
     text = dumps_finite_json(data, "visualize", separators=(",", ":"))
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def _arch_note(data: Mapping[str, Any]) -> str:
+    """How to read the drawing of a branching network (nothing for a chain)."""
+    from convnet.viz.arch import COMPACT_LAYERS
+
+    tree = data.get("structure") or []
+    if not any(isinstance(it, Mapping) for it in tree):
+        return ""
+    note = (" A block's branches are lanes that fork from the block's input and meet in its "
+            "merge (&oplus; ADD, the sum of a residual block; a circled stack: CAT, along depth); "
+            "a projection the network inserted on a shortcut is purple, merges are green.")
+    if len(data["layers"]) > COMPACT_LAYERS:
+        note += (" Layers that keep the shape of the volume before them (BN, activations, "
+                 "dropout) are the small chips under it; click one for its maps.")
+    return note
 
 
 def render_html(data: Mapping[str, Any]) -> str:
@@ -577,7 +650,8 @@ def render_html(data: Mapping[str, Any]) -> str:
         "SPEC": html.escape(m["spec"]),
         "SUMMARY": summary,
         "NOTES": f"<ul class='notes'>{notes}</ul>" if notes else "",
-        "ARCH": architecture_svg(data["layers"], m["input_shape"]),
+        "ARCH": architecture_svg(data["layers"], m["input_shape"], data.get("structure")),
+        "ARCH_NOTE": _arch_note(data),
         "LAYER_TABLE": layer_table_html(data),
         "CURVES": curves,
         "CONFUSION": confusion,

@@ -11,7 +11,7 @@
   const MAX_SLICES = 8;      // depth slices drawn in detail for one unit (all are summed)
   const TOP_CONTRIB = 12;    // FC: the largest contributions listed
   const MAP_TARGET = 76;     // CSS pixels for the longer side of an activation map
-  const state = { sample: 0, unit: null };
+  const state = { sample: 0, unit: null, trail: [] };
   const cache = new Map();
 
   // ------------------------------------------------------------------------------ data access
@@ -35,6 +35,42 @@
   function weight(li, key) {
     const w = LAYERS[li].weights[key];
     return w ? cached("w" + li + ":" + key, w.data) : null;
+  }
+  // the layers a layer reads (indices into LAYERS; -1 is the network input): a chain reads the
+  // layer before, a merge two or more, a branch's first layer the block's input
+  function inputsOf(li) { return LAYERS[li].input_idx || [li - 1]; }
+  function srcOf(li) { return inputsOf(li)[0]; }
+  function nameOf(li) { return li < 0 ? "input" : LAYERS[li].name; }
+  function prevName(li) { return li < 0 ? "the input (normalised)" : LAYERS[li].name; }
+  // what input j of merge li is: its branch of the block, in short
+  function laneText(li, j) {
+    const lanes = LAYERS[li].lanes;
+    if (!lanes || !lanes[j]) return `input ${j + 1}`;
+    const lane = lanes[j];
+    if (lane.role === "main") return "main branch";
+    if (lane.role === "identity") return "shortcut: the block's input (identity)";
+    if (lane.role === "shortcut") return lane.projection ? "shortcut: projection (inserted)" : "shortcut";
+    return `branch ${j + 1} of ${lanes.length}`;
+  }
+  // where a layer sits in the blocks, innermost: "RES block of add4, shortcut: projection (inserted)"
+  function placeText(li) {
+    const path = LAYERS[li].block;
+    if (!path || !path.length) return "";
+    const [mj, lane] = path[path.length - 1];
+    const kind = LAYERS[mj].kind === "ADD" ? "RES" : "CAT";
+    return `${kind} block of ${LAYERS[mj].name} \u00b7 ${laneText(mj, lane)}`;
+  }
+  // "reads bn3 (main branch) + relu1 (shortcut ...)" for a merge; "reads add1" for a layer that
+  // does not read the one listed before it
+  function readsHtml(li) {
+    if (li < 0) return "";
+    const ins = inputsOf(li);
+    if (ins.length > 1) {
+      return `<p class="reads" data-inputs="${esc(ins.map(nameOf).join(","))}">reads ` +
+        ins.map((k, j) => `<b>${esc(nameOf(k))}</b> <span class="muted">(${esc(laneText(li, j))})</span>`)
+          .join(LAYERS[li].kind === "ADD" ? " + " : " | ") + "</p>";
+    }
+    return ins[0] === li - 1 ? "" : `<p class="reads" data-inputs="${esc(nameOf(ins[0]))}">reads <b>${esc(nameOf(ins[0]))}</b></p>`;
   }
   function unitIndex(shape, r, c, d) {
     return shape.length === 3 ? (r * shape[1] + c) * shape[2] + d : d;
@@ -172,13 +208,24 @@
       const div = document.createElement("div");
       div.className = "layer";
       div.id = "layer-" + li;
+      const path = m.block || [];   // inside blocks: indented, a bar in the block's colour
+      if (path.length) {
+        const inner = LAYERS[path[path.length - 1][0]].kind;
+        div.classList.add("in-block", inner === "ADD" ? "in-res" : "in-cat");
+        div.style.marginLeft = (path.length - 1) * 14 + "px";
+      }
       const sh = m.out_shape;
       let info = "";
       if (sh.length === 3 && m.maps_shown < sh[2]) info = ` (showing ${m.maps_shown} of ${sh[2]} maps)`;
+      const place = placeText(li);
+      const ins = inputsOf(li);
+      const inShape = ins.length > 1 ? ins.map((k) => shapeText(shapeOf(k))).join(m.kind === "ADD" ? " + " : " | ")
+        : shapeText(m.in_shape);
       div.innerHTML = `<div class="layer-head"><span class="lname">${esc(m.name)}</span>` +
-        `<code class="lspec">${esc(m.spec)}</code><span class="lshape">${shapeText(m.in_shape)}` +
+        `<code class="lspec">${esc(m.spec)}</code><span class="lshape">${inShape}` +
         ` &rarr; ${shapeText(sh)}</span><span class="muted">${info}</span>` +
-        `<span class="legend-slot"></span></div><div class="maps"></div>`;
+        (place ? `<span class="place">${esc(place)}</span>` : "") +
+        `<span class="legend-slot"></span></div>${readsHtml(li)}<div class="maps"></div>`;
       const maps = div.querySelector(".maps");
       if (sh.length === 3) {
         const k = mapScale(sh[0], sh[1]);
@@ -216,7 +263,7 @@
         wrap.appendChild(cv);
         maps.appendChild(wrap);
       }
-      if ((m.kind === "CONV" || m.kind === "DECONV") && m.weights.W) div.appendChild(filterBlock(li));
+      if (["CONV", "DWCONV", "DECONV"].includes(m.kind) && m.weights.W) div.appendChild(filterBlock(li));
       root.appendChild(div);
     });
   }
@@ -233,13 +280,18 @@
     const scale = { lo: -absmax, hi: absmax, min: -absmax, max: absmax, stops: DIVERGING };
     const det = document.createElement("details");
     det.className = "filters";
-    if (li === LAYERS.findIndex((x) => x.kind === "CONV" || x.kind === "DECONV")) det.open = true;
+    if (li === LAYERS.findIndex((x) => ["CONV", "DWCONV", "DECONV"].includes(x.kind))) det.open = true;
     const shownK = Math.min(K, m.maps_shown || K);
-    const rgb = D === 3 && m.in_shape[2] === 3 && li === 0;
+    const rgb = D === 3 && m.in_shape[2] === 3 && srcOf(li) < 0;
+    const G = m.groups || 1;
     const shownD = rgb ? 1 : Math.min(D, MAX_SLICES);
     det.innerHTML = `<summary>filters: ${K} of ${fh}x${fw}x${D}` +
       (shownK < K ? ` (showing ${shownK})` : "") + (!rgb && shownD < D ? `, first ${shownD} depth slices each` : "") +
-      (rgb ? ", drawn as RGB" : "") + " " + legend(scale, "weights") + "</summary>";
+      (rgb ? ", drawn as RGB" : "") +
+      (G > 1 && D === 1 ? `; depthwise: filter k reads only input slice ${K === G ? "k" : `floor(k/${K / G})`}` : "") +
+      (G > 1 && D > 1 ? `; ${G} groups of ${K / G} filters: filter k reads only input slices ${D}g..${D}g+${D - 1}, ` +
+        `g = floor(k/${K / G})` : "") +
+      " " + legend(scale, "weights") + "</summary>";
     const grid = document.createElement("div");
     grid.className = "filter-grid";
     const at = (k, i, j, d) => deconv ? W[((d * fh + i) * fw + j) * K + k] : W[((k * fh + i) * fw + j) * D + d];
@@ -394,6 +446,9 @@
   }
 
   // ------------------------------------------------------------------------------ explanations
+  // Every explainer returns {value (float64, recomputed here), html, next}: `next` lists the
+  // units of the layer(s) read that the walk back to the input can follow (an ADD: each
+  // summand; a CONV: the largest term of its dot product; a CAT: the unit it copies; ...).
   function numsTable(vals, fh, fw, cls) {
     let h = '<table class="nums">';
     for (let i = 0; i < fh; i++) {
@@ -407,58 +462,86 @@
     }
     return h + "</table>";
   }
+  function unitAt(shape, idx) {   // (r, c, d) of a flat NHWC index
+    if (shape.length !== 3) return { r: 0, c: 0, d: idx };
+    const D = shape[2], W = shape[1];
+    const d = idx % D, p = (idx - d) / D, c = p % W;
+    return { r: (p - c) / W, c, d };
+  }
+  function markUnit(li, r, c, d) {
+    if (li < 0) return;
+    if (shapeOf(li).length === 3) mark(li, d, r, c, r, c, "window");
+    else markVector(li, d);
+  }
 
-  // CONV: z = sum_{i,j,d} x[r*S - P + i*dil, c*S - P + j*dil, d] * W[k, i, j, d] + b[k]
+  // CONV: z = sum_{i,j,d} x[r*S - P + i*dil, c*S - P + j*dil, d] * W[k, i, j, d - g*D/G] + b[k],
+  // d over the D/G input slices of filter k's group g = floor(k / (K/G)) (G = 1: all D slices;
+  // DWCONV: G = D, one slice). W is (K, F, F, D/G).
   function explainConv(li, r, c, k) {
-    const m = LAYERS[li], s = state.sample;
-    const x = act(s, li - 1), [H, W, D] = shapeOf(li - 1);
-    const Wt = weight(li, "W"), b = weight(li, "b");
+    const m = LAYERS[li], s = state.sample, inp = srcOf(li);
+    const x = act(s, inp), [H, W, D] = shapeOf(inp);
+    const Wt = weight(li, "W"), b = weight(li, "b"), K = m.out_shape[2];
+    const G = m.groups || 1, Dg = D / G, g = Math.floor(k / (K / G)), d0 = g * Dg;
     const [fh, fw] = m.window.F, [sr, sc] = m.window.S, [pr, pc] = m.window.P, [dr, dc] = m.window.dilation;
-    let sum = 0;
-    const partial = new Array(D).fill(0);
+    let sum = 0, best = null;
+    const partial = new Array(Dg).fill(0);
     let slices = "";
-    for (let d = 0; d < D; d++) {
+    for (let dd = 0; dd < Dg; dd++) {
+      const d = d0 + dd;
       const win = [], fil = [], cls = [];
       for (let i = 0; i < fh; i++) {
         for (let j = 0; j < fw; j++) {
           const y = r * sr - pr + i * dr, xx = c * sc - pc + j * dc;
           const inside = y >= 0 && y < H && xx >= 0 && xx < W;
           const v = inside ? x[(y * W + xx) * D + d] : 0;
-          const w = Wt[((k * fh + i) * fw + j) * D + d];
-          partial[d] += v * w;
+          const w = Wt[((k * fh + i) * fw + j) * Dg + dd];
+          partial[dd] += v * w;
+          if (inside && (!best || Math.abs(v * w) > Math.abs(best.t))) best = { t: v * w, r: y, c: xx, d };
           win.push(inside ? v : null); fil.push(w); cls.push(inside ? "" : "pad");
         }
       }
-      sum += partial[d];
-      if (d < MAX_SLICES) {
+      sum += partial[dd];
+      if (dd < MAX_SLICES) {
         slices += `<div class="slice"><span class="lab">depth ${d}</span>${numsTable(win, fh, fw, cls)}` +
-          `<span class="op">&middot;</span>${numsTable(fil, fh, fw)}<span class="op">= ${f3(partial[d])}</span></div>`;
+          `<span class="op">&middot;</span>${numsTable(fil, fh, fw)}<span class="op">= ${f3(partial[dd])}</span></div>`;
       }
     }
     const bias = b ? b[k] : 0;
     const value = sum + bias;
-    const prev = li === 0 ? "the input (normalised)" : LAYERS[li - 1].name;
     const r0 = r * sr - pr, c0 = c * sc - pc;
     const r1 = r0 + (fh - 1) * dr, c1 = c0 + (fw - 1) * dc;
-    if (li > 0) for (let d = 0; d < D; d++) mark(li - 1, d, r0, c0, r1, c1, "window");
-    const more = D > MAX_SLICES ? `<p class="muted">Depth slices ${MAX_SLICES}..${D - 1} (not drawn) add ` +
+    for (let d = d0; d < d0 + Dg; d++) mark(inp, d, r0, c0, r1, c1, "window");
+    const more = Dg > MAX_SLICES ? `<p class="muted">Depth slices ${d0 + MAX_SLICES}..${d0 + Dg - 1} (not drawn) add ` +
       `${f3(partial.slice(MAX_SLICES).reduce((a, v) => a + v, 0))}.</p>` : "";
-    const html = `<p>The ${fh}x${fw}x${D} window of ${esc(prev)} at rows ${r0}..${r1}, cols ${c0}..${c1}` +
+    let group = "";
+    if (G > 1) {
+      const what = m.kind === "DWCONV" || Dg === 1
+        ? `A depthwise CONV: one ${fh}x${fw} filter per input depth slice, so filter ${k} reads ` +
+          `only depth slice ${d0} of ${esc(nameOf(inp))}`
+        : `A grouped CONV (G=${G}): the ${K} filters and the ${D} input slices are split into ${G} ` +
+          `groups; filter ${k} is in group ${g} (filters ${g * K / G}..${(g + 1) * K / G - 1}) and reads ` +
+          `only input depth slices ${d0}..${d0 + Dg - 1}`;
+      group = `<p id="cn-group" data-group="${g}" data-first="${d0}" data-last="${d0 + Dg - 1}">${what}; ` +
+        `its weights are ${fh}x${fw}x${Dg} (W is ${K}x${fh}x${fw}x${Dg}).</p>`;
+    }
+    const html = group + `<p>The ${fh}x${fw}x${Dg} window of ${esc(prevName(inp))} at rows ${r0}..${r1}, cols ${c0}..${c1}` +
+      (G > 1 ? `, depth ${d0}..${d0 + Dg - 1}` : "") +
       ` (stride ${m.window.S.join("x")}, padding ${m.window.P.join("x")}; grey cells are zero padding),` +
       ` times filter ${k} of ${m.name}, slice by slice:</p>` +
       `<div class="slices">${slices}</div>${more}` +
       `<div class="formula" id="cn-dot">dot product &Sigma; window &middot; filter = ${full(sum)}<br>` +
       `+ bias b[${k}] = ${full(bias)}<br>= ${full(value)}</div>`;
-    return { value, html, dot: sum, bias };
+    const next = best ? [{ li: inp, r: best.r, c: best.c, d: best.d, why: `the largest term, x&middot;w = ${f3(best.t)}` }] : [];
+    return { value, html, dot: sum, bias, next };
   }
 
   // DECONV: every input unit scatters W[d, i, j, k] * x[iy, ix, d] to output (iy*S - P + i*dil, ...)
   function explainDeconv(li, r, c, k) {
-    const m = LAYERS[li], s = state.sample;
-    const x = act(s, li - 1), [H, W, D] = shapeOf(li - 1);
+    const m = LAYERS[li], s = state.sample, inp = srcOf(li);
+    const x = act(s, inp), [H, W, D] = shapeOf(inp);
     const Wt = weight(li, "W"), b = weight(li, "b"), K = m.out_shape[2];
     const [fh, fw] = m.window.F, [sr, sc] = m.window.S, [pr, pc] = m.window.P, [dr, dc] = m.window.dilation;
-    let sum = 0;
+    let sum = 0, best = null;
     const rows = [];
     for (let i = 0; i < fh; i++) {
       const ny = r + pr - i * dr;
@@ -469,72 +552,86 @@
         if (nx % sc !== 0 || nx < 0 || nx / sc >= W) continue;
         const ix = nx / sc;
         let part = 0;
-        for (let d = 0; d < D; d++) part += x[(iy * W + ix) * D + d] * Wt[((d * fh + i) * fw + j) * K + k];
+        for (let d = 0; d < D; d++) {
+          const t = x[(iy * W + ix) * D + d] * Wt[((d * fh + i) * fw + j) * K + k];
+          part += t;
+          if (!best || Math.abs(t) > Math.abs(best.t)) best = { t, r: iy, c: ix, d };
+        }
         sum += part;
         rows.push(`<tr><td>(${iy}, ${ix})</td><td>(${i}, ${j})</td><td>${f3(part)}</td></tr>`);
-        if (li > 0) for (let d = 0; d < Math.min(D, 64); d++) mark(li - 1, d, iy, ix, iy, ix, "window");
+        for (let d = 0; d < Math.min(D, 64); d++) mark(inp, d, iy, ix, iy, ix, "window");
       }
     }
     const bias = b ? b[k] : 0;
     const value = sum + bias;
-    const html = `<p>A transposed CONV scatters each input unit through the filter taps; this output ` +
+    const html = `<p>A transposed CONV scatters each unit of ${esc(prevName(inp))} through the filter taps; this output ` +
       `unit receives ${rows.length} of them (stride ${m.window.S.join("x")} leaves gaps):</p>` +
       `<table class="contrib"><tr><th>input (row, col)</th><th>tap (i, j)</th><th>&Sigma;<sub>d</sub> x&middot;w</th></tr>` +
       rows.join("") + "</table>" +
       `<div class="formula" id="cn-dot">dot product &Sigma; = ${full(sum)}<br>+ bias b[${k}] = ${full(bias)}` +
       `<br>= ${full(value)}</div>`;
-    return { value, html, dot: sum, bias };
+    const next = best ? [{ li: inp, r: best.r, c: best.c, d: best.d, why: `the largest term, x&middot;w = ${f3(best.t)}` }] : [];
+    return { value, html, dot: sum, bias, next };
   }
 
   function explainPool(li, r, c, d, avg) {
-    const m = LAYERS[li], s = state.sample;
-    const x = act(s, li - 1), [H, W, D] = shapeOf(li - 1);
+    const m = LAYERS[li], s = state.sample, inp = srcOf(li);
+    const x = act(s, inp), [H, W, D] = shapeOf(inp);
     const [fh, fw] = m.window.F, [sr, sc] = m.window.S, [pr, pc] = m.window.P;
-    const vals = [], cls = [];
-    let best = -Infinity, bi = -1, sum = 0;
+    const vals = [], cls = [], pos = [];
+    let best = -Infinity, bi = -1, sum = 0, big = -1;
     for (let i = 0; i < fh; i++) {
       for (let j = 0; j < fw; j++) {
         const y = r * sr - pr + i, xx = c * sc - pc + j;
         const inside = y >= 0 && y < H && xx >= 0 && xx < W;
         const v = inside ? x[(y * W + xx) * D + d] : null;
-        vals.push(v); cls.push(inside ? "" : "pad");
-        if (inside) { sum += v; if (v > best) { best = v; bi = vals.length - 1; } }
+        vals.push(v); cls.push(inside ? "" : "pad"); pos.push([y, xx]);
+        if (inside) {
+          sum += v;
+          if (v > best) { best = v; bi = vals.length - 1; }
+          if (big < 0 || Math.abs(v) > Math.abs(vals[big])) big = vals.length - 1;
+        }
       }
     }
     const r0 = r * sr - pr, c0 = c * sc - pc;
-    if (li > 0) mark(li - 1, d, r0, c0, r0 + fh - 1, c0 + fw - 1, "window");
-    const prev = li === 0 ? "the input" : LAYERS[li - 1].name;
+    mark(inp, d, r0, c0, r0 + fh - 1, c0 + fw - 1, "window");
+    const prev = esc(inp < 0 ? "the input" : LAYERS[inp].name);
+    const follow = (k, why) => (k < 0 ? [] : [{ li: inp, r: pos[k][0], c: pos[k][1], d, why }]);
     if (avg) {
       const value = sum / (fh * fw);  // padded zeros count in the mean (PyTorch's default)
-      return { value, html: `<p>The ${fh}x${fw} window of depth slice ${d} of ${esc(prev)}:</p>` +
+      return { value, next: follow(big, "the largest term"), html: `<p>The ${fh}x${fw} window of depth slice ${d} of ${prev}:</p>` +
         numsTable(vals, fh, fw, cls) + `<div class="formula" id="cn-dot">mean = ${full(sum)} / ${fh * fw} = ${full(value)}</div>` };
     }
     if (bi >= 0) cls[bi] = "max";
-    return { value: best, html: `<p>The ${fh}x${fw} window of depth slice ${d} of ${esc(prev)} ` +
+    return { value: best, next: follow(bi, "the maximum"), html: `<p>The ${fh}x${fw} window of depth slice ${d} of ${prev} ` +
       `(rows ${r0}..${r0 + fh - 1}, cols ${c0}..${c0 + fw - 1}); padding never wins:</p>` +
       numsTable(vals, fh, fw, cls) + `<div class="formula" id="cn-dot">max = ${full(best)}</div>` };
   }
 
   function explainGap(li, d) {
-    const s = state.sample, x = act(s, li - 1), [H, W, D] = shapeOf(li - 1);
-    let sum = 0;
-    for (let i = 0; i < H * W; i++) sum += x[i * D + d];
-    if (li > 0) mark(li - 1, d, 0, 0, H - 1, W - 1, "window");
+    const s = state.sample, inp = srcOf(li), x = act(s, inp), [H, W, D] = shapeOf(inp);
+    let sum = 0, big = 0;
+    for (let i = 0; i < H * W; i++) {
+      sum += x[i * D + d];
+      if (Math.abs(x[i * D + d]) > Math.abs(x[big * D + d])) big = i;
+    }
+    mark(inp, d, 0, 0, H - 1, W - 1, "window");
     const value = sum / (H * W);
-    return { value, html: `<p>The mean of the whole ${H}x${W} depth slice ${d} of ${esc(LAYERS[li - 1] ? LAYERS[li - 1].name : "input")}:</p>` +
+    const bc = big % W, br = (big - bc) / W;
+    return { value, next: [{ li: inp, r: br, c: bc, d, why: "the largest term" }],
+      html: `<p>The mean of the whole ${H}x${W} depth slice ${d} of ${esc(nameOf(inp))}:</p>` +
       `<div class="formula" id="cn-dot">&Sigma; = ${full(sum)}; / ${H * W} = ${full(value)}</div>` };
   }
 
   function volumePos(shape, idx) {
     if (shape.length !== 3) return `${idx}`;
-    const D = shape[2], W = shape[1];
-    const d = idx % D, p = (idx - d) / D, c = p % W, r = (p - c) / W;
-    return `(${r}, ${c}, ${d})`;
+    const u = unitAt(shape, idx);
+    return `(${u.r}, ${u.c}, ${u.d})`;
   }
 
   function explainFc(li, k) {
-    const m = LAYERS[li], s = state.sample;
-    const x = act(s, li - 1), ish = shapeOf(li - 1);
+    const m = LAYERS[li], s = state.sample, inp = srcOf(li);
+    const x = act(s, inp), ish = shapeOf(inp);
     const Wt = weight(li, "W"), b = weight(li, "b"), K = m.out_shape[0];
     const n = x.length;
     const contrib = new Float64Array(n);
@@ -550,32 +647,27 @@
     }).join("");
     const bias = b ? b[k] : 0;
     const value = sum + bias;
-    if (ish.length === 3) {
-      top.slice(0, 6).forEach((i) => {
-        const D = ish[2], W = ish[1], d = i % D, p = (i - d) / D, c = p % W, r = (p - c) / W;
-        mark(li - 1, d, r, c, r, c, "window");
-      });
-    }
+    top.slice(0, 6).forEach((i) => { const u = unitAt(ish, i); markUnit(inp, u.r, u.c, u.d); });
     const flat = ish.length === 3 ? ` The ${shapeText(ish)} volume is read as ${n} features, index = ` +
       `(row&middot;${ish[1]} + col)&middot;${ish[2]} + depth (see Flattening).` : "";
-    const html = `<p>A dot product of all ${n} inputs with column ${k} of W (${n}x${K}).${flat} ` +
+    const html = `<p>A dot product of all ${n} inputs (${esc(prevName(inp))}) with column ${k} of W (${n}x${K}).${flat} ` +
       `The ${top.length} largest contributions:</p><table class="contrib"><tr><th>index</th>` +
       `<th>${ish.length === 3 ? "(row, col, depth)" : "input"}</th><th>x</th><th>w</th><th>x&middot;w</th></tr>${rows}</table>` +
       `<p class="muted">the other ${n - top.length} contributions add ${full(rest)}</p>` +
       `<div class="formula" id="cn-dot">dot product &Sigma; x&middot;w = ${full(sum)}<br>+ bias b[${k}] = ` +
       `${full(bias)}<br>= ${full(value)}</div>`;
-    return { value, html, dot: sum, bias };
+    const next = top.length ? [{ ...unitAt(ish, top[0]), li: inp, why: `the largest term, x&middot;w = ${f3(contrib[top[0]])}` }] : [];
+    return { value, html, dot: sum, bias, next };
   }
 
   function explainElementwise(li, r, c, d) {
-    const m = LAYERS[li], s = state.sample, sh = shapeOf(li - 1);
-    const z = act(s, li - 1)[unitIndex(sh, r, c, d)];
-    const prev = `${esc(li === 0 ? "input" : LAYERS[li - 1].name)}`;
-    if (sh.length === 3 && li > 0) mark(li - 1, d, r, c, r, c, "window");
-    else if (li > 0) markVector(li - 1, d);
+    const m = LAYERS[li], s = state.sample, inp = srcOf(li), sh = shapeOf(inp);
+    const z = act(s, inp)[unitIndex(sh, r, c, d)];
+    markUnit(inp, r, c, d);
     let value, f;
     switch (m.kind) {
       case "RELU": value = Math.max(0, z); f = `max(0, z) = max(0, ${full(z)})`; break;
+      case "RELU6": value = Math.min(Math.max(0, z), 6); f = `min(max(0, z), 6) = min(max(0, ${full(z)}), 6)`; break;
       case "LRELU": value = z > 0 ? z : m.alpha * z; f = `z > 0 ? z : ${m.alpha}&middot;z, z = ${full(z)}`; break;
       case "TANH": value = Math.tanh(z); f = `tanh(${full(z)})`; break;
       case "SIGMOID": value = 1 / (1 + Math.exp(-z)); f = `1 / (1 + exp(-${full(z)}))`; break;
@@ -589,60 +681,163 @@
       }
       default: value = z; f = `z = ${full(z)}`;
     }
-    return { value, html: `<p>z is the same unit of ${prev}.</p><div class="formula" id="cn-dot">${f}<br>= ${full(value)}</div>` };
+    return { value, next: [{ li: inp, r, c, d, why: "z" }],
+      html: `<p>z is the same unit of ${esc(nameOf(inp))}.</p><div class="formula" id="cn-dot">${f}<br>= ${full(value)}</div>` };
   }
 
   function explainFlatten(li, i) {
-    const sh = shapeOf(li - 1), x = act(state.sample, li - 1);
-    if (sh.length === 3 && li > 0) {
-      const D = sh[2], W = sh[1], d = i % D, p = (i - d) / D, c = p % W, r = (p - c) / W;
-      mark(li - 1, d, r, c, r, c, "window");
-    }
-    return { value: x[i], html: `<p>Feature ${i} is unit ${volumePos(sh, i)} of the ${shapeText(sh)} volume: ` +
+    const inp = srcOf(li), sh = shapeOf(inp), x = act(state.sample, inp);
+    const u = unitAt(sh, i);
+    markUnit(inp, u.r, u.c, u.d);
+    return { value: x[i], next: [{ ...u, li: inp, why: "the same value" }],
+      html: `<p>Feature ${i} is unit ${volumePos(sh, i)} of the ${shapeText(sh)} volume of ${esc(nameOf(inp))}: ` +
       `index = (row&middot;${sh[1]} + col)&middot;${sh[2]} + depth.</p><div class="formula" id="cn-dot">= ${full(x[i])}</div>` };
   }
 
-  // the numbers of one unit: {value (float64, this page), engine (the embedded float32), html}
+  // ADD: the same unit of every input, summed (a residual block: the main branch's F(x) + x)
+  function explainAdd(li, r, c, d) {
+    const m = LAYERS[li], s = state.sample, srcs = inputsOf(li);
+    let sum = 0, rows = "";
+    const terms = [], next = [];
+    srcs.forEach((inp, j) => {
+      const v = act(s, inp)[unitIndex(shapeOf(inp), r, c, d)];
+      sum += v;
+      terms.push(full(v));
+      const lane = laneText(li, j);
+      rows += `<tr class="summand" data-input="${esc(nameOf(inp))}" data-value="${v}"><td class="op">${j ? "+" : ""}</td>` +
+        `<td><b>${esc(nameOf(inp))}</b></td><td class="muted">${esc(lane)}</td><td class="v">${full(v)}</td></tr>`;
+      markUnit(inp, r, c, d);
+      next.push({ li: inp, r, c, d, why: lane });
+    });
+    const where = shapeOf(li).length === 3 ? `row ${r}, col ${c}, depth ${d}` : `index ${d}`;
+    const html = `<p>An ADD: the unit at the same position (${where}) of each of its ${srcs.length} inputs, ` +
+      `summed` + (m.lanes && m.lanes.some((l) => l.role === "identity")
+        ? ": the main branch's output F(x) plus the block's input x itself." : ".") + `</p>` +
+      `<table class="summands" id="cn-summands">${rows}<tr class="total"><td class="op">=</td><td colspan="2">sum</td>` +
+      `<td class="v" id="cn-sum">${full(sum)}</td></tr></table>` +
+      `<div class="formula" id="cn-dot">${terms.join(" + ")}<br>= ${full(sum)}</div>` +
+      `<p class="muted">Pick a summand below to follow its branch back to the input.</p>`;
+    return { value: sum, html, next };
+  }
+
+  // CAT: the inputs stacked along depth; a unit is one unit of one input, copied
+  function explainCat(li, r, c, d) {
+    const m = LAYERS[li], s = state.sample, srcs = inputsOf(li), offs = m.offsets;
+    let j = offs.length - 1;
+    while (j > 0 && d < offs[j]) j--;
+    const inp = srcs[j], sh = shapeOf(inp), dd = d - offs[j];
+    const value = act(s, inp)[unitIndex(sh, r, c, dd)];
+    markUnit(inp, r, c, dd);
+    const vec = sh.length !== 3;
+    const rows = srcs.map((sj, q) => {
+      const n = shapeOf(sj)[shapeOf(sj).length - 1];
+      return `<tr class="${q === j ? "from" : ""}"><td>${offs[q]}..${offs[q] + n - 1}</td><td><b>${esc(nameOf(sj))}</b>` +
+        `</td><td class="muted">${esc(laneText(li, q))}</td><td>0..${n - 1}</td></tr>`;
+    }).join("");
+    const unit = vec ? "index" : "depth";
+    const html = `<p id="cn-cat-src" data-input="${esc(nameOf(inp))}" data-depth="${dd}" data-branch="${j}">` +
+      `${unit[0].toUpperCase() + unit.slice(1)} ${d} of ${esc(m.name)} is ${unit} ${dd} of <b>${esc(nameOf(inp))}</b> ` +
+      `(${esc(laneText(li, j))}, input ${j + 1} of ${srcs.length}): a CAT stacks its inputs along ${vec ? "the features" : "depth"} ` +
+      `and computes nothing.</p><table class="contrib cat-map"><tr><th>${esc(m.name)} ${unit}</th><th>input</th>` +
+      `<th>branch</th><th>its ${unit}</th></tr>${rows}</table>` +
+      `<div class="formula" id="cn-dot">${esc(m.name)}[${vec ? d : `${r}, ${c}, ${d}`}] = ${esc(nameOf(inp))}[${vec ? dd : `${r}, ${c}, ${dd}`}]` +
+      `<br>= ${full(value)}</div>`;
+    return { value, html, next: [{ li: inp, r, c, d: dd, why: "the unit copied" }] };
+  }
+
+  // a pixel of the network's input: the walk back ends here
+  function explainInput(r, c, d) {
+    const s = state.sample, idx = unitIndex(INPUT_SHAPE, r, c, d);
+    const x = raw(s)[idx], value = act(s, -1)[idx], nz = DATA.model.normalizer;
+    const f = nz ? `(x - mean) / std = (${full(x)} - ${f3(nz.mean[d])}) / ${f3(nz.std[d])}` : `x = ${full(x)}`;
+    return { value, next: [], html: `<p>A pixel of the input image (channel ${d}), as the first layers read it` +
+      (nz ? ", normalised with the training set's mean and std" : "") + `. The walk back ends here.</p>` +
+      `<div class="formula" id="cn-dot">${f}<br>= ${full(value)}</div>` };
+  }
+
+  // the numbers of one unit: {value (float64, this page), engine (the embedded float32), html, next}
   function explain(li, r, c, d) {
+    if (li < 0) {
+      const out = explainInput(r, c, d);
+      out.engine = out.value;
+      out.kind = "INPUT";
+      return out;
+    }
     const m = LAYERS[li];
     const sh = m.out_shape;
     const engine = act(state.sample, li)[unitIndex(sh, r, c, d)];
-    const needW = ["CONV", "DECONV", "FC", "BN"].includes(m.kind);
+    const needW = ["CONV", "DWCONV", "DECONV", "FC", "BN"].includes(m.kind);
     let out;
     if (needW && m.weights_missing && m.weights_missing.length) {
-      out = { value: NaN, html: `<p class="muted">The weights of ${esc(m.name)} were too large to embed in the page.</p>` };
-    } else if (m.kind === "CONV") out = explainConv(li, r, c, d);
+      out = { value: NaN, next: [], html: `<p class="muted">The weights of ${esc(m.name)} were too large to embed in the page.</p>` };
+    } else if (m.kind === "CONV" || m.kind === "DWCONV") out = explainConv(li, r, c, d);
     else if (m.kind === "DECONV") out = explainDeconv(li, r, c, d);
     else if (m.kind === "POOL") out = explainPool(li, r, c, d, false);
     else if (m.kind === "AVGPOOL") out = explainPool(li, r, c, d, true);
     else if (m.kind === "GAP") out = explainGap(li, d);
     else if (m.kind === "FC") out = explainFc(li, d);
     else if (m.kind === "FLATTEN") out = explainFlatten(li, d);
+    else if (m.kind === "ADD") out = explainAdd(li, r, c, d);
+    else if (m.kind === "CAT") out = explainCat(li, r, c, d);
     else out = explainElementwise(li, r, c, d);
     out.engine = engine;
     out.kind = m.kind;
     return out;
   }
 
-  function explainUnit(li, r, c, d) {
-    state.unit = { li, r, c, d };
+  // the walk: the units followed from the one clicked, back towards the input
+  function trailHtml() {
+    if (state.trail.length < 2) return "";
+    const steps = state.trail.map((u, k) => {
+      const cur = k === state.trail.length - 1;
+      return `<button class="crumb${cur ? " current" : ""}" data-step="${k}"${cur ? " disabled" : ""}>` +
+        `${esc(unitName(u.li, u.r, u.c, u.d))}</button>`;
+    });
+    return `<div class="trail" id="cn-trail"><span class="muted">walk back:</span> ${steps.join(' <span class="op">&larr;</span> ')}</div>`;
+  }
+  function followHtml(out, li) {
+    if (li < 0) return "";
+    if (!out.next || !out.next.length) return "";
+    const btns = out.next.map((u, k) => `<button class="follow-btn" data-next="${k}" data-layer="${u.li}" ` +
+      `data-r="${u.r}" data-c="${u.c}" data-d="${u.d}">&#8617; ${esc(unitName(u.li, u.r, u.c, u.d))}` +
+      `<span class="why">${u.why}</span></button>`).join("");
+    return `<div class="follow" id="cn-follow"><span class="muted">Follow back to the input:</span>${btns}</div>`;
+  }
+
+  function explainUnit(li, r, c, d, how) {
+    const u = { li, r, c, d };
+    if (how === "follow") state.trail.push(u);
+    else if (how !== "keep") state.trail = [u];
+    state.unit = u;
     clearMarks();
     const out = explain(li, r, c, d);
-    const sh = LAYERS[li].out_shape;
-    if (sh.length === 3) mark(li, d, r, c, r, c, "");
-    else markVector(li, d);
+    if (li >= 0) markUnit(li, r, c, d);
+    document.querySelectorAll("svg.arch .arch-col.current").forEach((g) => g.classList.remove("current"));
+    const col = document.querySelector(`svg.arch .arch-col[data-layer="${li < 0 ? "input" : li}"]`);
+    if (col) col.classList.add("current");
     drawRf(li, r, c);
     const diff = Math.abs(out.value - out.engine);
     const ok = diff <= 1e-5 * Math.max(1, Math.abs(out.engine));
     const box = document.getElementById("cn-unit");
-    box.innerHTML = `<h3 id="cn-unit-title" data-layer="${li}" data-r="${r}" data-c="${c}" data-d="${d}">` +
-      `${esc(unitName(li, r, c, d))} <span class="muted">${esc(LAYERS[li].spec)}</span></h3>` + out.html +
+    const spec = li < 0 ? "INPUT" : LAYERS[li].spec;
+    box.innerHTML = trailHtml() +
+      `<h3 id="cn-unit-title" data-layer="${li}" data-r="${r}" data-c="${c}" data-d="${d}">` +
+      `${esc(unitName(li, r, c, d))} <span class="muted">${esc(spec)}</span></h3>` +
+      (li >= 0 && placeText(li) ? `<p class="place">in the ${esc(placeText(li))}</p>` : "") + readsHtml(li) + out.html +
       `<div class="result">this page (float64): <b id="cn-unit-value">${full(out.value)}</b><br>` +
       `engine (float32): <b id="cn-unit-engine">${full(out.engine)}</b><br>` +
       `<span class="check ${ok ? "ok" : "bad"}" id="cn-unit-diff">|difference| = ${diff.toExponential(2)}` +
-      `${ok ? " \u2714 equal to 1e-5" : " \u2718 larger than 1e-5"}</span></div>`;
+      `${ok ? " \u2714 equal to 1e-5" : " \u2718 larger than 1e-5"}</span></div>` + followHtml(out, li);
+    box.querySelectorAll(".follow-btn").forEach((btn) => btn.addEventListener("click", () => {
+      const n = out.next[+btn.dataset.next];
+      explainUnit(n.li, n.r, n.c, n.d, "follow");
+    }));
+    box.querySelectorAll(".crumb").forEach((btn) => btn.addEventListener("click", () => {
+      state.trail = state.trail.slice(0, +btn.dataset.step + 1);
+      const t = state.trail[state.trail.length - 1];
+      explainUnit(t.li, t.r, t.c, t.d, "keep");
+    }));
   }
-
   // ------------------------------------------------------------------------------ flattening
   function buildFlatten() {
     const root = document.getElementById("cn-flatten");
@@ -653,7 +848,7 @@
       return;
     }
     const [H, W, D] = fl.shape;
-    const from = fl.layer - 1;
+    const from = srcOf(fl.layer);
     const srcName = from < 0 ? "the input" : LAYERS[from].name;
     const n = fl.n;
     let rows = "";
@@ -679,7 +874,7 @@
   function paintFlatten() {
     const fl = DATA.flatten;
     if (!fl) return;
-    const x = act(state.sample, fl.layer - 1);
+    const x = act(state.sample, srcOf(fl.layer));
     paintVector(document.getElementById("cn-flat-canvas"), x, scaleFor(x));
     document.querySelectorAll("#cn-flatten td.v").forEach((td) => { td.textContent = f3(x[+td.dataset.i]); });
   }
@@ -694,7 +889,7 @@
     paintFlatten();
     if (state.unit) {
       const u = state.unit;
-      explainUnit(u.li, u.r, u.c, u.d);
+      explainUnit(u.li, u.r, u.c, u.d, "keep");   // the same unit (and walk) for the new image
     }
   }
 
@@ -720,6 +915,8 @@
     select,
     explain: (li, r, c, d) => { const o = explain(li, r, c, d); return { value: o.value, engine: o.engine, kind: o.kind }; },
     click: explainUnit,
+    // the explanation's walk back: the units the current one reads (what the follow buttons do)
+    next: (li, r, c, d) => explain(li, r, c, d).next.map((u) => ({ li: u.li, r: u.r, c: u.c, d: u.d })),
     state,
   };
   init();
