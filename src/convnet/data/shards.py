@@ -49,8 +49,9 @@ file size) against it: a :class:`DataError` names the file. SHA-256 hashes are c
 process: by default *lazily*, each shard the first time it is read (``verify="lazy"``), because
 training reads every shard in its first epoch anyway (the hash then costs one sequential read per
 shard, in the prefetch thread, overlapping compute) while evaluating the test split should not
-hash the training shards; ``verify="open"`` hashes everything at once (``convnet pack --verify``),
-``verify="none"`` trusts the files. Label shards are read whole when opened, so they are
+hash the training shards; ``verify="open"`` hashes everything at once (running ``convnet pack``
+again on a finished pack does, and re-makes what is damaged), ``verify="none"`` trusts the
+files. Label shards are read whole when opened, so they are
 always checked then.
 
 **Packing** decodes images in a pool of worker processes (``workers``), shows a progress bar,
@@ -755,8 +756,14 @@ def _scan_headers(paths: list[str]) -> list[tuple[int, int, bool] | str]:
         try:
             out.append(image_header(p))
         except DataError as exc:
-            out.append(str(exc))
+            out.append(_reason(exc, p))
     return out
+
+
+def _reason(exc: BaseException, path: str) -> str:
+    """The error's text without the file name in front (the record names the file)."""
+    text = str(exc)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
 
 
 def _decode(paths: list[str], hw: tuple[int, int], channels: int
@@ -771,7 +778,7 @@ def _decode(paths: list[str], hw: tuple[int, int], channels: int
         try:
             out[i] = decode_uint8(p, hw, channels)
         except (DataError, OSError, ValueError) as exc:  # never fatal: listed in `skipped`
-            failed.append((i, str(exc) if isinstance(exc, DataError) else f"{p}: {exc}"))
+            failed.append((i, _reason(exc, p)))
     return out, failed
 
 
