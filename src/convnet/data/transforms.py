@@ -95,7 +95,7 @@ class Normalizer:
         mean = total / count
         sq = np.zeros(shape[2], np.float64)
         for chunk in chunks():
-            dev = chunk.astype(np.float64) - mean
+            dev = np.subtract(chunk, mean, dtype=np.float64)  # one float64 temporary, not two
             sq += np.einsum("nhwd,nhwd->d", dev, dev)
         std = np.sqrt(sq / count)
         std[std < 1e-8] = 1.0
