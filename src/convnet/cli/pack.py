@@ -40,8 +40,7 @@ def _size(text: str) -> tuple[int, int]:
         pair = _parse_size(text)
     except DataError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    assert pair is not None
-    return pair
+    return pair  # type: ignore[return-value]  # a string always gives a pair
 
 
 def _workers(text: str) -> int:

@@ -43,6 +43,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -237,45 +238,63 @@ def _local(predictor: Predictor, chunks: list[list[tuple[str, str | None]]], fit
             yield predictor.classify(x, rows, top_k)
 
 
-def _dask(args: argparse.Namespace, stamp: tuple[str, int, int],
-          chunks: list[list[tuple[str, str | None]]]) -> Iterator[list[dict[str, Any]]]:
-    """Rows chunk by chunk from Dask tasks, in input order; a few tasks per worker in flight."""
-    from convnet.errors import ConfigError
+class _Dask:
+    """A Dask client (a local cluster of ``workers`` processes, or a running scheduler):
+    ``with _Dask(args) as dask: dask.rows(stamp, chunks)`` gives the rows chunk by chunk, in
+    input order, with a few tasks per worker in flight (paths go out, rows come back)."""
 
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise ConfigError("--workers and --scheduler run on Dask, which is not installed: "
-                          "pip install 'convnet[dask]'") from None
-    import logging
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cluster: Any = None
+        self.client: Any = None
+        self.started_s = 0.0
 
-    cluster = None
-    try:
-        if args.scheduler:
+    def __enter__(self) -> _Dask:
+        from convnet.errors import ConfigError
+
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("--workers and --scheduler run on Dask, which is not installed: "
+                              "pip install 'convnet[dask]'") from None
+        import logging
+
+        t0 = time.perf_counter()
+        if self.args.scheduler:
             try:
-                client = Client(args.scheduler, timeout="20s")
+                self.client = Client(self.args.scheduler, timeout="20s")
             except OSError as exc:
-                raise ConfigError(f"--scheduler {args.scheduler}: cannot reach a Dask "
+                raise ConfigError(f"--scheduler {self.args.scheduler}: cannot reach a Dask "
                                   f"scheduler there ({exc})") from None
         else:
-            cluster = LocalCluster(n_workers=args.workers, processes=True, threads_per_worker=1,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
-            client = Client(cluster)
-        with client:
-            workers = max(1, len(client.scheduler_info().get("workers", {})) or
-                          (args.workers or 1))
-            window: deque[Any] = deque()
-            todo = iter(chunks)
-            for chunk in todo:
-                window.append(client.submit(predict_task, stamp, chunk, args.fit, args.invert,
-                                            args.top_k, pure=False))
-                if len(window) >= 4 * workers:
-                    yield window.popleft().result()
-            while window:
+            self.cluster = LocalCluster(n_workers=self.args.workers, processes=True,
+                                        threads_per_worker=1, dashboard_address=None,
+                                        silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+        self.started_s = time.perf_counter() - t0
+        return self
+
+    @property
+    def workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def rows(self, stamp: tuple[str, int, int], chunks: list[list[tuple[str, str | None]]],
+             fit: str, invert: bool, top_k: int) -> Iterator[list[dict[str, Any]]]:
+        window: deque[Any] = deque()
+        inflight = 4 * self.workers
+        for chunk in chunks:
+            window.append(self.client.submit(predict_task, stamp, chunk, fit, invert, top_k,
+                                             pure=False))
+            if len(window) >= inflight:
                 yield window.popleft().result()
-    finally:
-        if cluster is not None:
-            cluster.close()
+        while window:
+            yield window.popleft().result()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 # ------------------------------------------------------------------------------- writers
@@ -402,7 +421,6 @@ def _save_names(paths: list[str], save_dir: str | None) -> list[str | None]:
 
 def run(args: argparse.Namespace) -> int:
     from convnet.data.files import expand_image_paths
-    from convnet.data.progress import Progress
     from convnet.errors import ConfigError
 
     if args.workers and args.scheduler:
@@ -444,22 +462,38 @@ def run(args: argparse.Namespace) -> int:
     if done:
         print(f"convnet predict: resuming {out}: {len(done):,} of {len(paths):,} images done, "
               f"{len(todo):,} to go", file=sys.stderr)
-    if args.workers or args.scheduler:
-        results = _dask(args, _stamp(args.model), chunks)
-    else:
-        results = _local(predictor, chunks, args.fit, args.invert, k)
+    with contextlib.ExitStack() as stack:
+        if args.workers or args.scheduler:
+            dask = stack.enter_context(_Dask(args))
+            print(f"convnet predict: Dask with {dask.workers} worker(s) ready in "
+                  f"{dask.started_s:.1f} s", file=sys.stderr)
+            results = dask.rows(_stamp(args.model), chunks, args.fit, args.invert, k)
+        else:
+            results = _local(predictor, chunks, args.fit, args.invert, k)
+        return _run_rows(predictor, results, out, fmt, k, len(todo))
+
+
+def _run_rows(predictor: Predictor, results: Iterator[list[dict[str, Any]]], out: Path | None,
+              fmt: str | None, k: int, count: int) -> int:
+    """Write (or print) the rows as they come; the summary; the exit status."""
+    from convnet.data.progress import Progress
+
     writer = None
     if out is not None and fmt:
         writer = _Writer(out, fmt, k, append=out.exists() and out.stat().st_size > 0)
     width = max(len(c) for c in predictor.classes)
-    failed, warned = 0, []
+    failed, warned, examples = 0, 0, []  # a few warnings to show, the rest counted
     complete = False
     t0 = time.perf_counter()
-    bar = Progress(len(todo), "predict", enabled=writer is not None or len(todo) >= _MIN_BAR)
+    bar = Progress(count, "predict", enabled=writer is not None or count >= _MIN_BAR)
     try:
         for rows in results:
             failed += sum(1 for r in rows if r["error"])
-            warned += [r for r in rows if r["warning"]]
+            for r in rows:
+                if r["warning"]:
+                    warned += 1
+                    if len(examples) < 5:
+                        examples.append(r)
             if writer is not None:
                 writer.write(rows)
             else:
@@ -471,20 +505,20 @@ def run(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close(complete)
     seconds = time.perf_counter() - t0
-    shown = warned[:1] if writer is not None else warned[:5]
+    shown = examples[:1] if writer is not None else examples
     for r in shown:
         print(f"convnet predict: warning: {r['path']} {r['warning']}", file=sys.stderr)
-    if len(warned) > len(shown):
-        print(f"convnet predict: warning: {len(warned) - len(shown)} more of the images look "
+    if warned > len(shown):
+        print(f"convnet predict: warning: {warned - len(shown)} more of the images look "
               "unlike the training images" + (" (the warning column says which)"
                                               if writer is not None else ""), file=sys.stderr)
     if writer is not None:
-        rate = len(todo) / seconds if seconds > 0 else 0.0
-        print(f"predicted {len(todo) - failed:,} images into {out} in {seconds:.1f} s "
+        rate = count / seconds if seconds > 0 else 0.0
+        print(f"predicted {count - failed:,} images into {out} in {seconds:.1f} s "
               f"({rate:,.0f} images/s)" + (f"; {failed:,} could not be read (their error column "
                                            "says why)" if failed else ""), file=sys.stderr)
     elif failed:
-        print(f"convnet predict: {failed} of {len(todo)} images could not be read",
+        print(f"convnet predict: {failed} of {count} images could not be read",
               file=sys.stderr)
     return 1 if failed else 0
 

@@ -84,7 +84,7 @@ import numpy as np
 
 from convnet.errors import DataError
 
-from .dataset import DataSplits, random_split, stratified_split
+from .dataset import DataSplits, iter_ranges, random_split, stratified_split
 
 FORMAT = "convnet-shards"
 VERSION = 1
@@ -410,7 +410,7 @@ class ShardedDataset:
             return np.bincount(self.take_labels(np.arange(len(self))),
                                minlength=self.num_classes).astype(np.int64)
         counts = np.zeros(self.num_classes, np.int64)
-        for idx in _ranges(len(self), 4096):
+        for idx in iter_ranges(len(self), 4096):
             counts += np.bincount(self.take_labels(idx).ravel(), minlength=self.num_classes)
         return counts
 
@@ -485,7 +485,7 @@ class ShardedDataset:
                 "take(indices) (training and evaluation do) instead of as one array"
             )
         out = np.empty((len(self), *self.input_shape), np.float32)
-        for idx in _ranges(len(self), 4096):
+        for idx in iter_ranges(len(self), 4096):
             out[idx[0]:idx[-1] + 1] = self.take(idx)[0]
         return out
 
@@ -493,11 +493,6 @@ class ShardedDataset:
         """Unmap the shards (they are mapped again if read later)."""
         for shard in (*self._state.x, *self._state.y):
             shard.close()
-
-
-def _ranges(n: int, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, n, size):
-        yield np.arange(start, min(start + size, n), dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------- manifest

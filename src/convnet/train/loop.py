@@ -22,13 +22,14 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from convnet.data.dataset import iter_ranges
 from convnet.errors import ConfigError, ShapeError
 from convnet.net.sequential import Sequential
 from convnet.ops import _arena
@@ -177,7 +178,7 @@ class _Feed:
                 self.reshape = None
             source = _Arrays(x, y, source.classes, source.name)
         lo, hi = None, None
-        for idx in _ranges(n, 1 << 16):
+        for idx in iter_ranges(n, 1 << 16):
             y = source.take_labels(idx)
             if y.dtype.kind not in "iu":
                 raise ConfigError(f"{what}: labels must be integer class indices, received "
@@ -210,11 +211,6 @@ class _Feed:
     def _fit_labels(self, y: np.ndarray) -> np.ndarray:
         y = y.astype(np.int64, copy=False)
         return y if self.reshape is None else y.reshape(len(y), *self.reshape)
-
-
-def _ranges(n: int, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, n, size):
-        yield np.arange(start, min(start + size, n), dtype=np.int64)
 
 
 class _Prefetch:
@@ -361,7 +357,7 @@ def _predict(net: Sequential, feed: _Feed, batch_size: int, norm: Normalize | No
     """Scores of every sample, ``batch_size`` images at a time (the images are read batch by
     batch, so only the scores are ever held for the whole set)."""
     outs = []
-    for idx in _ranges(len(feed), batch_size):
+    for idx in iter_ranges(len(feed), batch_size):
         xb, _ = feed.take(idx)
         outs.append(net.forward(norm(xb) if norm else xb, train=False))
     return np.concatenate(outs)
