@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "as the test set (default 0.2, as convnet train)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="where a named data set's files are")
+    parser.add_argument("--download", action="store_true",
+                        help="download a missing named data set from its mirrors (MD5-verified)")
     parser.add_argument("--n-train", type=positive_int, default=None, metavar="N",
                         help="fashion-seg: training canvases (default 5000, as convnet train)")
     parser.add_argument("--n-test", type=positive_int, default=None, metavar="N",
@@ -100,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = pack(args.source, args.out, size=args.size, grayscale=args.grayscale,
                       shard_size=args.shard_size, workers=args.workers,
-                      test_fraction=args.test_fraction, data_dir=args.data_dir, progress=True,
-                      **options)
+                      test_fraction=args.test_fraction, data_dir=args.data_dir,
+                      download=args.download, progress=True, **options)
     except KeyboardInterrupt:
         print("convnet pack: interrupted; the shards written so far are kept: run the same "
               "command again to continue", file=sys.stderr)

@@ -708,12 +708,15 @@ def _parse_size(size: Any) -> tuple[int, int] | None:
 
 
 def _plan_arrays(source: str, *, size: tuple[int, int] | None, grayscale: bool | None,
-                 data_dir: Any, options: dict[str, Any]) -> _Plan:
+                 data_dir: Any, download: bool, options: dict[str, Any]) -> _Plan:
     from .registry import ALIASES, load_dataset
 
     key = ALIASES.get(str(source).lower())
+    if key == "fashion-seg" and (size is not None or grayscale is not None):
+        raise DataError("fashion-seg canvases are made at their size (options canvas=...); "
+                        "--size and --grayscale/--rgb do not apply")
     loaded = load_dataset(source, data_dir=data_dir, image_size=size, grayscale=grayscale,
-                          **options)
+                          download=download, progress=None, **options)
     train, test = loaded
     name = key or str(getattr(train, "name", source))
     if key == "fashion-seg":
@@ -940,6 +943,7 @@ def pack(
     test_fraction: float = 0.2,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
+    download: bool = False,
     progress: bool = False,
     stream: IO[str] | None = None,
     **options: Any,
@@ -960,6 +964,7 @@ def pack(
         test_fraction, seed: the train/test split of a folder without ``train``/``test``
             (the same split ``load_image_folder`` makes with the same values).
         data_dir: where a named data set's files are.
+        download: fetch a missing named data set from its mirrors (MD5-verified).
         progress: show a progress bar (or, off a terminal, a line every 10 s) on ``stream``.
         **options: settings of a generated data set (``fashion-seg``: ``n_train``, ``n_test``).
 
@@ -995,7 +1000,7 @@ def pack(
                                 progress=bar)
         else:
             plan = _plan_arrays(str(source), size=hw, grayscale=grayscale, data_dir=data_dir,
-                                options=options)
+                                download=download, options=options)
         plan.shard_size = int(shard_size or _default_shard_size(plan.input_shape))
         return _execute(root, plan, pool, bar(sum(plan.counts.values()), "pack"), t0)
 
