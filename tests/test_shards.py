@@ -30,7 +30,7 @@ from convnet.data import (
     train_val_split,
     write_idx,
 )
-from convnet.data import shards as shards_mod
+from convnet.data import packing as packing_mod
 from convnet.errors import DataError
 from convnet.train import Callback, Trainer, fit, load_checkpoint
 from convnet.train.checkpoint import LAST
@@ -347,7 +347,7 @@ def test_pack_is_resumable_atomic_and_repairs(tmp_path, monkeypatch):
     root = _folder(tmp_path / "photos", broken=False)
     whole = pack(root, tmp_path / "whole", shard_size=4, workers=0)
     made = []
-    real = shards_mod._make_shard
+    real = packing_mod._make_shard
 
     def crash_after_three(*args, **kwargs):
         if len(made) == 3:
@@ -355,12 +355,12 @@ def test_pack_is_resumable_atomic_and_repairs(tmp_path, monkeypatch):
         made.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(shards_mod, "_make_shard", crash_after_three)
+    monkeypatch.setattr(packing_mod, "_make_shard", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         pack(root, tmp_path / "p", shard_size=4, workers=0)
     assert not (tmp_path / "p" / "manifest.json").exists()
     assert len(list((tmp_path / "p").glob("*-x-*.npy"))) == 3
-    monkeypatch.setattr(shards_mod, "_make_shard", real)
+    monkeypatch.setattr(packing_mod, "_make_shard", real)
     again = pack(root, tmp_path / "p", shard_size=4, workers=0)
     assert (again.made, again.kept) == (whole.made - 3, 3)
     a = json.loads((tmp_path / "whole" / "manifest.json").read_text())
@@ -374,6 +374,8 @@ def test_pack_is_resumable_atomic_and_repairs(tmp_path, monkeypatch):
     # other settings into the same directory, or a directory of other files: refused
     with pytest.raises(DataError, match=r"holds a pack of other data or settings \(.*size"):
         pack(root, tmp_path / "p", shard_size=4, size="8x8", workers=0)
+    with pytest.raises(DataError, match="inside the source folder"):
+        pack(root, root / "packed", workers=0)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not empty .*notes.txt.* and not a pack"):

@@ -33,7 +33,7 @@ from convnet.cli.args import positive_int
 
 
 def _size(text: str) -> tuple[int, int]:
-    from convnet.data.shards import _parse_size
+    from convnet.data.packing import _parse_size
     from convnet.errors import DataError
 
     try:
@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convnet.data.packing import pack
     from convnet.data.registry import ALIASES
-    from convnet.data.shards import pack
     from convnet.errors import ConfigError
 
     options = {}

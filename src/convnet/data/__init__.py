@@ -10,7 +10,8 @@
   (random crop with padding, horizontal flip; vectorised and seeded).
 - :class:`DataSource`: the one interface training reads through (``take(indices)``), implemented
   by :class:`Dataset` (arrays in memory) and :class:`~convnet.data.shards.ShardedDataset` (uint8
-  shards on disk made by :func:`pack`, opened by :func:`open_packed` or :func:`load_dataset`).
+  shards on disk made by :func:`pack` (:mod:`~convnet.data.packing`), opened by
+  :func:`open_packed` or :func:`load_dataset` (:mod:`~convnet.data.shards`).
 - :mod:`~convnet.data.fitting`: a photo fitted to a network's input (``pad``, ``crop``,
   ``squash``) and checked against the training set's statistics.
 """
@@ -36,6 +37,7 @@ from .download import (
 )
 from .idx import load_idx_pair, read_idx, write_idx
 from .images import IN_MEMORY_LIMIT, convert_images, load_image, load_image_folder
+from .packing import PackResult, pack, pack_arrays
 from .registry import (
     DEBIAN_FASHION_DIR,
     DIGIT_CLASSES,
@@ -45,7 +47,7 @@ from .registry import (
     load_digits,
     load_idx_dataset,
 )
-from .shards import ShardedDataset, is_packed, open_packed, pack, pack_arrays
+from .shards import ShardedDataset, is_packed, open_packed
 from .transforms import Augmentation, Normalizer, augment_batch, default_augmentation
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "IN_MEMORY_LIMIT",
     "MD5",
     "MIRRORS",
+    "PackResult",
     "Augmentation",
     "DataSource",
     "DataSplits",
