@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import csv
 
-import distributed  # noqa: E402,F401  (the test extra installs Dask: this test always runs)
+import distributed  # the test extra installs Dask: this test always runs
 import numpy as np
+import pytest
 from PIL import Image
 
 import convnet as cn
@@ -20,6 +21,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # two cluster starts: ~15 s on 2 busy cores (still run by the suite)
 def test_dask_local_cluster_equals_one_process(tmp_path, capsys):
     net = cn.build("INPUT(16x16x3) -> CONV(8,F=3,P=1) -> RELU -> POOL -> FC(5)", seed=0)
     model = tmp_path / "m.npz"
@@ -53,3 +55,10 @@ def test_dask_local_cluster_equals_one_process(tmp_path, capsys):
     assert len(list((tmp_path / "seen").glob("*.input.png"))) == 45
     # this process never loaded a model for the workers: they cache their own
     assert not predict_cli._MODELS
+    # a running cluster, by its scheduler's address (here one in this process: quick to start)
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c:
+        sched = tmp_path / "sched.csv"
+        assert main(["predict", str(model), str(root), "--out", str(sched), "--batch-size", "8",
+                     "--scheduler", c.scheduler_address]) == 1
+    assert [(r["path"], r["class_1"], r["error"]) for r in _rows(sched)] == \
+        [(r["path"], r["class_1"], r["error"]) for r in a]
