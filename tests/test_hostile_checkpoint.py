@@ -412,3 +412,14 @@ def test_every_failure_is_a_convnet_error(tmp_path, good):
     p = _write(tmp_path / "m.npz", {**good, "meta": np.array("[]")})
     with pytest.raises(ConvnetError):
         cn.load(p)
+
+
+def test_eval_of_a_model_whose_scores_overflow_is_an_error_not_a_nan(tmp_path, capsys):
+    """issue 20 (6): `convnet eval` never prints an accuracy from NaN/Inf scores."""
+    net = cn.build("INPUT(8x8x1) -> FC(10)", seed=0)
+    net.layers[0].params["W"][...] = 3e38
+    p = str(cn.save(net, tmp_path / "huge.npz"))
+    code = main(["eval", p, "--data", "digits"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "scores on" in err and "are not finite (NaN or Inf)" in err

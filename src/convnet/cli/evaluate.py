@@ -43,7 +43,7 @@ import sys
 
 import numpy as np
 
-from convnet.errors import ConfigError, ShapeError
+from convnet.errors import ConfigError, InputError, ShapeError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         raise ShapeError(f"{ds.name} has {ds.num_classes} classes but the model outputs {C}")
     classes = ckpt.classes or ds.classes
     r = evaluate(net, ds, batch_size=args.batch_size, normalizer=ckpt.normalizer)
+    if not math.isfinite(r["loss"]):
+        # NaN or Inf scores (weights that overflow): no accuracy can be trusted (issue 20)
+        raise InputError(f"{ckpt.path}: the model's scores on {ds.name or 'the test set'} are "
+                         "not finite (NaN or Inf): its weights overflow; retrain it, or check "
+                         "the checkpoint")
     cm = r["confusion"]
     if "mean_iou" in r:
         return _report_segmentation(ckpt, ds, args, r, classes)

@@ -18,7 +18,8 @@ from convnet.errors import ConvnetError
 VERBS = [
     ("train", "convnet.cli.train", "train a network on a data set (default: digits)"),
     ("eval", "convnet.cli.evaluate", "accuracy, precision/recall/F1 per class, confusion matrix"),
-    ("predict", "convnet.cli.predict", "top-k classes for image files"),
+    ("predict", "convnet.cli.predict", "top-k classes for image files, folders or globs"),
+    ("pack", "convnet.cli.pack", "a data set as uint8 shards, to train on out of core"),
     ("summary", "convnet.cli.summary", "every layer's volume, parameters, MACs, receptive field"),
     ("explain", "convnet.cli.explain", "the derivation of every shape and count, in words"),
     ("convert", "convnet.cli.convert", "turn FC layers into CONV (fully convolutional)"),

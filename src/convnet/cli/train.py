@@ -18,11 +18,17 @@ examples:
   convnet train --arch "INPUT(8x8x1) -> CONV(8,F=3,P=1) -> RELU -> POOL -> FC(10)" --lr 0.1
   convnet train --resume runs/fashion --epochs 15
   convnet train --data fashion-seg --out runs/seg     # segmentation: reports mean IoU
+  convnet pack photos/ -o photos-packed && convnet train --data photos-packed --arch ...
 
 With --data fashion-seg the network (default: the zoo's "segnet" encoder-decoder) outputs a map
 of class scores of the image's size; the loss is averaged over pixels, there is no
 augmentation, and the validation and test mean IoU are reported. A classifier without FC may
 end in a 1x1xK volume (CONV to 1x1xK, or GAP): its scores are the image's class scores.
+
+A packed directory (`convnet pack SOURCE -o DIR`) is trained on out of core: batches are read
+from its uint8 shards by a background thread, memory stays at a few batches plus the model
+whatever the data set's size, and the result is bit for bit the same as from memory. A folder
+of images larger than 2 GB as float32 is refused with the `convnet pack` command to run.
 """
 
 from __future__ import annotations
@@ -106,7 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "network made for the data set, e.g. 'digits')")
     g.add_argument("--data", metavar="NAME|PATH", default=None,
                    help="digits (default, built in), mnist, fashion, cifar10, fashion-seg "
-                        "(segmentation canvases of Fashion-MNIST items), or a directory")
+                        "(segmentation canvases of Fashion-MNIST items), or a directory: "
+                        "IDX files, CIFAR-10 batches, class folders of images (up to 2 GB as "
+                        "float32), or a packed directory (`convnet pack`: trained on out of "
+                        "core, memory bounded)")
     g.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where a named data set's files are")
     g.add_argument("--n-train", type=positive_int, default=None, metavar="N",
@@ -140,6 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="run directory (default runs/<data>-<date>-<time>)")
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR exactly where it stopped")
+    g.add_argument("--prefetch", type=_int, default=None, metavar="N",
+                   help="batches a background thread reads ahead while the network computes "
+                        "(default 2 for packed data, 0 for data in memory); results do not "
+                        "depend on it")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="BLAS threads (default: all cores; 1 for digits, whose tiny matrices "
                         "run faster on one)")
@@ -169,10 +182,8 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[st
         if "epochs" in given:
             s["epochs"] = given["epochs"]
         return s
-    from convnet.data.registry import ALIASES
-
     data = given.get("data", "digits")
-    key = ALIASES.get(str(data).lower(), "")
+    key = _data_key(data)
     recipe = RECIPES.get(key, FALLBACK)
     s = {**recipe, "data": data, "seed": 0, "augment": None, "val_split": 0.1,
          "early_stop": None}
@@ -197,6 +208,20 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[st
     return s
 
 
+def _data_key(data: Any) -> str:
+    """The canonical name of a data set (a packed directory: the name of what was packed)."""
+    from convnet.data.registry import ALIASES
+
+    key = ALIASES.get(str(data).lower(), "")
+    if not key:
+        from convnet.data.shards import is_packed, read_manifest
+
+        path = Path(str(data)).expanduser()
+        if path.is_dir() and is_packed(path):
+            key = ALIASES.get(str(read_manifest(path).get("name", "")).lower(), "")
+    return key
+
+
 def _make_optimizer(s: dict[str, Any]) -> Any:
     from convnet.optim import make_optimizer
 
@@ -216,7 +241,12 @@ def _default_out(data: str) -> Path:
 
 
 def _data_options(s: dict[str, Any]) -> dict[str, Any]:
-    """Settings of a generated data set (fashion-seg: how many canvases to make)."""
+    """Settings of a generated data set (fashion-seg: how many canvases to make); a packed
+    fashion-seg directory holds the canvases it was packed with."""
+    from convnet.data.registry import ALIASES
+
+    if ALIASES.get(str(s.get("data")).lower()) != "fashion-seg":
+        return {}
     return {k: s[k] for k in ("n_train", "n_test") if s.get(k) is not None}
 
 
@@ -228,8 +258,8 @@ def _check_output(net: Any, train: Any) -> bool:
     take a map of class scores of the image's size, ``H x W x C``.
     """
     out, C = tuple(net.output_shape), train.num_classes
-    if train.y.ndim > 1:
-        h, w = train.y.shape[1:]
+    if train.label_shape:
+        h, w = train.label_shape
         if out != (h, w, C):
             raise ShapeError(
                 f"the network outputs {'x'.join(map(str, out))} but {train.name} has one label "
@@ -344,7 +374,7 @@ def _run(args: argparse.Namespace) -> int:
     if s["val_split"]:
         train, val = train_val_split(train, s["val_split"], seed=0)
     normalizer = (Normalizer(**ckpt.normalizer) if ckpt and ckpt.normalizer
-                  else Normalizer.fit(train.x))
+                  else Normalizer.fit(train))  # packed data: read chunk by chunk
     augment = _augmentation(s, train, per_pixel)
 
     steps_per_epoch = math.ceil(len(train) / s["batch_size"])
@@ -371,7 +401,7 @@ def _run(args: argparse.Namespace) -> int:
         net, train, val, epochs=s["epochs"], batch_size=s["batch_size"], optimizer=optimizer,
         schedule=schedule, callbacks=callbacks, seed=s["seed"], augment=augment,
         normalizer=normalizer, classes=train.classes, config={"cli": cli_config},
-        input_info=input_info,
+        input_info=input_info, prefetch=args.prefetch,
     )
     if ckpt is not None:
         trainer.restore(ckpt)

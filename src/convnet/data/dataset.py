@@ -1,4 +1,11 @@
-"""The in-memory data set every loader returns, and reproducible splits of it.
+"""The data set interface training reads through, the in-memory data set every loader returns,
+and reproducible splits.
+
+:class:`DataSource` is the one interface: random access to samples by their global index,
+``take(indices) -> (x, y)``. Training gathers every batch through it (one call per batch, for
+the batch's sample indices), so the same loop trains from arrays in memory or from packed
+shards on disk (:class:`~convnet.data.shards.ShardedDataset`), and a process that trains on a
+share of each batch (data-parallel ranks) asks for just its indices.
 
 A :class:`Dataset` is images and labels held as NumPy arrays, ready for a network:
 
@@ -13,11 +20,64 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from convnet.errors import DataError
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Random access to a data set's samples by global index: what training reads through.
+
+    Attributes:
+        name: the data set's name (messages, the default augmentation).
+        classes: class names; labels index into them.
+        hflip: whether a horizontal flip keeps the label.
+        in_memory: True when ``take`` only copies from memory (no reason to prefetch).
+
+    Shape:
+        - ``input_shape``: ``(H, W, D)`` of one image
+        - ``label_shape``: ``()`` for one label per image, ``(H, W)`` for one per pixel
+        - ``take(indices)``: ``indices (n,)`` int -> ``x (n, H, W, D)`` float32 in ``[0, 1]``
+          (not normalised: augmentation and normalisation are the trainer's), ``y (n,
+          *label_shape)`` int64, both in the order of ``indices``
+        - ``take_labels(indices)``: the ``y`` of ``take`` without reading any image
+
+    Implemented by :class:`Dataset` (arrays in memory), by
+    :class:`~convnet.data.segmentation.SegmentationDataset` and by
+    :class:`~convnet.data.shards.ShardedDataset` (uint8 shards on disk). The same indices give
+    the same values from all of them, bit for bit, for the same images.
+    """
+
+    name: str
+    classes: list[str]
+    hflip: bool
+    in_memory: bool
+
+    def __len__(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def label_shape(self) -> tuple[int, ...]: ...
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def take_labels(self, indices: np.ndarray) -> np.ndarray: ...
+
+
+def is_source(data: Any) -> bool:
+    """True for anything implementing :class:`DataSource` (checked by its two methods)."""
+    return callable(getattr(data, "take", None)) and callable(getattr(data, "take_labels", None))
+
+
+def iter_ranges(n: int, size: int) -> Iterator[np.ndarray]:
+    """Consecutive index ranges ``[0, size), [size, 2 size), ...`` covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield np.arange(start, min(start + size, n), dtype=np.int64)
 
 
 @dataclass
@@ -46,6 +106,8 @@ class Dataset:
     name: str = "data"
     hflip: bool = False
     source: str = field(default="", repr=False)
+    #: the images are arrays in memory (see :class:`DataSource`)
+    in_memory = True
 
     def __post_init__(self) -> None:
         x = np.asarray(self.x)
@@ -88,8 +150,20 @@ class Dataset:
         return (int(h), int(w), int(d))
 
     @property
+    def label_shape(self) -> tuple[int, ...]:
+        """``()``: one class index per image."""
+        return ()
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x[indices], y[indices])``: one gather each (see :class:`DataSource`)."""
+        return self.x[indices], self.y[indices]
+
+    def take_labels(self, indices: np.ndarray) -> np.ndarray:
+        return self.y[indices]
 
     def class_counts(self) -> np.ndarray:
         """Images per class, ``(num_classes,)`` int64."""
@@ -158,6 +232,17 @@ def stratified_split(
     mask = np.ones(len(y), dtype=bool)
     mask[part] = False
     return np.flatnonzero(mask), part
+
+
+def random_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(rest, part)`` of a random split of ``range(n)``, ``part`` holding
+    ``max(1, round(fraction * n))`` of them; both sorted (for data with no class per image to
+    stratify by, such as per-pixel labels)."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"split fraction={fraction!r} must lie strictly between 0 and 1")
+    order = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(fraction * n)))
+    return np.sort(order[k:]), np.sort(order[:k])
 
 
 def train_val_split(

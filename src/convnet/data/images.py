@@ -274,6 +274,11 @@ def _load_items(
     return x, y
 
 
+#: Above this many bytes as float32, :func:`load_image_folder` refuses to load a folder into memory
+#: and says how to pack it into shards instead (2 GiB).
+IN_MEMORY_LIMIT = 2 * 1024**3
+
+
 def load_image_folder(
     path: str | os.PathLike,
     *,
@@ -282,6 +287,7 @@ def load_image_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
     hflip: bool = False,
+    max_bytes: float | None = None,
 ) -> DataSplits:
     """Load a folder of images with one sub-folder per class.
 
@@ -297,6 +303,10 @@ def load_image_folder(
         test_fraction: share of each class held out as the test set (first layout only).
         seed: seed of that split; keep it fixed so the test set does not change.
         hflip: whether horizontal flips keep the labels (allows flip augmentation).
+        max_bytes: the most the images may take as float32 (default :data:`IN_MEMORY_LIMIT`,
+            2 GiB; ``math.inf`` for no limit). Above it nothing is decoded and the
+            :class:`DataError` gives the ``convnet pack`` command that makes shards to train
+            from with bounded memory.
 
     Shape:
         - train.x ``(N, H, W, D)`` float32 in ``[0, 1]``, ``D`` 1 or 3.
@@ -330,6 +340,7 @@ def load_image_folder(
     if grayscale is None:
         grayscale = gray_votes * 2 > len(all_items)  # a tie keeps colour
     channels = 1 if grayscale else 3
+    _check_in_memory(root, len(all_items), (*hw, channels), max_bytes, image_size, grayscale)
 
     name = str(root)
     common = dict(classes=classes, name=name, hflip=hflip, source=name)
@@ -341,6 +352,78 @@ def load_image_folder(
     full = Dataset(x, y, **common)
     rest, test = stratified_split(y, test_fraction, seed, len(classes))
     return DataSplits(full.subset(rest), full.subset(test))
+
+
+def _check_in_memory(root: Path, n: int, shape: tuple[int, int, int], max_bytes: float | None,
+                     image_size: int | Sequence[int] | None, grayscale: bool | None) -> None:
+    """Refuse a folder whose float32 images exceed ``max_bytes``, with the pack command."""
+    import shlex
+
+    limit = IN_MEMORY_LIMIT if max_bytes is None else max_bytes
+    need = n * int(np.prod(shape)) * 4
+    if need <= limit:
+        return
+    h, w, d = shape
+    flags = f" --size {h}x{w}" if image_size is not None else ""
+    if grayscale is not None:
+        flags += " --grayscale" if grayscale else " --rgb"
+    packed = root.with_name(root.name + "-packed")
+    raise DataError(
+        f"{root}: {n:,} images of {h}x{w}x{d} take {need / 1e9:.2f} GB as float32, more than "
+        f"the {limit / 1e9:.2f} GB loaded into memory: pack them into uint8 shards once and "
+        f"train from those with bounded memory: convnet pack {shlex.quote(str(root))} -o "
+        f"{shlex.quote(str(packed))}{flags} then convnet train --data "
+        f"{shlex.quote(str(packed))} (from Python: convnet.data.pack(...) and "
+        f"load_dataset(...) of the packed folder; or max_bytes=math.inf to load it anyway)"
+    )
+
+
+def scan_image_folder(
+    path: str | os.PathLike,
+) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]] | None]:
+    """``(classes, items, test_items)`` of a folder in :func:`load_image_folder`'s layouts.
+
+    ``items`` are ``(file, class index)`` in the order :func:`load_image_folder` loads them;
+    ``test_items`` is None for ``root/<class>/...`` (split later) and the test half of
+    ``root/train`` + ``root/test`` (then ``items`` is the train half). Nothing is opened.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory of class folders")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes, train_items = _scan(root / "train")
+        test_classes, test_items = _scan(root / "test")
+        if test_classes != classes:
+            raise DataError(
+                f"{root}: train/ and test/ have different class folders: "
+                f"{classes} vs {test_classes}"
+            )
+        return classes, train_items, test_items
+    classes, items = _scan(root)
+    return classes, items, None
+
+
+def image_header(path: str | os.PathLike) -> tuple[int, int, bool]:
+    """``(H, W, grayscale)`` from the file's header alone (no pixel decoded)."""
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width, is_gray_mode(img.mode)
+    except (OSError, ValueError, SyntaxError) as exc:
+        reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) \
+            else str(exc)
+        raise DataError(f"{path}: {reason}") from exc
+
+
+def decode_uint8(path: str | os.PathLike, hw: tuple[int, int], channels: int) -> np.ndarray:
+    """The image :func:`load_image_folder` makes of ``path``, as uint8 ``(H, W, channels)``.
+
+    ``decode_uint8(p, hw, d) / np.float32(255)`` is bit for bit the float32 image the folder
+    loader holds for an 8-bit file (the loader's values are ``k / 255``); 16-bit and float
+    images are rounded to the nearest of the 256 levels.
+    """
+    path = Path(path)
+    a, _ = _convert(open_image(path), hw, channels, path)
+    return np.rint(a * np.float32(255.0)).astype(np.uint8)
 
 
 def convert_images(

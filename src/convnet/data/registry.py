@@ -10,7 +10,9 @@ Names:
       ``<cache>/cifar10/cifar-10-batches-py``; with ``download=True`` the archive is fetched,
       verified and unpacked.
 
-Paths: a directory holding IDX files, CIFAR-10 batches, or one sub-folder per class of images.
+Paths: a directory holding IDX files, CIFAR-10 batches, one sub-folder per class of images, or
+packed shards (``convnet pack``; opened as :class:`~convnet.data.shards.ShardedDataset`, read
+from disk batch by batch).
 """
 
 from __future__ import annotations
@@ -265,8 +267,8 @@ def load_dataset(
 
     Args:
         name_or_path: ``digits`` (default), ``mnist``, ``fashion-mnist``/``fashion``,
-            ``cifar10``, or a directory (IDX files, CIFAR-10 batches, or class folders of
-            images).
+            ``cifar10``, or a directory (IDX files, CIFAR-10 batches, class folders of images
+            (up to 2 GiB as float32), or packed shards).
         data_dir: where a named data set's files are (searched first; downloads go there).
         cache_dir: the download cache; default ``$CONVNET_DATA`` or ``~/.cache/convnet``.
         download: fetch missing files from the mirrors (MD5-verified).
@@ -319,6 +321,12 @@ def load_dataset(
             )
         if not path.is_dir():
             raise DataError(f"{path}: a data set path must be a directory")
+        from .shards import is_packed, open_packed
+
+        if is_packed(path):
+            splits = open_packed(path)
+            _check_packed_options(path, splits, image_size, grayscale)
+            return splits
         if _find_idx(path) is not None:
             splits = load_idx_dataset(path, name=path.name or str(path))
         elif cifar.find_batch_dir(path) is not None:
@@ -329,6 +337,18 @@ def load_dataset(
                                      test_fraction=test_fraction, seed=seed)
     check_splits(splits.train, splits.test, name_or_path)
     return _adapt(splits, image_size, grayscale)
+
+
+def _check_packed_options(path: Path, splits: DataSplits, image_size: Any,
+                          grayscale: bool | None) -> None:
+    """A packed set is read as packed: a size or mode other than its own is an error."""
+    h, w, d = splits.train.input_shape
+    want = None if image_size is None else (
+        (image_size, image_size) if isinstance(image_size, int) else tuple(image_size))
+    if (want is not None and tuple(want) != (h, w)) or \
+            (grayscale is not None and (1 if grayscale else 3) != d):
+        raise DataError(f"{path}: packed at {h}x{w}x{d}; shards are not resized when read: "
+                        "pack the source again with the size (--size) and mode wanted")
 
 
 def _adapt(

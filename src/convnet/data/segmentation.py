@@ -58,6 +58,8 @@ class SegmentationDataset:
     name: str = "segmentation"
     hflip: bool = False  # augmentation would have to flip the labels too: not offered
     source: str = field(default="", repr=False)
+    #: the images are arrays in memory (see :class:`~convnet.data.dataset.DataSource`)
+    in_memory = True
 
     def __post_init__(self) -> None:
         x, y = np.asarray(self.x, np.float32), np.asarray(self.y, np.int64)
@@ -86,8 +88,20 @@ class SegmentationDataset:
         return (int(h), int(w), int(d))
 
     @property
+    def label_shape(self) -> tuple[int, ...]:
+        """``(H, W)``: one class index per pixel."""
+        return tuple(int(v) for v in self.y.shape[1:])
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x[indices], y[indices])`` (see :class:`~convnet.data.dataset.DataSource`)."""
+        return self.x[indices], self.y[indices]
+
+    def take_labels(self, indices: np.ndarray) -> np.ndarray:
+        return self.y[indices]
 
     def class_counts(self) -> np.ndarray:
         """Pixels per class, ``(num_classes,)`` int64."""
@@ -100,11 +114,10 @@ class SegmentationDataset:
                                                             SegmentationDataset]:
         """A random ``(rest, part)`` split with ``part`` holding ``fraction`` of the canvases
         (canvases are random already; there is no per-image class to stratify by)."""
-        if not 0.0 < fraction < 1.0:
-            raise DataError(f"split fraction={fraction!r} must lie strictly between 0 and 1")
-        order = np.random.default_rng(seed).permutation(len(self))
-        k = max(1, int(round(fraction * len(self))))
-        return self.subset(np.sort(order[k:])), self.subset(np.sort(order[:k]))
+        from .dataset import random_split
+
+        rest, part = random_split(len(self), fraction, seed)
+        return self.subset(rest), self.subset(part)
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None
                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -20,8 +20,14 @@ import numpy as np
 from convnet.errors import DataError
 
 # Images per chunk when accumulating float64 statistics: bounds the temporary to ~100 MB for
-# 32x32x3 images instead of a float64 copy of the whole training set.
+# 32x32x3 images instead of a float64 copy of the whole training set. Larger images take fewer
+# per chunk (the same 4096 * 3072 values), so the bound holds for any image size.
 _STATS_CHUNK = 4096
+_STATS_VALUES = 4096 * 32 * 32 * 3
+
+
+def _stats_chunk(values_per_image: int) -> int:
+    return max(1, min(_STATS_CHUNK, _STATS_VALUES // max(values_per_image, 1)))
 
 
 @dataclass
@@ -69,23 +75,44 @@ class Normalizer:
         return None
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Normalizer:
+    def fit(cls, x: Any) -> Normalizer:
         """Per-channel mean and (population) standard deviation of ``x (N, H, W, D)``.
+
+        ``x`` is an array or any :class:`~convnet.data.dataset.DataSource` (a Dataset, packed
+        shards): a source is read chunk by chunk through ``take``, so the images never have to
+        be in memory at once, and the result is bit for bit the one of its images as an array.
 
         Accumulated in float64 chunk by chunk, two passes (mean, then squared deviations),
         which stays accurate over tens of millions of pixels where float32 sums would not.
         """
-        x = np.asarray(x)
-        if x.ndim != 4 or x.shape[0] == 0:
-            raise DataError(f"Normalizer.fit: expected images (N, H, W, D), got shape {x.shape}")
-        count = x.shape[0] * x.shape[1] * x.shape[2]
-        total = np.zeros(x.shape[3], np.float64)
-        for s in range(0, x.shape[0], _STATS_CHUNK):
-            total += x[s : s + _STATS_CHUNK].sum(axis=(0, 1, 2), dtype=np.float64)
+        from .dataset import is_source
+
+        if is_source(x):
+            n, shape = len(x), tuple(x.input_shape)
+
+            def chunks() -> Any:
+                size = _stats_chunk(int(np.prod(shape)))
+                for s in range(0, n, size):
+                    yield x.take(np.arange(s, min(s + size, n), dtype=np.int64))[0]
+        else:
+            x = np.asarray(x)
+            n, shape = (x.shape[0], x.shape[1:]) if x.ndim else (0, ())
+
+            def chunks() -> Any:
+                size = _stats_chunk(int(np.prod(shape)))
+                for s in range(0, n, size):
+                    yield x[s : s + size]
+        if len(shape) != 3 or n == 0:
+            raise DataError(f"Normalizer.fit: expected images (N, H, W, D), got shape "
+                            f"{(n, *shape)}")
+        count = n * shape[0] * shape[1]
+        total = np.zeros(shape[2], np.float64)
+        for chunk in chunks():
+            total += chunk.sum(axis=(0, 1, 2), dtype=np.float64)
         mean = total / count
-        sq = np.zeros(x.shape[3], np.float64)
-        for s in range(0, x.shape[0], _STATS_CHUNK):
-            dev = x[s : s + _STATS_CHUNK].astype(np.float64) - mean
+        sq = np.zeros(shape[2], np.float64)
+        for chunk in chunks():
+            dev = np.subtract(chunk, mean, dtype=np.float64)  # one float64 temporary, not two
             sq += np.einsum("nhwd,nhwd->d", dev, dev)
         std = np.sqrt(sq / count)
         std[std < 1e-8] = 1.0

@@ -1,10 +1,14 @@
 """The training loop: ``fit(net, train, val, ...)`` and ``evaluate(net, data)``.
 
 One epoch is a permutation of the training images drawn from the *data generator*, cut into
-mini-batches by index (``x[order[i:i+B]]``: one gather per batch, no loop over images). The same
-generator drives augmentation, and ``net.rng`` drives dropout, so a run is fully determined by
-its seed; both generator states, the permutation of an interrupted epoch and the optimiser state
-go into checkpoints, which is what makes ``--resume`` bit-identical to an uninterrupted run.
+mini-batches by index: each batch is one ``data.take(order[i:i+B])`` (a
+:class:`~convnet.data.dataset.DataSource`: arrays in memory, or packed shards on disk read with
+bounded memory), gathered ahead by a background thread (``prefetch``) while the network
+computes. The same generator drives augmentation (in the training thread, after the gather),
+and ``net.rng`` drives dropout, so a run is fully determined by its seed, whatever the source
+and the prefetch depth; both generator states, the permutation of an interrupted epoch and the
+optimiser state go into checkpoints, which is what makes ``--resume`` bit-identical to an
+uninterrupted run.
 
 Labels may be per image, ``y (N,)``, or per pixel, ``y (N, H, W)`` for a network that outputs
 score maps ``(N, H, W, C)`` (segmentation); loss and accuracy are then means over pixels.
@@ -12,8 +16,11 @@ score maps ``(N, H, W, C)`` (segmentation); loss and accuracy are then means ove
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from convnet.data.dataset import iter_ranges
 from convnet.data.transforms import Normalizer
 from convnet.errors import ConfigError, ShapeError
 from convnet.net.graph import Graph
@@ -74,58 +82,202 @@ class History:
 
 
 # ------------------------------------------------------------------------------------ data
-def _unpack(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """``(x, y, classes)`` from a Dataset (anything with ``.x`` and ``.y``) or an ``(x, y)``."""
+class _Arrays:
+    """``(x, y)`` arrays (or an object with ``.x``/``.y`` but no ``take``) as a DataSource."""
+
+    in_memory = True
+    hflip = False
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, classes: Any = None,
+                 name: str = "data") -> None:
+        self.x, self.y, self.classes, self.name = x, y, classes, name
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0]) if self.x.ndim else 0
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        return tuple(self.y.shape[1:])
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[indices], self.y[indices]
+
+    def take_labels(self, indices: np.ndarray) -> np.ndarray:
+        return self.y[indices]
+
+
+def _source(data: Any, what: str) -> tuple[Any, list[str] | None]:
+    """``(source, classes)``: a DataSource as given, or arrays wrapped as one."""
+    from convnet.data.dataset import is_source
+
+    if is_source(data):
+        return data, getattr(data, "classes", None)
     if hasattr(data, "x") and hasattr(data, "y"):
-        return np.asarray(data.x), np.asarray(data.y), getattr(data, "classes", None)
+        return _Arrays(np.asarray(data.x), np.asarray(data.y)), getattr(data, "classes", None)
     try:
         x, y = data
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{what}: expected a Dataset or an (x, y) pair of arrays, received "
+            f"{what}: expected a Dataset, a DataSource or an (x, y) pair of arrays, received "
             f"{type(data).__name__}"
         ) from None
-    return np.asarray(x), np.asarray(y), None
+    return _Arrays(np.asarray(x), np.asarray(y)), None
 
 
-def _check_data(net: Graph, x: np.ndarray, y: np.ndarray, what: str) -> tuple[
-        np.ndarray, np.ndarray]:
-    """Validate once, up front, so no batch can fail halfway through an epoch."""
-    want_x = net.input_shape
-    if x.shape[1:] != want_x:
-        raise ShapeError(
-            f"{what}: images of shape {x.shape[1:]} (x {x.shape}) do not fit the network's "
-            f"input {want_x}; load the data at that size or build the network for "
-            f"INPUT({'x'.join(map(str, x.shape[1:]))})"
-        )
-    out = net.output_shape
-    want_y = out[:-1]
-    if y.ndim == 1 and want_y and all(d == 1 for d in want_y):
-        # A network ending in a 1x1xK volume (CONV to 1x1xK, or a pool over the whole map)
-        # classifies: its one score position per image holds the image's K class scores.
-        y = y.reshape(y.shape[0], *want_y)
-    if y.shape != (x.shape[0], *want_y):
-        kind = "one class index per image" if not want_y else \
-            f"one class index per output position {want_y} (per-pixel labels)"
-        raise ShapeError(
-            f"{what}: labels of shape {y.shape} for {x.shape[0]} images; the network outputs "
-            f"{out}, so it needs {kind}: labels of shape {(x.shape[0], *want_y)}"
-        )
-    if x.shape[0] == 0:
-        raise ShapeError(f"{what}: no images")
-    if y.dtype.kind not in "iu":
-        raise ConfigError(f"{what}: labels must be integer class indices, received dtype "
-                          f"{y.dtype}")
-    C = out[-1]
-    if y.min() < 0 or y.max() >= C:
-        raise ConfigError(
-            f"{what}: labels range over [{y.min()}, {y.max()}] but the network has {C} outputs "
-            f"(classes 0..{C - 1}); end the network with FC({int(y.max()) + 1}) or check the "
-            "labels"
-        )
-    if x.dtype != net.dtype:
-        x = x.astype(net.dtype)
-    return x, y.astype(np.int64, copy=False)
+class _Feed:
+    """A checked DataSource and what each batch needs to fit the network.
+
+    Everything is validated once, up front, so no batch can fail halfway through an epoch:
+    the image shape, the label shape (a ``(1, 1, K)`` output takes one label per image,
+    reshaped per batch), integer labels within the network's classes (read through
+    ``take_labels`` in chunks: no image is read). Batches come from ``take`` and are cast to
+    the network's dtype (arrays given as ``(x, y)`` are cast once here instead, as they always
+    were).
+    """
+
+    def __init__(self, net: Graph, data: Any, what: str) -> None:
+        source, self.classes = _source(data, what)
+        want_x = tuple(net.input_shape)
+        shape = tuple(int(v) for v in source.input_shape)
+        n = len(source)
+        if shape != want_x:
+            raise ShapeError(
+                f"{what}: images of shape {shape} ({n} of them) do not fit the network's "
+                f"input {want_x}; load the data at that size or build the network for "
+                f"INPUT({'x'.join(map(str, shape))})"
+            )
+        out = net.output_shape
+        want_y = tuple(out[:-1])
+        label_shape = tuple(source.label_shape)
+        self.reshape: tuple[int, ...] | None = None
+        if not label_shape and want_y and all(d == 1 for d in want_y):
+            # A network ending in a 1x1xK volume (CONV to 1x1xK, or a pool over the whole map)
+            # classifies: its one score position per image holds the image's K class scores.
+            self.reshape = want_y
+            label_shape = want_y
+        if label_shape != want_y:
+            kind = "one class index per image" if not want_y else \
+                f"one class index per output position {want_y} (per-pixel labels)"
+            raise ShapeError(
+                f"{what}: labels of shape {(n, *source.label_shape)} for {n} images; the "
+                f"network outputs {out}, so it needs {kind}: labels of shape {(n, *want_y)}"
+            )
+        if n == 0:
+            raise ShapeError(f"{what}: no images")
+        if isinstance(source, _Arrays):
+            if source.y.dtype.kind not in "iu":
+                raise ConfigError(f"{what}: labels must be integer class indices, received "
+                                  f"dtype {source.y.dtype}")
+            x = source.x if source.x.dtype == net.dtype else source.x.astype(net.dtype)
+            y = source.y.astype(np.int64, copy=False)
+            if self.reshape is not None:
+                y = y.reshape(n, *self.reshape)
+                self.reshape = None
+            source = _Arrays(x, y, source.classes, source.name)
+        lo, hi = None, None
+        for idx in iter_ranges(n, 1 << 16):
+            y = source.take_labels(idx)
+            if y.dtype.kind not in "iu":
+                raise ConfigError(f"{what}: labels must be integer class indices, received "
+                                  f"dtype {y.dtype}")
+            lo = int(y.min()) if lo is None else min(lo, int(y.min()))
+            hi = int(y.max()) if hi is None else max(hi, int(y.max()))
+        C = out[-1]
+        if lo < 0 or hi >= C:
+            raise ConfigError(
+                f"{what}: labels range over [{lo}, {hi}] but the network has {C} outputs "
+                f"(classes 0..{C - 1}); end the network with FC({hi + 1}) or check the "
+                "labels"
+            )
+        self.source = source
+        self.dtype = net.dtype
+        self.per_pixel = bool(source.label_shape)  # segmentation, not a (1, 1, K) classifier
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.source.take(indices)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x, self._fit_labels(y)
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        return self._fit_labels(self.source.take_labels(indices))
+
+    def _fit_labels(self, y: np.ndarray) -> np.ndarray:
+        y = y.astype(np.int64, copy=False)
+        return y if self.reshape is None else y.reshape(len(y), *self.reshape)
+
+
+class _Prefetch:
+    """Batches ``order[b*B:(b+1)*B]`` from ``start`` on, gathered ``depth`` ahead by a thread.
+
+    Only the gather (``take``: reading and converting the images) runs in the thread; the
+    augmentation and everything else that draws random numbers stays in the training thread,
+    in the same order as without prefetching, so results do not depend on ``depth``, and a
+    checkpoint written between batches holds the generators' true state. ``depth=0`` gathers in
+    the calling thread. An exception in the thread (a shard whose hash is wrong) is raised by
+    the next call to :meth:`next`.
+    """
+
+    def __init__(self, feed: _Feed, order: np.ndarray, batch_size: int, start: int,
+                 depth: int) -> None:
+        self.feed, self.order, self.batch_size = feed, order, batch_size
+        self.next_batch = start
+        self.steps = math.ceil(len(order) / batch_size)
+        self.depth = depth
+        self._thread: threading.Thread | None = None
+        if depth > 0 and start < self.steps:
+            self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._work, args=(start,),
+                                            name="convnet-prefetch", daemon=True)
+            self._thread.start()
+
+    def _indices(self, b: int) -> np.ndarray:
+        return self.order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def _work(self, start: int) -> None:
+        for b in range(start, self.steps):
+            if self._stop.is_set():
+                return
+            try:
+                item: Any = self.feed.take(self._indices(b))
+            except BaseException as exc:  # handed to the training thread, raised there
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch's ``(x, y)``."""
+        b = self.next_batch
+        self.next_batch += 1
+        if self._thread is None:
+            return self.feed.take(self._indices(b))
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (a batch it is gathering is finished and dropped)."""
+        if self._thread is not None:
+            self._stop.set()
+            while self._thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get(timeout=0.05)
+            self._thread = None
 
 
 def _as_normalize(normalizer: Any) -> Normalize | None:
@@ -168,11 +320,11 @@ def evaluate(
         "predictions" (N, ...) int64}``; for per-pixel labels also ``"iou" (C,)`` and
         ``"mean_iou"`` (over the classes present), and ``count`` counts pixels.
     """
-    x, y, _ = _unpack(data, "evaluate")
-    per_image = y.ndim == 1
-    x, y = _check_data(net, x, y, "evaluate")
+    feed = _Feed(net, data, "evaluate")
+    per_image = not feed.source.label_shape
     norm = _as_normalize(normalizer)
-    scores = _predict(net, x, batch_size, norm)
+    scores = _predict(net, feed, batch_size, norm)
+    y = feed.labels(np.arange(len(feed), dtype=np.int64))
     C = int(num_classes or net.output_shape[-1])
     loss = float("nan")
     if np.all(np.isfinite(scores)):
@@ -195,11 +347,13 @@ def evaluate(
     return out
 
 
-def _predict(net: Graph, x: np.ndarray, batch_size: int, norm: Normalize | None) -> \
+def _predict(net: Graph, feed: _Feed, batch_size: int, norm: Normalize | None) -> \
         np.ndarray:
+    """Scores of every sample, ``batch_size`` images at a time (the images are read batch by
+    batch, so only the scores are ever held for the whole set)."""
     outs = []
-    for s in range(0, len(x), batch_size):
-        xb = x[s:s + batch_size]
+    for idx in iter_ranges(len(feed), batch_size):
+        xb, _ = feed.take(idx)
         outs.append(net.forward(norm(xb) if norm else xb, train=False))
     return np.concatenate(outs)
 
@@ -232,19 +386,30 @@ class Trainer:
         config: Mapping[str, Any] | None = None,
         input_info: Mapping[str, Any] | None = None,
         eval_batch_size: int = 256,
+        prefetch: int | None = None,
     ) -> None:
         from convnet.optim import Optimizer, make_optimizer, make_schedule
 
         if not isinstance(net, Graph):
             raise ConfigError(f"fit: expected a Graph network, received {type(net).__name__}")
         self.net = net
-        x, y, data_classes = _unpack(train_data, "fit: train_data")
-        self.per_pixel = np.ndim(y) > 1  # segmentation labels (not a (1, 1, K) classifier's)
-        self.x, self.y = _check_data(net, x, y, "fit: train_data")
-        self.val: tuple[np.ndarray, np.ndarray] | None = None
+        self.data = _Feed(net, train_data, "fit: train_data")
+        data_classes = self.data.classes
+        self.per_pixel = self.data.per_pixel  # segmentation labels (not a (1, 1, K) classifier's)
+        self.val: _Feed | None = None
+        self._val_labels: np.ndarray | None = None
         if val_data is not None:
-            vx, vy, _ = _unpack(val_data, "fit: val_data")
-            self.val = _check_data(net, vx, vy, "fit: val_data")
+            self.val = _Feed(net, val_data, "fit: val_data")
+            # the labels only (never the images) are kept for the whole validation set
+            self._val_labels = self.val.labels(np.arange(len(self.val), dtype=np.int64))
+        if prefetch is not None and (isinstance(prefetch, bool) or
+                                     not isinstance(prefetch, int | np.integer) or prefetch < 0):
+            raise ConfigError(f"fit: prefetch must be a whole number >= 0 (batches gathered "
+                              f"ahead), received {prefetch!r}")
+        # Arrays in memory: a gather costs less than handing a batch between threads
+        # (measured in bench/bench_data.py); data read from disk: 2 batches ahead.
+        self.prefetch = int(prefetch) if prefetch is not None else \
+            (0 if getattr(self.data.source, "in_memory", True) else 2)
         for name, v in (("epochs", epochs), ("batch_size", batch_size),
                         ("eval_batch_size", eval_batch_size)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
@@ -255,7 +420,7 @@ class Trainer:
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
-        self.steps_per_epoch = math.ceil(len(self.x) / self.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.data) / self.batch_size)
         if isinstance(optimizer, Optimizer):
             if lr is not None:
                 optimizer.lr = lr
@@ -288,6 +453,7 @@ class Trainer:
         self.step = 0  # optimiser steps taken
         self.history = History()
         self._order: np.ndarray | None = None  # permutation of the epoch in progress
+        self._feed: _Prefetch | None = None  # its batches, gathered ahead
         self._batch = 0  # next batch of that epoch
         self._sums = np.zeros(4, np.float64)  # loss*count, correct, positions, images
         self._epoch_time = 0.0
@@ -362,11 +528,11 @@ class Trainer:
                 t = float(ckpt.loop.get("time", 0.0))
             except (KeyError, TypeError, ValueError) as exc:
                 raise CheckpointError(f"{path}: invalid loop state ({exc})") from None
-            if order.shape != (len(self.x),) or sums.shape != (4,) or \
+            if order.shape != (len(self.data),) or sums.shape != (4,) or \
                     not 0 <= batch <= self.steps_per_epoch:
                 raise CheckpointError(
                     f"{path}: its interrupted epoch covers {order.size} images in batches of "
-                    f"{ckpt.config.get('batch_size')}; this run has {len(self.x)} images in "
+                    f"{ckpt.config.get('batch_size')}; this run has {len(self.data)} images in "
                     f"batches of {self.batch_size}: resume with the same data and batch size"
                 )
             self._order, self._batch, self._sums, self._epoch_time = order, batch, sums, t
@@ -392,8 +558,7 @@ class Trainer:
 
     def _train_batch(self) -> bool:
         """One optimiser step on the next batch; False when the loss is not finite."""
-        idx = self._order[self._batch * self.batch_size:(self._batch + 1) * self.batch_size]
-        xb, yb = self.x[idx], self.y[idx]
+        xb, yb = self._feed.next()  # type: ignore[union-attr]
         if self.augment is not None:
             xb = self.augment(xb, self.data_rng)
         if self._normalize is not None:
@@ -416,7 +581,7 @@ class Trainer:
         self.step += 1
         self._batch += 1
         correct = np.count_nonzero(scores.argmax(axis=-1) == yb)
-        self._sums += (loss * yb.size, correct, yb.size, len(idx))
+        self._sums += (loss * yb.size, correct, yb.size, len(yb))
         return True
 
     def _end_epoch(self) -> dict[str, Any]:
@@ -428,8 +593,8 @@ class Trainer:
             "accuracy": float(correct / positions),
         }
         if self.val is not None:
-            vx, vy = self.val
-            scores = _predict(self.net, vx, self.eval_batch_size, self._normalize)
+            vy = self._val_labels
+            scores = _predict(self.net, self.val, self.eval_batch_size, self._normalize)
             if np.all(np.isfinite(scores)):
                 logs["val_loss"], _ = softmax_cross_entropy(scores, vy)
             else:
@@ -450,18 +615,24 @@ class Trainer:
         try:
             while self.epoch < self.epochs and self.stop_reason is None:
                 if self._order is None:
-                    self._order = self.data_rng.permutation(len(self.x))
+                    self._order = self.data_rng.permutation(len(self.data))
                     self._batch = 0
                     self._sums[:] = 0.0
                     self._epoch_time = 0.0
                 self._emit("on_epoch_begin", self.epoch, {})
                 t0 = time.perf_counter()
-                while self._batch < self.steps_per_epoch:
-                    if not self._train_batch():
-                        break
-                    self._emit("on_batch_end", self._batch - 1, self._batch_logs(t0))
-                    if self.stop_requested:
-                        break
+                self._feed = _Prefetch(self.data, self._order, self.batch_size, self._batch,
+                                       self.prefetch)
+                try:
+                    while self._batch < self.steps_per_epoch:
+                        if not self._train_batch():
+                            break
+                        self._emit("on_batch_end", self._batch - 1, self._batch_logs(t0))
+                        if self.stop_requested:
+                            break
+                finally:
+                    self._feed.close()
+                    self._feed = None
                 self._epoch_time += time.perf_counter() - t0
                 if self.stop_reason == "nan":
                     break
@@ -517,13 +688,17 @@ def fit(
     resume: Checkpoint | str | os.PathLike[str] | None = None,
     config: Mapping[str, Any] | None = None,
     input_info: Mapping[str, Any] | None = None,
+    prefetch: int | None = None,
 ) -> History:
     """Train ``net`` in place with mini-batch gradient descent on softmax cross-entropy.
 
     Args:
         net: the network (its weights are updated in place).
-        train_data: a :class:`~convnet.data.Dataset` or ``(x, y)``: images
-            ``(N, *net.input_shape)``, labels ``(N,)`` or, for score-map outputs, ``(N, H, W)``.
+        train_data: a :class:`~convnet.data.Dataset`, any
+            :class:`~convnet.data.dataset.DataSource` (e.g. packed shards opened with
+            :func:`~convnet.data.shards.open_packed`: trained on out of core) or ``(x, y)``:
+            images ``(N, *net.input_shape)``, labels ``(N,)`` or, for score-map outputs,
+            ``(N, H, W)``. Each batch is gathered with one ``take(indices)``.
         val_data: the same, evaluated after every epoch (``val_loss``, ``val_accuracy``).
         epochs: total epochs (a resumed run continues up to this number).
         batch_size: images per optimiser step; the last batch of an epoch may be smaller.
@@ -543,6 +718,9 @@ def fit(
         classes: class names saved in checkpoints (default: ``train_data.classes``).
         resume: a checkpoint (or its path) of this run to continue exactly from.
         config, input_info: extra run settings and input conversion info saved in checkpoints.
+        prefetch: batches gathered ahead by a background thread while the network computes
+            (default: 2 for data read from disk, 0 for arrays in memory); results do not
+            depend on it.
 
     Returns:
         :class:`History`; ``history.stop_reason`` says whether and why it stopped early. A NaN
@@ -564,6 +742,7 @@ def fit(
         net, train_data, val_data, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
         lr=lr, schedule=schedule, callbacks=callbacks, seed=seed, augment=augment,
         normalizer=normalizer, classes=classes, config=config, input_info=input_info,
+        prefetch=prefetch,
     )
     if resume is not None:
         trainer.restore(resume)
