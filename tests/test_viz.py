@@ -586,7 +586,7 @@ def test_graph_drawing_has_lanes_that_fork_and_merge():
     table = page[page.index("<table class='layers'>"):]
     assert "<th>reads</th>" in table and "relu1 + conv1" in table and "bn2 + bn3" in table
     assert "shortcut (projection inserted: the main branch changes the size or depth)" in table
-    assert "conv5, relu61, pool1" in table
+    assert "conv5, relu6_1, pool1" in table
 
 
 def test_chains_are_drawn_as_before():

@@ -226,7 +226,7 @@ def graph_page(tmp_path_factory):
     path = visualize(net, tmp_path_factory.mktemp("graph") / "graph.html",
                      images=[Sample(raw[i], f"g{i}") for i in range(2)])
     acts = layer_activations(net, raw)
-    assert (acts[net.layers.index(net["relu61"])] == 6).any(), "RELU6 clips somewhere"
+    assert (acts[net.layers.index(net["relu6_1"])] == 6).any(), "RELU6 clips somewhere"
     return path, net, acts
 
 
@@ -312,8 +312,8 @@ def test_clicking_an_add_unit_shows_both_summands_and_follows_either(browser, gr
 def test_clicking_through_a_cat_and_grouped_convs(browser, graph_page):
     path, net, acts = graph_page
     open_page(browser, path)
-    li = index_of(net, "cat1")   # depths 0..1 conv5, 2..7 relu61, 8..13 pool1
-    for d, src, dd in [(1, "conv5", 1), (5, "relu61", 3), (8, "pool1", 0), (13, "pool1", 5)]:
+    li = index_of(net, "cat1")   # depths 0..1 conv5, 2..7 relu6_1, 8..13 pool1
+    for d, src, dd in [(1, "conv5", 1), (5, "relu6_1", 3), (8, "pool1", 0), (13, "pool1", 5)]:
         click_unit(browser, li, d, 2, 4, net.layers[li].output_shape)
         value, engine, where = unit_value(browser)
         assert where == {"layer": li, "r": 2, "c": 4, "d": d}
@@ -377,7 +377,7 @@ def test_every_unit_of_a_graph_recomputes_to_the_engine_and_walks_to_its_inputs(
     projection)."""
     path, net, acts = graph_page
     open_page(browser, path)
-    relu6 = index_of(net, "relu61")
+    relu6 = index_of(net, "relu6_1")
     clipped = [[relu6, *(int(v) for v in u)] for u in np.argwhere(acts[relu6][1] == 6)[:3]]
     assert clipped
     checked = check_every_unit(browser, net, acts, clipped)

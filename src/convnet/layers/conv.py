@@ -129,7 +129,8 @@ class _ConvBase(_WindowLayer):
         return f" K={self.K}{self._window_text()}"
 
     def short_hyper(self) -> str:
-        return f"K={self.K} {super().short_hyper()}"
+        groups = f" G={self.groups}" if self.groups > 1 else ""
+        return f"K={self.K} {super().short_hyper()}{groups}"
 
     def hyper(self) -> dict[str, Any]:
         return {**super().hyper(), "K": int(self.K), "groups": int(self.groups)}

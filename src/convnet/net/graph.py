@@ -64,6 +64,20 @@ def check_input_shape(input_shape: Any) -> Shape:
     return tuple(int(s) for s in shape)
 
 
+class Namer:
+    """Names layers by kind and position as a network places them: ``conv1, relu1, conv2``; a
+    kind that ends in a digit gets an underscore (``relu6_1``, not ``relu61``)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, layer: Layer) -> None:
+        key = layer.kind.lower()
+        self.counts[key] = self.counts.get(key, 0) + 1
+        sep = "_" if key[-1].isdigit() else ""
+        layer.name = f"{key}{sep}{self.counts[key]}"
+
+
 def choose_init(layers: Sequence[Layer], i: int,
                 consumers: Sequence[Sequence[int]] | None = None) -> str:
     """He for weights whose output goes through a ReLU-family activation, Glorot otherwise.
@@ -219,12 +233,10 @@ class Graph:
         self.items = items
         self._batch_shape: tuple[int, ...] | None = None  # output shape of the last train forward
         # 1. shapes, without arrays: fails here, naming the layer, if the network cannot work
-        counts: dict[str, int] = {}
+        namer = Namer()
 
         def name(layer: Layer) -> None:
-            key = layer.kind.lower()
-            counts[key] = counts.get(key, 0) + 1
-            layer.name = f"{key}{counts[key]}"
+            namer(layer)
             layer.dtype = self.dtype
 
         compiled = B.compile_items(items, self.input_shape, name)

@@ -22,7 +22,7 @@ from typing import Any
 from convnet import arith
 from convnet.arith import LayerRow, fmt_frac_pair, fmt_pair, fmt_shape
 from convnet.errors import ShapeError
-from convnet.net.graph import MAX_DIM, Graph
+from convnet.net.graph import MAX_DIM, Graph, Namer
 from convnet.report import Source, _is_saved_model, load_network
 
 WIDTH = 96
@@ -68,13 +68,11 @@ def _partial(source: Source, input_shape: tuple[int, ...] | None) -> tuple[Any, 
         raise first_error
     # the constructors accepted these arguments already (build got as far as the shapes)
     items = make_items(specs)
-    counts: dict[str, int] = {}
     placing: list[Any] = []
+    namer = Namer()
 
     def name(layer: Any) -> None:  # named as a network names them: conv1, relu1, pool1, ...
-        key = layer.kind.lower()
-        counts[key] = counts.get(key, 0) + 1
-        layer.name = f"{key}{counts[key]}"
+        namer(layer)
         placing.append(layer)
 
     done = Compiled([], [], [])

@@ -176,8 +176,6 @@ def _layer_meta(net: Graph, max_weights: int, max_maps: int,
         }
         meta.update(layer.hyper())         # what the layer says of itself: K, window, p, ...
         meta["hyper_text"] = layer.short_hyper()
-        if layer.kind == "CONV" and meta.get("groups", 1) > 1:
-            meta["hyper_text"] += f" G={meta['groups']}"
         meta["inputs"] = list(row.inputs)
         meta["input_idx"] = [int(k) for k in net.inputs_of[i]]
         if layer.inserted:
