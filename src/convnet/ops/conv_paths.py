@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -113,7 +113,7 @@ COL2IM_PLANES_BELOW = 8
 # ------------------------------------------------------------------------------ the override
 @dataclasses.dataclass(frozen=True)
 class _Forced:
-    conv: ConvPath | None = None
+    conv: tuple[ConvPath, ...] | None = None
     input_grad: InputGradPath | None = None
     fused_backward: bool | None = None
     block_bytes: int | None = None
@@ -123,7 +123,8 @@ _forced = _Forced()
 
 
 @contextmanager
-def force_path(conv: ConvPath | None = None, *, input_grad: InputGradPath | None = None,
+def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
+               input_grad: InputGradPath | None = None,
                fused_backward: bool | None = None,
                block_bytes: int | None = None) -> Iterator[None]:
     """A scope in which the convolutions take the given paths wherever they apply, whatever
@@ -131,8 +132,9 @@ def force_path(conv: ConvPath | None = None, *, input_grad: InputGradPath | None
 
     Args:
         conv: the :class:`ConvPath` of every convolution it applies to (forward, weight
-            gradient, backward, and the flipped convolution of an input gradient);
-            ``ConvPath.IM2COL`` turns every fast path off.
+            gradient, backward, and the flipped convolution of an input gradient), or several,
+            the first that applies winning (``(ConvPath.WINOGRAD, ConvPath.SUBIMAGES)``:
+            Winograd wherever it can run); ``ConvPath.IM2COL`` turns every fast path off.
         input_grad: the :class:`InputGradPath` of every input gradient it applies to.
         fused_backward: False makes a Winograd layer's backward compute ``dW``, then ``dx`` by
             :func:`~convnet.ops.conv.conv2d_input_grad`, instead of both in one pass.
@@ -149,8 +151,10 @@ def force_path(conv: ConvPath | None = None, *, input_grad: InputGradPath | None
     """
     global _forced
     before = _forced
-    given = {"conv": conv, "input_grad": input_grad, "fused_backward": fused_backward,
-             "block_bytes": block_bytes}
+    if isinstance(conv, ConvPath):
+        conv = (conv,)
+    given = {"conv": None if conv is None else tuple(conv), "input_grad": input_grad,
+             "fused_backward": fused_backward, "block_bytes": block_bytes}
     _forced = dataclasses.replace(before, **{k: v for k, v in given.items() if v is not None})
     try:
         yield
@@ -186,8 +190,8 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
     ``out_hw``: its forward pass, its weight gradient and its backward all take it.
 
     The first path of the ladder WINOGRAD, SUBIMAGES, DIRECT_DEPTH1 that applies to the shapes
-    and pays (the thresholds above), else IM2COL; or the path :func:`force_path` names, where
-    it applies.
+    and pays (the thresholds above), else IM2COL; or the first path :func:`force_path` names
+    that applies.
 
     Shape:
         x_shape ``(N, H, W, D)``, W_shape ``(K, Fh, Fw, D)``, ``out_hw`` the output grid (it can
@@ -208,12 +212,11 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
                      and tuple(out_hw) == (H, W_) and H % dh == 0 and W_ % dw == 0)
     depth1_fits = (three and D == 1 and _jit.HAVE_NUMBA
                    and np.dtype(dtype) in (np.float32, np.float64))
-    forced = _forced.conv
-    if forced is not None and (forced is ConvPath.IM2COL
-                               or (forced is ConvPath.WINOGRAD and winograd_fits)
-                               or (forced is ConvPath.SUBIMAGES and subimages_fit)
-                               or (forced is ConvPath.DIRECT_DEPTH1 and depth1_fits)):
-        return forced
+    for forced in _forced.conv or ():
+        if (forced is ConvPath.IM2COL or (forced is ConvPath.WINOGRAD and winograd_fits)
+                or (forced is ConvPath.SUBIMAGES and subimages_fit)
+                or (forced is ConvPath.DIRECT_DEPTH1 and depth1_fits)):
+            return forced
     if winograd_fits and _winograd_pays(D, K, N, out_hw):
         return ConvPath.WINOGRAD
     if subimages_fit and _winograd_pays(D, K, N * dh * dw, sub_hw(out_hw, (dh, dw))):
