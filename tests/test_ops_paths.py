@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from convnet import arith
@@ -289,21 +289,27 @@ def test_gemm_input_grad_path_equals_the_reference(case):
 
 
 # --------------------------------------------------------------------- CONV + POOL fusions
+def _conv_pool_reference(case, relu):
+    """The reference CONV (3x3, stride 1) -> POOL 2x2 (-> RELU): the arrays, the output, the
+    pool's index, a random output gradient ``g`` and the CONV's output gradient it makes."""
+    x, W, b, _ = _arrays(case)
+    conv = R.conv2d(x, W, b, (1, 1), case["P"])
+    assume(min(conv.shape[1:3]) >= 2)                 # one pooling window at least
+    out, idx = R.maxpool2d(conv, (2, 2), (2, 2))
+    if relu:
+        out = np.maximum(out, 0)
+    g = np.random.default_rng(case["seed"] + 1).standard_normal(out.shape)
+    dconv = R.maxpool2d_backward(np.where(out > 0, g, 0) if relu else g, idx, conv.shape,
+                                 (2, 2), (2, 2))
+    return x, W, b, out, idx, g, dconv
+
+
 @FAST
 @given(case=conv_cases(F=(3, 3), S=(1, 1), d=(1, 1), max_side=9), relu=st.booleans(),
        need_dx=st.booleans())
 def test_conv_and_pool_on_winograd_tiles_equal_the_reference(case, relu, need_dx):
-    x, W, b, _ = _arrays(case)
+    x, W, b, want, idx, g, dconv = _conv_pool_reference(case, relu)
     pad = case["P"]
-    conv = R.conv2d(x, W, b, (1, 1), pad)
-    if min(conv.shape[1:3]) < 2:
-        return
-    want, idx = R.maxpool2d(conv, (2, 2), (2, 2))
-    if relu:
-        want = np.maximum(want, 0)
-    g = np.random.default_rng(case["seed"] + 1).standard_normal(want.shape)
-    dconv = R.maxpool2d_backward(np.where(want > 0, g, 0) if relu else g, idx, conv.shape,
-                                 (2, 2), (2, 2))
     with force_path(ConvPath.WINOGRAD):
         assert C.maxpool_fuses(x.shape, W.shape, (1, 1), pad, (1, 1))
         out, ix, cache, conv_hw = C.conv2d_maxpool_forward(x, W, b, pad, relu=relu)
@@ -321,22 +327,14 @@ def test_conv_and_pool_on_winograd_tiles_equal_the_reference(case, relu, need_dx
 @given(case=conv_cases(F=(3, 3), S=(1, 1), d=(1, 1), D=1, max_side=9), relu=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_one_channel_weight_grad_from_the_pool_equals_the_reference(case, relu, dtype):
-    x, W, b, _ = _arrays(case)
+    x, W, b, out, idx, g, dconv = _conv_pool_reference(case, relu)
     pad = case["P"]
-    conv = R.conv2d(x, W, b, (1, 1), pad)
-    if min(conv.shape[1:3]) < 2:
-        return
-    pooled, idx = R.maxpool2d(conv, (2, 2), (2, 2))
-    out = np.maximum(pooled, 0) if relu else pooled
-    g = np.random.default_rng(case["seed"] + 1).standard_normal(out.shape)
-    dconv = R.maxpool2d_backward(np.where(out > 0, g, 0) if relu else g, idx, conv.shape,
-                                 (2, 2), (2, 2))
     assert C.depth1_maxpool_fuses(W.shape, (1, 1), (1, 1), np.dtype(dtype)) == (W.shape[0] >= 8)
     with force_path(ConvPath.DIRECT_DEPTH1):
         assert C.depth1_maxpool_fuses(W.shape, (1, 1), (1, 1), np.dtype(dtype))
     dW, db = C.conv3x3_depth1_maxpool_weight_grad(
         x.astype(dtype), g.astype(dtype), idx.astype(np.uint8),
-        out.astype(dtype) if relu else None, pad, conv.shape[1:3], b is not None)
+        out.astype(dtype) if relu else None, pad, dconv.shape[1:3], b is not None)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     _close(dW, R.conv2d_weight_grad(x, dconv, (3, 3), (1, 1), pad), tol)
     _close(db, None if b is None else dconv.sum(axis=(0, 1, 2)), tol)

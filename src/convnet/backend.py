@@ -53,25 +53,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.ops import _arena, _jit, _threads
+from convnet.ops import _jit
+from convnet.ops._arena import empty, kept_bytes, release, zeros
+from convnet.ops._threads import (
+    concurrently,
+    map_blocks,
+    matmul,
+    matmul_tn,
+    row_blocks,
+    single_blas,
+    split_rows,
+    workers,
+)
 
 #: The backend's name and its array module.
 NAME = "numpy"
 xp = np
-
-empty = _arena.empty
-zeros = _arena.zeros
-release = _arena.release
-kept_bytes = _arena.kept_bytes
-
-matmul = _threads.matmul
-matmul_tn = _threads.matmul_tn
-map_blocks = _threads.map_blocks
-row_blocks = _threads.row_blocks
-split_rows = _threads.split_rows
-concurrently = _threads.concurrently
-workers = _threads.workers
-single_blas = _threads.single_blas
 
 
 def has_jit() -> bool:
