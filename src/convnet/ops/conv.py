@@ -164,11 +164,12 @@ def _conv_gemms(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
       ``(Fh*Fw*D [+1], G)``, the weight gradient (transposed; its last row is the bias gradient
       when ``ones_column``).
 
-    ``cols`` is never built whole: it is gathered :data:`BLOCK_BYTES` at a time over the batch
-    into a reused scratch buffer and consumed by both GEMMs while it is in cache. So a forward
-    pass keeps its input, not its im2col matrix, and the weight gradient gathers again: one more
-    pass over ``Fh*Fw`` times the input per layer, bought back by the cache-resident GEMMs and
-    by never allocating (nor page-faulting) ``Fh*Fw`` copies of every activation.
+    ``cols`` is never built whole: it is gathered :data:`~convnet.ops._blocks.BLOCK_BYTES` at a
+    time over the batch into a reused scratch buffer and consumed by both GEMMs while it is in
+    cache. So a forward pass keeps its input, not its im2col matrix, and the weight gradient
+    gathers again: one more pass over ``Fh*Fw`` times the input per layer, bought back by the
+    cache-resident GEMMs and by never allocating (nor page-faulting) ``Fh*Fw`` copies of every
+    activation.
     ``cols.T @ gout`` rather than ``gout.T @ cols``: the same product, but OpenBLAS with 2 threads
     took 40x longer on the latter's shape (64 x 25088 x 289) on this machine.
     """
@@ -398,7 +399,8 @@ def conv2d_input_grad(
         # At stride 1 the same sums are a convolution of dout, padded by Fe - 1 - P, with the
         # filters turned 180 degrees and their K and D axes swapped. Its GEMM has inner size
         # Fh*Fw*K instead of K, which BLAS runs far closer to peak, and the gather that feeds it
-        # writes each value once where col2im adds Fh*Fw times (FLIP_MIN_DEPTH: what it saves).
+        # writes each value once where col2im adds Fh*Fw times (conv_paths.FLIP_MIN_DEPTH: what
+        # it saves).
         ext = (effective_extent(Fh, dilation[0]), effective_extent(Fw, dilation[1]))
         Wf = np.ascontiguousarray(W.transpose(3, 1, 2, 0)[:, ::-1, ::-1, :])
         flip_pad = (ext[0] - 1 - pad[0], ext[1] - 1 - pad[1])
@@ -416,8 +418,8 @@ def conv2d_input_grad(
             return
         # Thin dx: the same sums on transposed buffers, dcols as (FFD, m) and dx as
         # (D, n, H, W), so every slice-add of _col2im runs along rows of the image (runs of
-        # Wo values) instead of runs of D (COL2IM_PLANES_BELOW: what it saves); then one
-        # transposing copy into dx.
+        # Wo values) instead of runs of D (conv_paths.COL2IM_PLANES_BELOW: what it saves); then
+        # one transposing copy into dx.
         dcolsT = scratch("dcols", (FFD, m), dout.dtype)
         np.matmul(W2d.T, dout[n0:n1].reshape(-1, K).T, out=dcolsT)
         dxT = scratch("dxT", (D, n, *input_hw), dout.dtype)
