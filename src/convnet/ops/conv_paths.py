@@ -95,9 +95,9 @@ WINOGRAD_MIN_CHANNELS = 32
 #: (134-141 us both). Below 25 tiles im2col, whose cost is steadier at that size.
 WINOGRAD_MIN_TILES = 25
 #: Fewest filters for which a 3x3 layer on a one-channel input runs as the compiled direct
-#: kernel (:func:`convnet.ops._jit.conv3x3_depth1_kernel`): it vectorises over the filters.
-#: 28x28x1 -> 32 at batch 1 0.07 -> 0.02-0.04 ms, at batch 128 2.2-2.4 -> 1.6-2.0 ms (one
-#: thread); below 8 filters the vector over K is too short to pay.
+#: kernel (:func:`convnet.ops._jit.conv3x3_depth1_kernel`): it vectorises over the filters, so
+#: it wants enough of them. Measured at 32 filters (28x28x1 -> 32, one thread): batch 1 0.07 ->
+#: 0.02-0.04 ms, batch 128 2.2-2.4 -> 1.6-2.0 ms against im2col + GEMM.
 DEPTH1_MIN_FILTERS = 8
 #: Smallest input depth for which the input gradient runs as a flipped convolution rather than
 #: GEMM + col2im (stride 1 only); measured faster at 32 and 64, slower at 1: cifar10's 32x32x32
