@@ -2,8 +2,10 @@
 
 INPUT(28x28x1) -> CONV(32,F=3,P=1) -> RELU -> POOL -> CONV(64,F=3,P=1) -> ... at batch 128,
 2 threads. Prints milliseconds per forward+backward (best of repeats); no assertions.
+``--path`` runs our layers on a given path wherever it applies (``im2col``: every fast path
+off; see ``convnet.ops.conv_paths``), to measure what a fast path saves.
 
-    python bench/bench_conv_ops.py [--batch 128] [--threads 2] [--repeats 30]
+    python bench/bench_conv_ops.py [--batch 128] [--threads 2] [--repeats 30] [--path im2col]
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--path", default=None,
+                    choices=["im2col", "winograd", "subimages", "direct_depth1"],
+                    help="force this ConvPath where it applies (default: the measured choice)")
     args = ap.parse_args()
     # BLAS reads its thread count when it loads, so set it before importing numpy.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -42,7 +47,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from convnet.ops.conv import conv2d_backward, conv2d_forward
+    from convnet.ops.conv import ConvPath, conv2d_backward, conv2d_forward, force_path
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -51,7 +56,8 @@ def main() -> None:
         ("conv1 28x28x1 -> 32, F=3 P=1", 28, 1, 32, True),
         ("conv2 14x14x32 -> 64, F=3 P=1", 14, 32, 64, False),
     ]
-    print(f"batch {N}, {args.threads} threads, best of {args.repeats}; ms per forward+backward")
+    print(f"batch {N}, {args.threads} threads, best of {args.repeats}; ms per forward+backward"
+          + (f"; path {args.path} where it applies" if args.path else ""))
     total_ours = total_torch = 0.0
     for name, H, D, K, first in layers:
         x = rng.standard_normal((N, H, H, D), dtype=np.float32)
@@ -79,8 +85,9 @@ def main() -> None:
             with torch.no_grad():
                 torch.nn.functional.conv2d(xt, Wt, bt, 1, 1)
 
-        o, t = _best_ms([ours, theirs], args.repeats)
-        of, tf = _best_ms([fwd_only, torch_fwd], args.repeats)
+        with force_path(None if args.path is None else ConvPath(args.path)):
+            o, t = _best_ms([ours, theirs], args.repeats)
+            of, tf = _best_ms([fwd_only, torch_fwd], args.repeats)
         total_ours += o
         total_torch += t
         print(f"{name:32s} ours {o:7.2f}  torch {t:7.2f}  (forward only: ours {of:6.2f}, "

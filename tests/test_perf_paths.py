@@ -1,5 +1,8 @@
 """The fast paths of the performance work agree with the plain paths they replace.
 
+Paths are selected explicitly with :func:`convnet.ops.conv.force_path` (never by setting the
+measured thresholds); every path is also held to the plain reference in ``test_ops_paths.py``.
+
 - the blocked im2col (any block size gives the same result as one block per batch),
 - the stride-1 input gradient as a flipped convolution (vs GEMM + col2im, and vs PyTorch),
 - the compiled max-pool kernels (vs the pure-NumPy kernels, exactly, ties and NaN included),
@@ -22,9 +25,25 @@ from hypothesis import strategies as st
 
 import convnet as cn
 from convnet.arith import effective_extent
-from convnet.ops import _jit, _threads, winograd
+from convnet.ops import _jit, _threads, conv_fast, conv_paths, winograd
 from convnet.ops import conv as C
 from convnet.ops import pool as P
+from convnet.ops.conv import ConvPath, InputGradPath, force_path
+
+
+@pytest.fixture
+def winograd_everywhere():
+    """Every 3x3 stride-1 convolution runs as Winograd (dilated "same" ones on sub-images),
+    however small (thresholds aside)."""
+    with force_path((ConvPath.WINOGRAD, ConvPath.SUBIMAGES)):
+        yield
+
+
+@pytest.fixture
+def one_image_blocks():
+    """The im2col and Winograd blocks hold one image each."""
+    with force_path(block_bytes=1):
+        yield
 
 
 # ------------------------------------------------------------------------- blocked im2col
@@ -49,10 +68,9 @@ def test_blocks_of_any_size_give_the_same_conv(N, H, D, K, F, S, Pd, dil, bias,
         tgrads = C.conv_transpose2d_backward(np.sin(tout), tcache)
         return [out, dx, dW, db, tout, *tgrads]
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "BLOCK_BYTES", 1)                   # one image per block
+    with force_path(block_bytes=1):                       # one image per block
         small = run()
-        mp.setattr(C, "BLOCK_BYTES", 2**40)               # the whole batch in one block
+    with force_path(block_bytes=2**40):                   # the whole batch in one block
         whole = run()
     _assert_all_close(small, whole, 1e-12)
 
@@ -68,13 +86,10 @@ def test_im2col_planes_gather_equals_the_rows_gather(N, H, Wd, D, Fh, Fw, S, Pd,
     if effective_extent(Fh, dil) > H + 2 * Pd or effective_extent(Fw, dil) > Wd + 2 * Pd:
         return
     x = np.random.default_rng(seed).standard_normal((N, H, Wd, D))
-    out_hw = C._out_hw((H, Wd), (Fh, Fw), (S, S), (Pd, Pd), (dil, dil))
+    out_hw = C.conv_grid((H, Wd), (Fh, Fw), (S, S), (Pd, Pd), (dil, dil))
     args = (x, (Fh, Fw), (S, S), (Pd, Pd), (dil, dil), out_hw, ones)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "IM2COL_PLANES_MAX_DEPTH", 6)
-        planes = C._im2col(*args).copy()
-        mp.setattr(C, "IM2COL_PLANES_MAX_DEPTH", 0)
-        rows = C._im2col(*args).copy()
+    planes = C._im2col(*args, planes=True).copy()
+    rows = C._im2col(*args, planes=False).copy()
     np.testing.assert_array_equal(planes, rows)
 
 
@@ -103,19 +118,16 @@ def test_flipped_input_gradient_equals_col2im(N, H, Wd, D, K, Fh, Fw, dil, data)
     _assert_input_grad_paths_agree(
         rng.standard_normal((N, Ho, Wo, K)), rng.standard_normal((K, Fh, Fw, D)),
         ((H, Wd), (1, 1), (ph, pw), (dil, dil)), {},
-        {"FLIP_MIN_DEPTH": 1}, {"FLIP_MIN_DEPTH": 10**9})
+        InputGradPath.FLIPPED, InputGradPath.COL2IM)
 
 
 def _assert_input_grad_paths_agree(dout, W, args, common, one, other):
-    """``conv2d_input_grad`` with the module settings ``common`` + ``one`` and ``common`` +
-    ``other`` (two kernels for the same sums) agree in float64."""
+    """``conv2d_input_grad`` on the paths ``one`` and ``other`` (two kernels for the same
+    sums), with the :func:`force_path` settings ``common``, agree in float64."""
     results = []
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in common.items():
-            mp.setattr(C, name, value)
-        for settings_ in (one, other):
-            for name, value in settings_.items():
-                mp.setattr(C, name, value)
+    for path in (one, other):
+        with force_path(input_grad=path, **common):
+            assert C.choose_input_grad_path(dout.shape, W.shape, *args) is path
             results.append(C.conv2d_input_grad(dout, W, *args))
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
 
@@ -134,18 +146,22 @@ def test_col2im_on_transposed_planes_equals_col2im(N, H, Wd, D, K, F, S, dil, da
     rng = np.random.default_rng(data.draw(st.integers(0, 999)))
     _assert_input_grad_paths_agree(
         rng.standard_normal((N, Ho, Wo, K)), rng.standard_normal((K, F, F, D)),
-        ((H, Wd), (S, S), (P, P), (dil, dil)),
-        {"FLIP_MIN_DEPTH": 10**9, "BLOCK_BYTES": 1, "MIN_BLOCK_BYTES": 1},  # several blocks
-        {"COL2IM_PLANES_BELOW": 10**9}, {"COL2IM_PLANES_BELOW": 0})
+        ((H, Wd), (S, S), (P, P), (dil, dil)), {"block_bytes": 1},   # several blocks
+        InputGradPath.COL2IM_PLANES, InputGradPath.COL2IM)
 
 
 @pytest.mark.parametrize("F, P, dil, a", [(3, 1, 1, 0), (3, 0, 2, 1), (2, 1, 1, 0), (3, 2, 2, 0)])
 def test_flipped_path_matches_torch_conv_transpose(F, P, dil, a):
-    """Stride-1 DECONV with D >= FLIP_MIN_DEPTH runs the flipped path; PyTorch is the oracle."""
+    """A stride-1 DECONV with K >= FLIP_MIN_DEPTH output channels (the depth of the input
+    gradient it computes) runs the flipped path; PyTorch is the oracle."""
     rng = np.random.default_rng(0)
-    D, K = C.FLIP_MIN_DEPTH, 3
+    D, K = 3, conv_paths.FLIP_MIN_DEPTH
     x = rng.standard_normal((2, 5, 6, D))
     W = rng.standard_normal((D, F, F, K)) * 0.1            # ours: (D, F, F, K) = torch (D, K, F, F)
+    out_hw = (4 + (F - 1) * dil + 1 - 2 * P + a, 5 + (F - 1) * dil + 1 - 2 * P + a)
+    # an output padding leaves rows no input reaches: col2im then (conv_paths)
+    assert (C.choose_input_grad_path(x.shape, W.shape, out_hw, (1, 1), (P, P), (dil, dil))
+            is InputGradPath.FLIPPED) == (a == 0)
     out, _ = C.conv_transpose2d_forward(x, W, None, (1, 1), (P, P), (dil, dil), (a, a))
     ref = torch.nn.functional.conv_transpose2d(
         torch.from_numpy(x.transpose(0, 3, 1, 2)), torch.from_numpy(W.transpose(0, 3, 1, 2)),
@@ -261,12 +277,11 @@ def test_relu_backward_selects_compiled_and_not(monkeypatch, dtype, inplace):
 
 
 @pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
-def test_pool_on_winograd_tiles_breaks_ties_like_the_pool(monkeypatch, compiled):
+def test_pool_on_winograd_tiles_breaks_ties_like_the_pool(monkeypatch, winograd_everywhere,
+                                                         compiled):
     """Small integer inputs and weights make exact ties inside windows (and whole windows of
     equal values): the first maximum in row-major order wins, as in the 2x2 pool kernels and
     PyTorch, so the index, the output and the routed gradients are those of CONV then POOL."""
-    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
     rng = np.random.default_rng(5)
     x = rng.integers(-1, 2, (2, 6, 6, 2)).astype(np.float32)
@@ -314,8 +329,7 @@ def test_blocks_on_two_threads_give_the_same_results():
                                                   (1, 1), (1, 1))
         return [out, dx, dW, db, tout, *C.conv_transpose2d_backward(np.sin(tout), tcache)]
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "BLOCK_BYTES", 1)
+    with pytest.MonkeyPatch.context() as mp, force_path(block_bytes=1):
         mp.setattr(_threads, "workers", lambda: 1)
         serial = run()
         threads_before = _threads.blas().get_num_threads()
@@ -462,8 +476,7 @@ def test_row_blocks_cover_every_row_once(n, parts):
 
 
 # ------------------------------------------------------------------------ scratch buffers
-def test_scratch_buffers_are_per_thread(monkeypatch):
-    monkeypatch.setattr(C, "BLOCK_BYTES", 1)
+def test_scratch_buffers_are_per_thread(one_image_blocks):
     rng = np.random.default_rng(0)
     jobs = [(rng.standard_normal((6, 9, 9, 4)), rng.standard_normal((5, 3, 3, 4))) for _ in range(4)]
     expected = [C.conv2d_forward(x, W, None, (1, 1), (1, 1), (1, 1))[0] for x, W in jobs]
@@ -485,14 +498,12 @@ def test_scratch_buffers_are_per_thread(monkeypatch):
 
 # ------------------------------------------------------------------ Winograd F(2x2, 3x3)
 def _conv_both_ways(x, W, b, P, dout):
-    """Forward and gradients by Winograd (thresholds off) and by im2col (Winograd off)."""
+    """Forward and gradients by Winograd (however small) and by im2col (no fast path)."""
     args = ((1, 1), (P, P), (1, 1))
     results = []
-    with pytest.MonkeyPatch.context() as mp:
-        for on in (True, False):
-            mp.setattr(C, "WINOGRAD_MIN_CHANNELS", 1 if on else 10**9)
-            mp.setattr(C, "WINOGRAD_MIN_TILES", 1)
-            mp.setattr(C, "FLIP_MIN_DEPTH", 1)        # dx as a conv of dout: Winograd again
+    for path in (ConvPath.WINOGRAD, ConvPath.IM2COL):
+        # dx as a conv of dout: Winograd again (where the backward is not one pass)
+        with force_path(path, input_grad=InputGradPath.FLIPPED):
             out, cache = C.conv2d_forward(x, W, b, *args)
             results.append((out, *C.conv2d_backward(dout, cache)))
     return results
@@ -541,11 +552,12 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
     """With the default thresholds a cifar10-sized layer takes the Winograd paths (forward,
     input and weight gradients), and its training step agrees with PyTorch."""
     calls = []
-    real, real_bwd = C._winograd_conv, C._winograd_backward
-    monkeypatch.setattr(C, "_winograd_conv", lambda *a: (calls.append(1), real(*a))[1])
-    monkeypatch.setattr(C, "_winograd_backward", lambda *a: (calls.append(0), real_bwd(*a))[1])
+    real, real_bwd = conv_fast.winograd_conv, conv_fast.winograd_backward
+    monkeypatch.setattr(conv_fast, "winograd_conv", lambda *a: (calls.append(1), real(*a))[1])
+    monkeypatch.setattr(conv_fast, "winograd_backward",
+                        lambda *a: (calls.append(0), real_bwd(*a))[1])
     rng = np.random.default_rng(8)
-    N = -(-C.WINOGRAD_MIN_TILES // 64)                            # 16x16 outputs: 64 tiles each
+    N = -(-conv_paths.WINOGRAD_MIN_TILES // 64)                   # 16x16 outputs: 64 tiles each
     x = rng.standard_normal((N, 16, 16, 32))
     W = rng.standard_normal((32, 3, 3, 32)) * 0.1
     b = rng.standard_normal(32)
@@ -570,30 +582,30 @@ def test_winograd_runs_on_deep_layers_and_matches_torch(monkeypatch):
 @pytest.mark.parametrize("compiled", [True, False] if _jit.HAVE_NUMBA else [False])
 @pytest.mark.parametrize("H, Wd, P, dilation", [(14, 14, 1, 1), (9, 7, 0, 1), (10, 12, 0, 1),
                                                  (8, 11, 2, 1), (12, 8, 2, 2), (5, 6, 3, 1)])
-def test_winograd_backward_in_one_pass_equals_the_separate_gradients(monkeypatch, compiled, H,
-                                                                       Wd, P, dilation):
+def test_winograd_backward_in_one_pass_equals_the_separate_gradients(monkeypatch,
+                                                                       winograd_everywhere,
+                                                                       compiled, H, Wd, P,
+                                                                       dilation):
     """The one-pass backward (dx from the tile gradients dV = dM U^T) against the separate
     weight gradient and flipped-convolution dx, against PyTorch, and dW alone (need_dx=False).
     Odd sizes and P != 1 crop or pad the tile grid on the right and bottom; P = 0 on even sizes
     reaches the last padded column (only the tile before it adds there); P = 3 drops more
     than one ring of the padded gradient; dilation 2 runs on sub-images."""
-    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
     rng = np.random.default_rng(H * Wd + P)
     x = rng.standard_normal((3, H, Wd, 5))
     W = rng.standard_normal((6, 3, 3, 5))
     b = rng.standard_normal(6)
     calls = []
-    real = C._winograd_backward
-    monkeypatch.setattr(C, "_winograd_backward",
-                        lambda *a: (calls.append(len(a) == 4), real(*a))[1])
+    real = conv_fast.winograd_backward
+    monkeypatch.setattr(conv_fast, "winograd_backward",       # with the filters: dx too
+                        lambda *a: (calls.append(len(a) == 4 and a[3] is not None), real(*a))[1])
     out, cache = C.conv2d_forward(x, W, b, (1, 1), (P, P), (dilation, dilation))
     dout = np.cos(out)
     fused = C.conv2d_backward(dout, cache)
     dW_only = C.conv2d_backward(dout, cache, need_dx=False)
-    monkeypatch.setattr(C, "FUSED_WINOGRAD_BACKWARD", False)
-    separate = C.conv2d_backward(dout, cache)
+    with force_path(fused_backward=False):
+        separate = C.conv2d_backward(dout, cache)
     assert calls[:2] == [True, False]                        # one pass with dx, then dW alone
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
     tW = torch.from_numpy(W.transpose(0, 3, 1, 2).copy()).requires_grad_()
@@ -607,12 +619,10 @@ def test_winograd_backward_in_one_pass_equals_the_separate_gradients(monkeypatch
     np.testing.assert_allclose(fused[2], dout.sum(axis=(0, 1, 2)), rtol=1e-12)
 
 
-def test_winograd_blocks_on_two_threads_give_the_same_results(monkeypatch):
+def test_winograd_blocks_on_two_threads_give_the_same_results(monkeypatch, winograd_everywhere,
+                                                               one_image_blocks):
     """Per-thread scratch (V, M, the padded block) and the in-order sum of the dW partials."""
     assert _threads.blas() is not None, "threadpoolctl is a dependency"
-    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
-    monkeypatch.setattr(C, "BLOCK_BYTES", 1)                      # one image per block
     rng = np.random.default_rng(9)
     x = rng.standard_normal((5, 7, 6, 4))
     W = rng.standard_normal((3, 3, 3, 4))
@@ -778,15 +788,15 @@ def test_direct_3x3_one_channel_conv_equals_im2col(N, H, Wd, K, S, Pd, dil, bias
     W = rng.standard_normal((K, 3, 3, 1))
     b = rng.standard_normal(K) if bias else None
     args = ((S, S), (Pd, Pd), (dil, dil))
-    assert C._depth1_direct_pays((3, 3), 1, K, x.dtype)
+    out_hw = C.conv_grid((H, Wd), (3, 3), *args)
+    assert C.choose_path(x.shape, (K, 3, 3, 1), *args, out_hw, x.dtype) is ConvPath.DIRECT_DEPTH1
 
     def run(x, W, b):
         out, cache = C.conv2d_forward(x, W, b, *args)
         return [out, *C.conv2d_backward(np.cos(out), cache)[1:]]
 
     direct = run(x, W, b)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "DEPTH1_MIN_FILTERS", 10**9)
+    with force_path(ConvPath.IM2COL):
         plain = run(x, W, b)
     f32 = run(x.astype(np.float32), W.astype(np.float32),
               None if b is None else b.astype(np.float32))
@@ -888,13 +898,11 @@ def test_dilated_conv_on_subimages_equals_im2col(N, h, w, dh, dw, D, K, bias, se
         out, cache = C.conv2d_forward(x, W, b, *args)
         return [out, *C.conv2d_backward(np.cos(out), cache)]
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
-        mp.setattr(C, "WINOGRAD_MIN_TILES", 1)
-        mp.setattr(C, "FLIP_MIN_DEPTH", 1)        # dx as the turned (dilated) convolution too
-        assert C._dilated_as_subimages((3, 3), *args, D, K, x.shape, x.shape[1:3])
+    flipped = InputGradPath.FLIPPED               # dx as the turned (dilated) convolution too
+    with force_path(ConvPath.SUBIMAGES, input_grad=flipped):
+        assert C.choose_path(x.shape, W.shape, *args, x.shape[1:3]) is ConvPath.SUBIMAGES
         fast = run()
-        mp.setattr(C, "_dilated_as_subimages", lambda *a: False)
+    with force_path(ConvPath.IM2COL, input_grad=flipped):
         plain = run()
     _assert_all_close(fast, plain, 1e-10)
 
@@ -906,7 +914,7 @@ def test_dilated_conv_on_subimages_matches_torch():
     x = rng.standard_normal((4, 8, 16, 32))
     W = rng.standard_normal((48, 3, 3, 32)) * 0.1
     b = rng.standard_normal(48)
-    assert C._dilated_as_subimages((3, 3), (1, 1), (2, 2), (2, 2), 32, 48, x.shape, (8, 16))
+    assert C.choose_path(x.shape, W.shape, (1, 1), (2, 2), (2, 2), (8, 16)) is ConvPath.SUBIMAGES
     out, cache = C.conv2d_forward(x.astype(np.float32), W.astype(np.float32),
                                   b.astype(np.float32), (1, 1), (2, 2), (2, 2))
     dout = np.cos(out.astype(np.float64))

@@ -10,6 +10,14 @@ import convnet as cn
 from convnet.net.plan import ConvPoolStep, FoldedStep, PoolActStep
 from convnet.ops import _jit, winograd
 from convnet.ops import conv as C
+from convnet.ops.conv_paths import ConvPath, force_path
+
+
+@pytest.fixture
+def winograd_everywhere():
+    """Every 3x3 stride-1 CONV runs as Winograd, however small (the path selector's override)."""
+    with force_path((ConvPath.WINOGRAD, ConvPath.SUBIMAGES)):
+        yield
 
 
 def _steps(net, train=True):
@@ -125,14 +133,13 @@ def test_fused_pool_relu_first_in_the_network_and_without_numba(monkeypatch, com
     "INPUT(8x8x2) -> CONV(5,F=3) -> RELU -> CONV(4,F=3,P=1) -> POOL -> FC(3)",
     "INPUT(10x10x2) -> CONV(4,F=3,P=2) -> POOL -> RELU -> CONV(3,F=3,P=1) -> RELU -> POOL -> FC(2)",
 ])
-def test_conv_and_pool_on_winograd_tiles_match_the_plain_order(monkeypatch, compiled, spec):
+def test_conv_and_pool_on_winograd_tiles_match_the_plain_order(monkeypatch, winograd_everywhere,
+                                                               compiled, spec):
     """CONV -> POOL (-> RELU) in one step on Winograd's tiles (thresholds off so these small
     layers take it): first in the network (its backward last, with and without dx), after
     another layer, without a RELU, on an odd grid that a floor-cropped pool crops; against the
     layers one by one (which run the CONV as Winograd too, then the pool), in training and
     evaluation; the compiled tile kernels and the NumPy ones."""
-    monkeypatch.setattr(C, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(C, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(winograd, "HAVE_NUMBA", compiled)
     net = cn.build(spec, seed=0, dtype=np.float64)
     pooled = [step for step in net._plan.train if isinstance(step, ConvPoolStep)]

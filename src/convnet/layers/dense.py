@@ -18,7 +18,7 @@ from convnet.arith import ReceptiveField, Window, fmt_shape
 from convnet.errors import ShapeError
 from convnet.layers.base import Layer, PlanTraits, Shape
 from convnet.net.init import init_weights
-from convnet.ops import _threads
+from convnet.ops import dense as F_dense
 
 if TYPE_CHECKING:
     from convnet.arith import LayerRow
@@ -186,28 +186,16 @@ class FC(Layer):
             self.params["b"] = np.zeros(self.K, dtype=self.dtype)
 
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        x2 = x.reshape(x.shape[0], -1)  # a view for a contiguous volume
-        self._cache = (x2, x.shape)
-        # the GEMMs split by rows over threads with single-threaded BLAS (see ops/_threads.py)
-        out = _threads.matmul(x2, self.params["W"])
-        if self.bias:
-            out += self.params["b"]
+        # the GEMMs over the worker threads with single-threaded BLAS (ops/dense.py)
+        out, self._cache = F_dense.fc_forward(x, self.params["W"], self.params.get("b"))
         return out
 
     def _backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        x2, shape = self._cache
-        self._cache = None
-        W = self.params["W"]
+        cache, self._cache = self._cache, None
+        dx, self.grads["W"], db = F_dense.fc_backward(dout, cache, need_dx=need_dx)
         if self.bias:
-            self.grads["b"] = dout.sum(axis=0)
-        macs = dout.size * W.shape[0]                  # each of the two GEMMs
-        if need_dx and macs >= _threads.SPLIT_MIN_MACS:
-            # the two gradients at once, one whole GEMM per thread (_threads.concurrently)
-            self.grads["W"], dx = _threads.concurrently(lambda: x2.T @ dout,
-                                                        lambda: dout @ W.T)
-            return dx.reshape(shape)
-        self.grads["W"] = _threads.matmul_tn(x2, dout)
-        return _threads.matmul(dout, W.T).reshape(shape) if need_dx else None
+            self.grads["b"] = db
+        return dx
 
     def backward_params(self, dout: np.ndarray) -> None:
         self._backward(dout, need_dx=False)

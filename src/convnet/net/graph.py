@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from convnet import arith
+from convnet import arith, backend
 from convnet.arith import fmt_shape
 from convnet.errors import ConfigError, ShapeError
 from convnet.layers.base import Layer, Shape, check_array
 from convnet.net import blocks as B
 from convnet.net.plan import make_plan, run_backward, run_forward
-from convnet.ops import _threads
 
 #: largest side or feature count of an input or of any layer's output: the one limit, used by
 #: every entry point (:data:`convnet.net.blocks.MAX_DIM`)
@@ -365,7 +364,7 @@ class Graph:
         """
         self._require_weights()
         x = self._check_forward_input(x)
-        with _threads.single_blas():      # one BLAS thread switch per pass (ops/_threads.py)
+        with backend.single_blas():      # one BLAS thread switch per pass (ops/_threads.py)
             out = run_forward(self._plan, x, train)
         self._batch_shape = out.shape if train else None
         return out
@@ -386,7 +385,7 @@ class Graph:
                              f"returned {self._batch_shape}")
         self._batch_shape = None  # the caches are consumed
         dout = dout.astype(self.dtype, copy=False)
-        with _threads.single_blas():
+        with backend.single_blas():
             return run_backward(self._plan, dout, need_dx)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:

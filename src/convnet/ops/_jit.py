@@ -1,21 +1,39 @@
 """Compiled kernels (Numba) for the loops NumPy cannot express in one pass, with a fallback flag.
 
-Max pooling: forward (max and first-argmax together) and backward (route each
-gradient to its argmax) are one pass each over the data in Numba, where NumPy needs ``Fh*Fw``
-passes per step with temporaries (for 2x2: 4 max passes + 4x4 passes building the index, then
-4 mask-multiply-store passes backward). Measured on the reference network's first pool
-(128x28x28x32, one thread, CPU time): forward 9.4 -> 3.1 ms, backward 6.4 -> 1.8 ms.
+The kernels, and where they are used (each caller keeps a NumPy path of its own, and each pair
+has a test that the two agree):
 
-And the spin-wait of the block threads (:func:`spin_until`, see :mod:`convnet.ops._threads`).
+- **Max pooling** (:mod:`convnet.ops.pool`): :func:`maxpool_forward_kernel` (the max and its
+  first argmax together) and :func:`maxpool_backward_kernel` (each gradient to its argmax, the
+  RELU after the pool masked in the same pass) are one pass each over the data, where NumPy
+  needs ``Fh*Fw`` passes per step with temporaries (for 2x2: 4 max passes + 4x4 passes building
+  the index, then 4 mask-multiply-store passes backward). Measured on the reference network's
+  first pool (128x28x28x32, one thread, CPU time): forward 9.4 -> 3.1 ms, backward 6.4 -> 1.8
+  ms. :func:`maxpool2x2_kernel` and :func:`maxpool2x2_argmax_kernel` do the usual 2x2 stride-2
+  pool (and the RELU after it) in one expression per output; :func:`first_max4` is their
+  comparison rule, inlined, and shared with the pool on Winograd's tiles
+  (:mod:`convnet.ops.winograd`).
+- **The 3x3 CONV of a one-channel input** (:mod:`convnet.ops.conv_fast`,
+  ``ConvPath.DIRECT_DEPTH1``): :func:`conv3x3_depth1_kernel` (forward),
+  :func:`conv3x3_depth1_wgrad_kernel` (weight and bias gradients) and
+  :func:`conv3x3_depth1_pool_wgrad_kernel` (the same straight from the gradient of the 2x2 max
+  pool after it).
+- **The RELU's backward** (:mod:`convnet.ops.activations`): :func:`relu_backward_kernel`, a
+  select in one pass.
+- **The SGD update** (:class:`convnet.optim.SGD`, through :func:`convnet.backend.sgd_step`):
+  :func:`sgd_kernel`, the NumPy passes of one parameter's step in one pass, bitwise the same.
+- **The spin-wait of the block threads** (:func:`spin_until`, see :mod:`convnet.ops._threads`).
 
 The kernels are serial (``parallel=False``): Numba's parallel threading layers are not all safe
 to call from several Python threads at once, and a library must not impose one; the batch loop
-is the outer loop so a parallel version is a ``prange`` away if that ever pays.
+is the outer loop so a parallel version is a ``prange`` away if that ever pays (the worker
+threads of :mod:`convnet.ops._threads` split the batch between calls instead).
 
 ``cache=True`` writes the compiled code next to this file (or under ``NUMBA_CACHE_DIR``), so only
 the first call on a machine pays the ~1 s compile per dtype. If Numba is missing (it is a
 declared dependency, but a minimal install may lack it) or ``CONVNET_NO_JIT=1`` is set,
-:data:`HAVE_NUMBA` is False and :mod:`convnet.ops.pool` keeps its pure-NumPy kernels.
+:data:`HAVE_NUMBA` is False, every kernel name here is None, and the callers keep their NumPy
+kernels (:func:`convnet.backend.has_jit` says which).
 """
 
 from __future__ import annotations
@@ -33,9 +51,10 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "conv3x3_depth1_wgrad_kernel",
-           "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
-           "maxpool_backward_kernel", "maxpool_forward_kernel", "spin_until"]
+__all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "conv3x3_depth1_pool_wgrad_kernel",
+           "conv3x3_depth1_wgrad_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
+           "maxpool_backward_kernel", "maxpool_forward_kernel", "relu_backward_kernel",
+           "sgd_kernel", "spin_until"]
 
 
 if HAVE_NUMBA:

@@ -34,8 +34,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from convnet import backend
 from convnet.errors import CheckpointError, ConfigError
-from convnet.ops import _jit
 from convnet.optim.schedules import _finite
 
 __all__ = ["SGD", "Adam", "AdamW", "HasParameters", "Optimizer", "make_optimizer"]
@@ -424,9 +424,9 @@ class SGD(Optimizer):
 
     def _compiled_update(self, name: str, param: np.ndarray, grad: np.ndarray) -> bool:
         """The same update as the NumPy passes of :meth:`_update`, bitwise, in one compiled
-        pass (:func:`convnet.ops._jit.sgd_kernel`) where Numba is present and the arrays are
-        contiguous float32/float64 of one dtype. Returns whether it ran."""
-        if (not _jit.HAVE_NUMBA or param.dtype not in (np.float32, np.float64)
+        pass (:func:`convnet.backend.sgd_step`) where the backend has compiled kernels and the
+        arrays are contiguous float32/float64 of one dtype. Returns whether it ran."""
+        if (not backend.has_jit() or param.dtype not in (np.float32, np.float64)
                 or grad.dtype != param.dtype or not param.flags.c_contiguous
                 or not param.flags.writeable):
             return False
@@ -440,9 +440,9 @@ class SGD(Optimizer):
             if not v.flags.c_contiguous or v.dtype != param.dtype:
                 return False
         t = param.dtype.type
-        _jit.sgd_kernel(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), v.reshape(-1),
-                        t(self._lr), t(self.momentum), t(self.weight_decay), self.nesterov,
-                        first)
+        backend.sgd_step(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), v.reshape(-1),
+                         t(self._lr), t(self.momentum), t(self.weight_decay), self.nesterov,
+                         first)
         return True
 
 

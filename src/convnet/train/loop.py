@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from convnet import backend
 from convnet.data.dataset import iter_ranges
 from convnet.data.transforms import Normalizer
 from convnet.errors import ConfigError, ShapeError
 from convnet.net.graph import Graph
-from convnet.ops import _arena
 from convnet.ops.loss import softmax_cross_entropy
 from convnet.train.callbacks import Callback
 from convnet.train.checkpoint import Checkpoint, load_checkpoint, rng_state_from_json, save
@@ -657,7 +657,7 @@ class Trainer:
             self.history.stop_reason = self.stop_reason
             self.history.message = self.stop_message
             self._emit("on_train_end", {"stop_reason": self.stop_reason})
-            _arena.release()                # the steps' kept buffers go back to the allocator
+            backend.release()               # the steps' kept buffers go back to the allocator
         return self.history
 
     def _batch_logs(self, t0: float) -> dict[str, Any]:

@@ -67,12 +67,12 @@ def _step_decimals(step: float) -> int:
 def _floor(q: float) -> int:
     """``floor``, but a quotient a rounding error below a whole number is that number."""
     r = round(q)
-    return r if abs(q - r) < max(1e-9, 1e-12 * abs(q)) else math.floor(q)
+    return r if abs(q - r) <= max(1e-9, 1e-12 * abs(q)) else math.floor(q)
 
 
 def _ceil(q: float) -> int:
     r = round(q)
-    return r if abs(q - r) < max(1e-9, 1e-12 * abs(q)) else math.ceil(q)
+    return r if abs(q - r) <= max(1e-9, 1e-12 * abs(q)) else math.ceil(q)
 
 
 def nice_ticks(lo: float, hi: float, n: int = 6, *, integer: bool = False,
