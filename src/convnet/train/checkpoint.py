@@ -333,7 +333,8 @@ def _group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate a checkpoint written by :func:`save`.
 
-    ``path`` may be a run directory (its ``best.npz``, else ``last.npz``).
+    ``path`` may be a run directory (its ``best.npz``, else ``last.npz``), or an ONNX file
+    (``.onnx``, read by :func:`convnet.interop.onnx_import.onnx_checkpoint`).
 
     Raises:
         CheckpointError: naming the file, when it is missing, not an npz, truncated, holds a
@@ -341,6 +342,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             weights whose names or shapes do not fit that architecture.
     """
     path = resolve_checkpoint_path(path)
+    if path.suffix.lower() == ".onnx":   # issue 14: an ONNX model, read by the importer
+        from convnet.interop.onnx_import import onnx_checkpoint
+
+        return onnx_checkpoint(path)
     arrays = _read_all(path)
     fmt = _scalar_text(arrays, "format", path)
     if fmt != FORMAT:

@@ -1,0 +1,1038 @@
+"""Import an ONNX model as a convnet network: the table (:mod:`convnet.interop.mapping`) read from
+right to left, after the patterns exporters write are recognised.
+
+What is recognised, besides the table's operators:
+
+- ``torch.onnx.export`` (TorchScript, ``dynamo=False``): Flatten + Gemm (``transB=1``), BN folded
+  into the Conv or kept, Identity nodes, Constant nodes, Clip(0, 6) for ReLU6, ceil_mode pools
+  where they give the floor's sizes.
+- ``torch.onnx.export(dynamo=True)``: Reshape to ``(-1, n)`` or ``(N, -1)`` (a flatten), Gemm or
+  MatMul + Add, ReduceMean over H and W (keepdims) as GAP, one initializer shared by several
+  inputs (equal values deduplicated), BN kept or folded.
+- tf2onnx (Keras Sequential CNNs in NHWC): the input ``(N, H, W, C)`` and the Transpose pairs
+  around the NCHW operators (``perm=[0, 3, 1, 2]`` before, ``[0, 2, 3, 1]`` after), Flatten as a
+  Transpose to NHWC + Reshape (convnet's own order: the FC's rows need no permutation), Dense as
+  MatMul + Add, BiasAdd as an Add of a per-channel constant after a Conv, Pad + Conv (explicit
+  zero padding) fused into one padded CONV, ReduceMean over axes 1, 2 as GAP, Dropout as
+  Identity, a final Softmax (dropped: convnet's outputs are the scores before it).
+- Shape arithmetic on a symbolic batch (Shape, Gather, Unsqueeze, Concat, Slice, Cast) is
+  evaluated, so ``x.view(x.size(0), -1)`` reads as a flatten; initializers listed as graph inputs
+  (IR < 4) are weights, not inputs.
+- Input normalisation as the first nodes (Sub then Div, or Mul then Add, per channel or scalar,
+  as ``export_onnx(bake_normalization=True)`` or Keras's Rescaling writes it) becomes the
+  model's normaliser.
+
+A file is checked before anything large is made (see :func:`load_model`): a size cap on the
+protobuf, every tensor's size from its declared dims and data type against its stored bytes,
+external data only inside the model's directory, every node input defined, no cycle, a graph
+input of sane size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convnet import arith
+from convnet.errors import CheckpointError, ConvnetError
+from convnet.interop import require
+from convnet.interop.assemble import Assembler, channel_vector
+from convnet.interop.mapping import SLOTS, Node, NotRepresentable, Val
+from convnet.net.graph import MAX_DIM, MAX_PARAMS, Graph
+
+#: the largest ONNX protobuf read (a protobuf cannot be larger than 2 GiB anyway)
+MAX_BYTES = 2**31 - 1
+#: the most nodes a graph may have
+MAX_NODES = 200_000
+#: the most values a computed constant (shape arithmetic) may have
+MAX_FOLDED = 10_000_000
+#: data types a stored tensor may have, with their NumPy types
+DTYPES = {1: np.float32, 11: np.float64, 10: np.float16, 7: np.int64, 6: np.int32,
+          3: np.int8, 2: np.uint8, 9: np.bool_}
+_NAMES = {1: "FLOAT", 11: "DOUBLE", 10: "FLOAT16", 7: "INT64", 6: "INT32", 3: "INT8",
+          2: "UINT8", 9: "BOOL"}
+
+
+class _Batch:
+    """The symbolic batch size in evaluated shape arithmetic."""
+
+    def __repr__(self) -> str:
+        return "N"
+
+
+BATCH = _Batch()
+ALIAS_OPS = ("Identity", "Dropout", "Transpose")
+
+
+# ------------------------------------------------------------------------------ the file
+def _refuse(path: Any, msg: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {msg}")
+
+
+def load_model(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> Any:
+    """The ``ModelProto`` at ``path``, read without its external data, after the file-level
+    checks: a regular file no larger than ``max_bytes`` that parses as ONNX, with a graph.
+
+    Raises :class:`~convnet.errors.CheckpointError` naming the file."""
+    onnx = require("onnx")
+    p = Path(path)
+    if not p.is_file():
+        raise _refuse(p, "no such ONNX file" if not p.exists() else "not a regular file")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise _refuse(p, f"{size:,} bytes, more than the {max_bytes:,} an ONNX protobuf may "
+                         "have here; a larger model keeps its weights as external data beside "
+                         "the .onnx file")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:   # protobuf's DecodeError and friends
+        raise _refuse(p, f"not an ONNX model (the protobuf does not parse: "
+                         f"{type(exc).__name__})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise _refuse(p, "an ONNX model without a graph (or with no node)")
+    return model
+
+
+def _external(t: Any, base: Path, where: str) -> tuple[Path, int, int | None]:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    rel = Path(loc)
+    if not loc or rel.is_absolute() or ".." in rel.parts or loc.startswith(("/", "\\")):
+        raise CheckpointError(f"{where}: external data location {loc!r} is not a file name "
+                              "inside the model's directory; refused")
+    root = base.resolve()
+    target = (root / rel).resolve()
+    if root not in target.parents:
+        raise CheckpointError(f"{where}: external data location {loc!r} leads outside the "
+                              "model's directory (a link?); refused")
+    if not target.is_file():
+        raise CheckpointError(f"{where}: its external data file {loc!r} is missing")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise CheckpointError(f"{where}: external data offset/length are not numbers") from None
+    if offset < 0 or (length is not None and length < 0):
+        raise CheckpointError(f"{where}: negative external data offset or length")
+    return target, offset, length
+
+
+def check_tensor(t: Any, where: str, base: Path) -> tuple[np.dtype, list[int], int]:
+    """Check that a stored tensor's declared dims and data type match the bytes it holds (or its
+    external file), before anything is allocated: ``(dtype, dims, count)``."""
+    if t.data_type not in DTYPES:
+        raise CheckpointError(f"{where}: data type {t.data_type} is not one convnet reads "
+                              f"({', '.join(_NAMES.values())})")
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise CheckpointError(f"{where}: negative dimension in {dims}")
+    count = math.prod(dims)      # Python integers: no overflow
+    if count > MAX_PARAMS:
+        raise CheckpointError(f"{where}: declares {dims} = {count:,} values, more than the "
+                              f"{MAX_PARAMS:,} a convnet network may hold; refused")
+    if t.HasField("segment"):
+        raise CheckpointError(f"{where}: a segmented tensor; refused")
+    dtype = np.dtype(DTYPES[t.data_type])
+    need = count * dtype.itemsize
+    if t.data_location == 1:   # EXTERNAL
+        target, offset, length = _external(t, base, where)
+        have = target.stat().st_size - offset
+        if (length is not None and length != need) or have < need:
+            got = length if length is not None else have
+            raise CheckpointError(f"{where}: external data holds {got:,} bytes for {dims} "
+                                  f"{_NAMES[t.data_type]} ({need:,} bytes); refused")
+    elif t.HasField("raw_data"):
+        if len(t.raw_data) != need:
+            raise CheckpointError(f"{where}: raw data of {len(t.raw_data):,} bytes for {dims} "
+                                  f"{_NAMES[t.data_type]} ({need:,} bytes); refused")
+    else:
+        field_ = {1: "float_data", 11: "double_data", 7: "int64_data"}.get(t.data_type,
+                                                                           "int32_data")
+        if len(getattr(t, field_)) != count:
+            raise CheckpointError(f"{where}: {len(getattr(t, field_)):,} values in {field_} "
+                                  f"for {dims} ({count:,} values); refused")
+    return dtype, dims, count
+
+
+def tensor_array(t: Any, where: str, base: Path) -> np.ndarray:
+    """A stored tensor as an array, after :func:`check_tensor`: nothing is allocated for a
+    tensor whose size is a lie."""
+    from onnx import numpy_helper
+
+    dtype, dims, count = check_tensor(t, where, base)
+    if t.data_location == 1:
+        target, offset, _ = _external(t, base, where)
+        arr = np.fromfile(target, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
+        return arr.reshape(dims).astype(dtype)
+    return numpy_helper.to_array(t)
+
+
+def _attrs(node: Any, where: str, base: Path) -> dict[str, Any]:
+    from onnx import AttributeProto, helper
+
+    out = {}
+    for a in node.attribute:
+        if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+            raise NotRepresentable(f"{where}: holds a subgraph (control flow): convnet imports "
+                                   "feed-forward networks")
+        if a.type == AttributeProto.TENSOR:
+            out[a.name] = tensor_array(a.t, f"{where} attribute {a.name!r}", base)
+            continue
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+    return out
+
+
+def _label(node: Any, i: int) -> str:
+    return node.name or (node.output[0] if node.output else f"#{i}")
+
+
+def _order(nodes: Sequence[Any], defined: set[str], path: Any) -> list[int]:
+    """The nodes in an order where every input is defined first; CheckpointError for an input
+    nothing defines or a cycle."""
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                if o in producer or o in defined:
+                    raise _refuse(path, f"node {_label(n, i)!r} ({n.op_type}) writes {o!r}, "
+                                        "which another node or a graph input also defines")
+                producer[o] = i
+    for i, n in enumerate(nodes):
+        for v in n.input:
+            if v and v not in defined and v not in producer:
+                raise _refuse(path, f"node {_label(n, i)!r} ({n.op_type}) reads {v!r}, which no "
+                                    "node, initializer or graph input defines")
+    deps = [{producer[v] for v in n.input if v in producer} for n in nodes]
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, d in enumerate(deps):
+        for j in d:
+            readers[j].append(i)
+    left = [len(d) for d in deps]
+    # Kahn's algorithm, smallest index first: the file's own order where it is already one
+    ready = [i for i, k in enumerate(left) if k == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in readers[i]:
+            left[j] -= 1
+            if left[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        stuck = [_label(nodes[i], i) for i, k in enumerate(left) if k][:6]
+        raise _refuse(path, f"the graph has a cycle (nodes {', '.join(map(repr, stuck))} read "
+                            "each other's outputs): a network is acyclic")
+    return order
+
+
+# ----------------------------------------------------------------------------- the result
+@dataclass
+class OnnxModel:
+    """An imported ONNX model: the network and what came with it.
+
+    Attributes:
+        net: the network (a :class:`~convnet.net.sequential.Sequential` for a chain).
+        classes: class names from the metadata (``classes``), or None.
+        normalizer: ``{"mean", "std"}`` from the metadata or the graph's first nodes, or None.
+        input: how raw images become input (``convnet.input`` metadata, else the shape).
+        notes: what was recognised and done (fusions, dropped nodes), one sentence each.
+        origin: ``{"conv1": "node 'features.0' (Conv)"}``: where each layer came from.
+        metadata: every ``metadata_props`` entry; ``producer``: who wrote the file.
+        layout, output_layout: how the graph holds its input and output (``"NCHW"``,
+            ``"NHWC"``, ``"vec"``; ``"gap"`` for an ``(N, C, 1, 1)`` output).
+        baked: the graph normalises its input itself (its first nodes became ``normalizer``).
+        softmax: the graph ends in a Softmax, left out of ``net``.
+    """
+
+    net: Graph
+    classes: list[str] | None = None
+    normalizer: dict[str, np.ndarray] | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    producer: str = ""
+    layout: str = "NCHW"
+    output_layout: str = "vec"
+    baked: bool = False
+    softmax: bool = False
+
+
+# ------------------------------------------------------------------------------ the walk
+class _Walk:
+    """Reads the graph's nodes in order into an :class:`Assembler` (see the module doc)."""
+
+    def __init__(self, model: Any, path: Path, input_shape: Sequence[int] | None) -> None:
+        self.path, self.model, self.g = path, model, model.graph
+        self.base = path.parent
+        self.asm = Assembler(path.name)
+        self.env: dict[str, Any] = {}        # value name -> Val or np.ndarray (a constant)
+        self.notes = self.asm.notes
+        self.normalizer: dict[str, np.ndarray] | None = None
+        self.softmax = False
+        g = self.g
+        inits = {t.name for t in g.initializer}
+        for i, t in enumerate(g.initializer):
+            if not t.name:
+                raise _refuse(path, f"initializer #{i} has no name")
+        self.inputs = [v for v in g.input if v.name not in inits]
+        if len(self.inputs) != 1 or len(g.output) != 1:
+            raise NotRepresentable(
+                f"{path.name}: the graph has {len(self.inputs)} input(s) and {len(g.output)} "
+                "output(s); a convnet network has one of each (inputs: "
+                f"{', '.join(v.name for v in self.inputs) or 'none'})")
+        if len(g.node) > MAX_NODES:
+            raise _refuse(path, f"{len(g.node):,} nodes, more than {MAX_NODES:,}")
+        self.order = _order(g.node, {*inits, self.inputs[0].name}, path)
+        self.consumers: dict[str, list[int]] = {}
+        for i, n in enumerate(g.node):
+            for v in n.input:
+                self.consumers.setdefault(v, []).append(i)
+        total = 0
+        for t in g.initializer:     # sizes checked now; a weight is read when a node reads it
+            total += check_tensor(t, f"{path.name}: initializer {t.name!r}", self.base)[2]
+            self.env[t.name] = _Lazy(t)
+        if total > MAX_PARAMS:
+            raise _refuse(path, f"its initializers declare {total:,} values in all, more than "
+                                f"the {MAX_PARAMS:,} a convnet network may hold; refused")
+        self.input_shape = input_shape
+
+    # ------------------------------------------------------------------------- values
+    def const(self, name: str, where: str) -> np.ndarray | None:
+        v = self.env.get(name)
+        if isinstance(v, _Lazy):
+            v = tensor_array(v.t, f"{self.path.name}: initializer {name!r}", self.base)
+            self.env[name] = v
+        return v if isinstance(v, np.ndarray) else None
+
+    def val(self, name: str, where: str) -> Val:
+        v = self.env.get(name)
+        if isinstance(v, Val):
+            return v
+        raise NotRepresentable(f"{where}: its data input {name!r} is a constant: convnet layers "
+                               "compute on the network's values")
+
+    # -------------------------------------------------------------------------- input
+    def graph_input(self) -> Val:
+        v = self.inputs[0]
+        where = f"{self.path.name}: the graph's input {v.name!r}"
+        tt = v.type.tensor_type
+        if not v.type.HasField("tensor_type") or tt.elem_type != 1:
+            raise NotRepresentable(f"{where} is not a float32 tensor (type "
+                                   f"{_NAMES.get(tt.elem_type, tt.elem_type)}): convnet computes "
+                                   "in float32")
+        dims: list[int | None] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                if not 0 < d.dim_value <= MAX_DIM * MAX_DIM:
+                    raise _refuse(self.path, f"the graph's input {v.name!r} declares a dimension "
+                                             f"of {d.dim_value:,}; refused")
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(None)
+        if len(dims) not in (2, 4):
+            raise NotRepresentable(f"{where} has {len(dims)} dimensions; convnet takes images "
+                                   "(N, C, H, W) or (N, H, W, C), or vectors (N, n)")
+        #: a batch size the file fixes (a Reshape to (1, n) then means (N, n))
+        self.batch = dims[0]
+        layout = "vec" if len(dims) == 2 else self._input_layout(v.name)
+        body = dims[1:]
+        if layout == "NCHW":
+            body = [body[1], body[2], body[0]]
+        given = tuple(self.input_shape) if self.input_shape is not None else None
+        if given is None and any(d is None for d in body):
+            meta = _meta_json(self.model, "convnet.input", {}) or {}
+            shape = meta.get("shape") if isinstance(meta, dict) else None
+            if isinstance(shape, list) and len(shape) == len(body) and all(
+                    b is None or b == s for b, s in zip(body, shape, strict=True)):
+                given = tuple(shape)
+        if given is not None:
+            if len(given) != len(body) or any(b is not None and b != s
+                                              for b, s in zip(body, given, strict=True)):
+                raise NotRepresentable(f"{where} is {_fmt_dims(body)} (H x W x D), not "
+                                       f"{_fmt_dims(given)}")
+            body = list(given)
+        if any(d is None for d in body):
+            raise NotRepresentable(
+                f"{where} has a symbolic size {_fmt_dims(body)} (H x W x D): say which to use "
+                "(convnet import --input 224x224x3, or input_shape=(224, 224, 3))")
+        from convnet.net.graph import check_input_shape
+
+        try:
+            shape = check_input_shape(tuple(int(b) for b in body))
+        except ConvnetError as exc:
+            raise _refuse(self.path, f"the graph's input: {exc}") from None
+        if layout == "NHWC":
+            self.notes.append(f"the input {v.name!r} is NHWC (N, H, W, C), as tf2onnx writes "
+                              "it: the Transposes to NCHW and back are followed, not layers")
+        val = self.asm.input(shape, layout)
+        self.env[v.name] = val
+        return val
+
+    def _input_layout(self, name: str) -> str:
+        """NHWC when the input (after a normalisation prefix) is read only by Transposes to
+        NCHW, as tf2onnx writes it; NCHW otherwise."""
+        v = self._after_prefix(name)
+        readers = [self.g.node[i] for i in self.consumers.get(v, [])]
+        if readers and all(n.op_type == "Transpose" and list(_perm(n)) == [0, 3, 1, 2]
+                           for n in readers):
+            return "NHWC"
+        return "NCHW"
+
+    def _after_prefix(self, name: str) -> str:
+        v = name
+        while True:
+            readers = self.consumers.get(v, [])
+            if len(readers) != 1:
+                return v
+            n = self.g.node[readers[0]]
+            if n.op_type not in ("Sub", "Add", "Mul", "Div") or len(n.input) != 2:
+                return v
+            other = n.input[1] if n.input[0] == v else n.input[0]
+            if not isinstance(self.env.get(other), _Lazy) and not self._is_constant_node(other):
+                return v
+            v = n.output[0]
+
+    def _is_constant_node(self, name: str) -> bool:
+        return any(n.op_type == "Constant" and name in n.output for n in self.g.node)
+
+    # ---------------------------------------------------------------------------- walk
+    def run(self) -> Val:
+        x_in = self.graph_input()
+        n = x_in.shape[-1] if x_in.layout != "vec" else arith.num_elements(x_in.shape)
+        #: the input after the normalisation prefix so far: value -> (a, b, ops), x*a + b
+        self.affine: dict[str, tuple[np.ndarray, np.ndarray, str]] = {
+            self.inputs[0].name: (np.ones(n), np.zeros(n), "")}
+        out_name = self.g.output[0].name
+        for i in self.order:
+            n = self.g.node[i]
+            where = f"{self.path.name}: node {_label(n, i)!r} ({n.op_type})"
+            if n.domain not in ("", "ai.onnx"):
+                raise NotRepresentable(f"{where}: an operator of domain {n.domain!r}, not a "
+                                       "standard ONNX one: convnet cannot import it")
+            self.node(n, i, where, out_name)
+        out = self.env.get(out_name)
+        if isinstance(out, _Lazy) or isinstance(out, np.ndarray) or out is None:
+            raise NotRepresentable(f"{self.path.name}: the graph's output {out_name!r} is a "
+                                   "constant, not computed from the input")
+        return out
+
+    def node(self, n: Any, i: int, where: str, out_name: str) -> None:
+        op = n.op_type
+        attrs = _attrs(n, where, self.base)
+        ins = list(n.input)
+        if op == "Constant":
+            self.env[n.output[0]] = self._constant(attrs, where)
+            return
+        # the input's normalisation prefix (Sub/Div, Mul/Add with constants)
+        if op in ("Sub", "Add", "Mul", "Div") and len(ins) == 2 and (
+                ins[0] in self.affine or ins[1] in self.affine):
+            if self._affine(n, ins, where):
+                return
+        for v in ins:
+            if v in self.affine:
+                self._end_prefix(v)
+        values = [self.env.get(v) if v else None for v in ins]
+        if all(not isinstance(v, Val) for v in values) and ins:
+            self.env[n.output[0]] = self._fold(op, n, ins, attrs, where)
+            return
+        for extra in n.output[1:]:
+            if extra and self.consumers.get(extra) or extra == out_name:
+                raise NotRepresentable(f"{where}: its output {extra!r} ({op}'s second output: "
+                                       "training statistics, indices or a mask) is used: convnet "
+                                       "computes the first output only")
+        label = _label(n, i)
+        handler = getattr(self, f"_op_{op}", None)
+        if handler is not None:
+            result = handler(n, label, ins, attrs, where, out_name)
+        else:
+            result = self._layer(n, label, ins, attrs, where)
+        self.env[n.output[0]] = result
+
+    def _layer(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+               where: str) -> Val:
+        """A node the table (or the assembler) knows: its first input is the data, the others
+        its stored weights, by slot."""
+        x = self.val(ins[0], where)
+        weights: dict[str, np.ndarray] = {}
+        slots = SLOTS.get(n.op_type, ())
+        if n.op_type == "Pad":
+            slots = ("pads", "constant_value", "axes")
+        for slot, name in zip(slots, ins[1:], strict=False):
+            if not name:
+                continue
+            c = self.const(name, where)
+            if c is None:
+                raise NotRepresentable(f"{where}: its {slot} input {name!r} is computed by the "
+                                       "graph, not stored: convnet imports stored weights only")
+            weights[slot] = c.astype(np.float32) if c.dtype.kind == "f" else c
+        if len(ins) - 1 > len(slots):
+            raise NotRepresentable(f"{where}: {len(ins)} inputs; {n.op_type} here takes "
+                                   f"{1 + len(slots)}")
+        if n.op_type == "Pad" and weights.get("axes") is not None:
+            raise NotRepresentable(f"{where}: Pad with an axes input: write pads for every axis")
+        node = Node(n.op_type, label, [ins[0]], list(n.output), attrs, weights)
+        return self.asm.apply(node, [x])
+
+    # ----------------------------------------------------------------------- constants
+    def _constant(self, attrs: dict[str, Any], where: str) -> np.ndarray:
+        if "value" in attrs:
+            return np.asarray(attrs["value"])
+        for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                           ("value_int", np.int64), ("value_ints", np.int64)):
+            if key in attrs:
+                return np.asarray(attrs[key], dtype=dtype)
+        raise NotRepresentable(f"{where}: a Constant convnet cannot read (keys "
+                               f"{sorted(attrs)})")
+
+    def _fold(self, op: str, n: Any, ins: list[str], attrs: dict[str, Any],
+              where: str) -> np.ndarray:
+        """A node of constants (shape arithmetic) evaluated now."""
+        args = []
+        for v in ins:
+            if not v:
+                args.append(None)
+                continue
+            c = self.const(v, where)
+            if c is None:
+                c = self.env.get(v)
+            args.append(c)
+        out = _FOLD.get(op)
+        if out is None:
+            raise NotRepresentable(f"{where}: computes a constant with {op}, which convnet does "
+                                   "not evaluate (it folds Shape arithmetic: "
+                                   f"{', '.join(sorted(_FOLD))})")
+        try:
+            res = np.asarray(out(args, attrs))
+        except (ValueError, IndexError, TypeError) as exc:
+            raise NotRepresentable(f"{where}: cannot evaluate it ({exc})") from None
+        if res.size > MAX_FOLDED:
+            raise _refuse(self.path, f"{where}: computes {res.size:,} values; refused")
+        return res
+
+    # ---------------------------------------------------------- the normalisation prefix
+    def _affine(self, n: Any, ins: list[str], where: str) -> bool:
+        """Takes ``Sub/Add/Mul/Div(prefix value, constant)`` into the input's affine map; False
+        when it is not one (then the prefix ends there)."""
+        v, c = (ins[0], ins[1]) if ins[0] in self.affine else (ins[1], ins[0])
+        const = self.const(c, where)
+        if const is None or len(self.consumers.get(v, [])) != 1:
+            return False
+        if n.op_type in ("Sub", "Div") and v != ins[0]:
+            return False      # c - x, c / x: not a normalisation
+        try:
+            k = channel_vector(const, self.env[self.inputs[0].name], where).astype(np.float64)
+        except NotRepresentable:
+            return False
+        a, b, ops = self.affine[v]
+        if n.op_type == "Sub":
+            b = b - k
+        elif n.op_type == "Add":
+            b = b + k
+        elif n.op_type == "Mul":
+            a, b = a * k, b * k
+        else:
+            if np.any(k == 0):
+                return False
+            a, b = a / k, b / k
+        self.affine[n.output[0]] = (a, b, ops + n.op_type[0])
+        self.env[n.output[0]] = self.env[self.inputs[0].name]
+        return True
+
+    def _end_prefix(self, v: str) -> None:
+        a, b, ops = self.affine.pop(v)
+        self.affine.clear()
+        if not ops:
+            return
+        if np.any(a <= 0):
+            raise NotRepresentable(f"{self.path.name}: the graph's first nodes scale its input "
+                                   "by a negative or zero factor: not a normalisation")
+        self.normalizer = {"mean": (-b / a).astype(np.float32),
+                           "std": (1.0 / a).astype(np.float32)}
+        self.notes.append(f"the first nodes ({'-'.join(_OPS[o] for o in ops)} with constants) "
+                          "normalise the input: taken as the model's normaliser, "
+                          "(x - mean) / std")
+
+    # ----------------------------------------------------------------- no layer / patterns
+    def _op_Add(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any], where: str,
+                out_name: str) -> Val:
+        return self._arith(n, label, ins, attrs, where)
+
+    def _op_Concat(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                   where: str, out_name: str) -> Val:
+        vals = [self.env.get(v) for v in ins]
+        if not all(isinstance(v, Val) for v in vals):
+            raise NotRepresentable(f"{where}: concatenates a constant to a computed value: "
+                                   "convnet's CAT stacks branches of the network")
+        return self.asm.apply(Node(n.op_type, label, ins, list(n.output), attrs), vals)
+
+    def _op_Sum(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any], where: str,
+                out_name: str) -> Val:
+        return self._arith(n, label, ins, attrs, where)
+
+    def _arith(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+               where: str) -> Val:
+        vals = [self.env.get(v) for v in ins]
+        if all(isinstance(v, Val) for v in vals):
+            return self.asm.apply(Node(n.op_type, label, ins, list(n.output), attrs),
+                                  vals)
+        if n.op_type == "Add" and len(ins) == 2:
+            x = next(v for v in vals if isinstance(v, Val))
+            c = self.const(next(v for v, val in zip(ins, vals, strict=True)
+                                if not isinstance(val, Val)), where)
+            src = next(v for v, val in zip(ins, vals, strict=True) if isinstance(val, Val))
+            self._sole_reader(x, src, n, where)
+            return self.asm.bias_add(Node(n.op_type, label, ins, list(n.output)), x, c)
+        raise NotRepresentable(f"{where}: mixes computed values and constants in a way that is "
+                               "not a bias")
+
+    def _sole_reader(self, x: Val, name: str, n: Any, where: str) -> None:
+        """The bias Add must be the only reader of the value (and of its views: Transposes)."""
+        views = {k for k, v in self.env.items() if isinstance(v, Val) and v.src == x.src
+                 and v.flat is None}
+        readers = [m for m in self.g.node if any(i in views for i in m.input)
+                   and not (m.op_type in ALIAS_OPS and m.output[0] in views)]
+        if readers != [n]:
+            raise NotRepresentable(f"{where}: adds a constant to a value that other nodes read "
+                                   "too: convnet folds a constant into the bias of the layer "
+                                   "that computes the value only when the Add is its one reader")
+
+    def _op_Dropout(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                    where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        mode = self.const(ins[2], where) if len(ins) > 2 and ins[2] else None
+        if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
+            raise NotRepresentable(f"{where}: a Dropout in training mode (training_mode=True)")
+        return x
+
+    def _op_Sub(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any], where: str,
+                out_name: str) -> Val:
+        raise NotRepresentable(f"{where}: arithmetic with a constant inside the network: convnet "
+                               "reads a Sub, Mul or Div only at the start (a normalisation)")
+
+    _op_Mul = _op_Div = _op_Sub
+
+    def _op_MatMul(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                   where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        W = self.const(ins[1], where)
+        if W is None or W.ndim != 2:
+            what = "a computed value" if W is None else f"a {W.ndim}-D constant"
+            raise NotRepresentable(f"{where}: MatMul by {what}: convnet reads MatMul(x, W) with "
+                                   "a stored (n, K) matrix W as an FC")
+        if x.is_volume or x.layout == "gap":
+            raise NotRepresentable(f"{where}: MatMul of a {x.layout} volume multiplies along "
+                                   "its last axis only, not a layer of convnet (flatten first)")
+        node = Node("Gemm", label, [ins[0]], list(n.output), {"transB": 0},
+                    {"B": W.astype(np.float32)})
+        return self.asm.apply(node, [x])
+
+    def _op_Gemm(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                 where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        if x.is_volume:
+            raise NotRepresentable(f"{where}: Gemm of a 4-D volume")
+        return self._layer(n, label, ins, attrs, where)
+
+    def _op_Reshape(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                    where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        target = self.const(ins[1], where) if len(ins) > 1 else None
+        if target is None:
+            target = self.env.get(ins[1]) if len(ins) > 1 else attrs.get("shape")
+        if target is None or not isinstance(target, np.ndarray | list):
+            raise NotRepresentable(f"{where}: a Reshape to a computed shape")
+        have = x.onnx_shape(BATCH)
+        target = [BATCH if (i == 0 and self.batch is not None and not isinstance(t, _Batch)
+                            and int(t) == self.batch) else t
+                  for i, t in enumerate(np.asarray(target, dtype=object).ravel())]
+        want = _resolve_reshape(target, have, bool(attrs.get("allowzero", 0)))
+        if want is not None and want == have:
+            return x
+        if want is not None and len(want) == 2 and want[0] is BATCH:
+            return self.asm.flatten(x, where)
+        raise NotRepresentable(
+            f"{where}: Reshape of {_fmt_onnx(have)} to {list(np.asarray(target).ravel())}: "
+            "convnet reads a Reshape that flattens (N, ...) to (N, n) only")
+
+    def _op_Squeeze(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                    where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        axes = attrs.get("axes")
+        if axes is None and len(ins) > 1 and ins[1]:
+            axes = self.const(ins[1], where)
+        axes = sorted(int(a) % 4 for a in np.asarray(axes).ravel()) if axes is not None else None
+        if x.layout == "gap" and axes in (None, [2, 3], [1, 2]):
+            return self.asm.flatten(x, where)
+        raise NotRepresentable(f"{where}: Squeeze(axes={axes}) of a value held as {x.layout}: "
+                               "convnet reads a Squeeze of a pooled (N, C, 1, 1) only")
+
+    def _op_ReduceMean(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                       where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        axes = attrs.get("axes")
+        if axes is None and len(ins) > 1 and ins[1]:
+            axes = self.const(ins[1], where)
+        axes = sorted(int(a) % 4 for a in np.asarray(axes).ravel()) if axes is not None else None
+        spatial = {"NCHW": [2, 3], "NHWC": [1, 2]}.get(x.layout)
+        if x.flat is not None or spatial is None or axes != spatial:
+            raise NotRepresentable(f"{where}: ReduceMean(axes={axes}) of a value held as "
+                                   f"{x.layout}: convnet reads a mean over the rows and columns "
+                                   "of a volume (GAP) only")
+        gap = self.asm.apply(Node("GlobalAveragePool", label, [ins[0]], list(n.output)),
+                             [replace(x, layout="NCHW")])
+        return gap if attrs.get("keepdims", 1) else self.asm.flatten(gap, where)
+
+    def _op_Softmax(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                    where: str, out_name: str) -> Val:
+        x = self.val(ins[0], where)
+        if n.output[0] != out_name or x.layout not in ("vec", "gap"):
+            raise NotRepresentable(f"{where}: a Softmax inside the network: convnet applies "
+                                   "softmax to its output scores only (where it shows "
+                                   "probabilities)")
+        self.notes.append(f"the final Softmax ({label!r}) is left out: convnet's outputs are "
+                          "the scores before it, and it shows probabilities as softmax(scores)")
+        self.softmax = True
+        return x
+
+    def _op_Shape(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
+                  where: str, out_name: str) -> np.ndarray:
+        x = self.val(ins[0], where)
+        shape = np.array(x.onnx_shape(BATCH), dtype=object)
+        start, end = attrs.get("start", 0), attrs.get("end")
+        return shape[start:end]
+
+
+class _Lazy:
+    """An initializer not yet read (only the weights a node reads are turned into arrays)."""
+
+    def __init__(self, t: Any) -> None:
+        self.t = t
+
+
+_OPS = {"S": "Sub", "A": "Add", "M": "Mul", "D": "Div"}
+
+
+def _perm(n: Any) -> list[int]:
+    for a in n.attribute:
+        if a.name == "perm":
+            return list(a.ints)
+    return []
+
+
+def _fmt_dims(dims: Sequence[Any]) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims)
+
+
+def _fmt_onnx(dims: Sequence[Any]) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+def _resolve_reshape(target: list[Any], have: list[Any], allowzero: bool) -> list[Any] | None:
+    """ONNX's Reshape rule on a shape with a symbolic batch; None when it cannot be resolved."""
+    out: list[Any] = []
+    for i, t in enumerate(target):
+        if t is BATCH:
+            out.append(BATCH)
+        elif int(t) == 0 and not allowzero:
+            if i >= len(have):
+                return None
+            out.append(have[i])
+        else:
+            out.append(int(t))
+    known = math.prod(int(d) for d in have if d is not BATCH)
+    if out.count(-1) > 1:
+        return None
+    if -1 in out:
+        rest = [d for d in out if d != -1]
+        fixed = math.prod(int(d) for d in rest if d is not BATCH)
+        if BATCH in rest:   # (N, -1): the rest of the features
+            if fixed == 0 or known % fixed:
+                return None
+            out[out.index(-1)] = known // fixed
+        elif fixed and known % fixed == 0 and known // fixed >= 1:
+            # (-1, n) with n the features: -1 is the batch
+            if known == fixed:
+                out[out.index(-1)] = BATCH
+            else:
+                return None
+        else:
+            return None
+    if BATCH not in out:
+        return None
+    return out
+
+
+def _gather(args: list[Any], attrs: dict[str, Any]) -> Any:
+    data, idx = np.asarray(args[0]), np.asarray(args[1])
+    return np.take(data, idx.astype(np.int64), axis=int(attrs.get("axis", 0)))
+
+
+def _unsqueeze(args: list[Any], attrs: dict[str, Any]) -> Any:
+    a = np.asarray(args[0])
+    axes = attrs.get("axes", args[1] if len(args) > 1 else None)
+    for ax in sorted(int(x) % (a.ndim + len(np.ravel(axes))) for x in np.ravel(axes)):
+        a = np.expand_dims(a, ax)
+    return a
+
+
+def _squeeze(args: list[Any], attrs: dict[str, Any]) -> Any:
+    a = np.asarray(args[0])
+    axes = attrs.get("axes", args[1] if len(args) > 1 else None)
+    return np.squeeze(a, axis=None if axes is None else tuple(int(x) for x in np.ravel(axes)))
+
+
+def _concat(args: list[Any], attrs: dict[str, Any]) -> Any:
+    arrays = [np.asarray(a) for a in args]
+    if any(a.dtype == object for a in arrays):
+        arrays = [a.astype(object) for a in arrays]
+    return np.concatenate(arrays, axis=int(attrs.get("axis", 0)))
+
+
+def _slice(args: list[Any], attrs: dict[str, Any]) -> Any:
+    a = np.asarray(args[0])
+    starts = attrs.get("starts", args[1] if len(args) > 1 else None)
+    ends = attrs.get("ends", args[2] if len(args) > 2 else None)
+    axes = attrs.get("axes", args[3] if len(args) > 3 and args[3] is not None else None)
+    steps = args[4] if len(args) > 4 and args[4] is not None else None
+    starts, ends = np.ravel(starts).astype(np.int64), np.ravel(ends).astype(np.int64)
+    axes = np.arange(len(starts)) if axes is None else np.ravel(axes).astype(np.int64)
+    steps = np.ones(len(starts), np.int64) if steps is None else np.ravel(steps).astype(np.int64)
+    index = [slice(None)] * a.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
+        index[int(ax)] = slice(int(s), int(min(e, 2**62)) if e > -(2**62) else None, int(st))
+    return a[tuple(index)]
+
+
+def _numeric(a: Any) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype == object:
+        if any(v is BATCH for v in arr.ravel()):
+            raise ValueError("arithmetic on the symbolic batch size")
+        arr = arr.astype(np.int64)
+    return arr
+
+
+_FOLD: dict[str, Any] = {
+    "Identity": lambda a, k: a[0],
+    "Cast": lambda a, k: a[0] if np.asarray(a[0]).dtype == object else np.asarray(a[0]).astype(
+        DTYPES.get(int(k.get("to", 1)), np.float32)),
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Concat": _concat,
+    "Slice": _slice,
+    "Reshape": lambda a, k: _numeric(a[0]).reshape(_numeric(a[1]).astype(np.int64)),
+    "Transpose": lambda a, k: _numeric(a[0]).transpose(k.get("perm")),
+    "Add": lambda a, k: _numeric(a[0]) + _numeric(a[1]),
+    "Sub": lambda a, k: _numeric(a[0]) - _numeric(a[1]),
+    "Mul": lambda a, k: _numeric(a[0]) * _numeric(a[1]),
+    "Div": lambda a, k: _numeric(a[0]) / _numeric(a[1]),
+}
+
+
+def _meta(model: Any) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _meta_json(model: Any, key: str, default: Any) -> Any:
+    text = _meta(model).get(key)
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return default
+
+
+def _metadata(model: Any, net: Graph, walk: _Walk, notes: list[str]) -> tuple[Any, Any, Any]:
+    """Class names, normaliser and input information from the metadata, checked against the
+    network (a value that does not fit is left out, and said so)."""
+    classes = _meta_json(model, "classes", None)
+    if classes is not None:
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+                and len(classes) == net.output_shape[-1]):
+            notes.append("metadata 'classes' is not a list of one name per output: left out")
+            classes = None
+    norm = walk.normalizer
+    meta_norm = _meta_json(model, "normalization", None)
+    if isinstance(meta_norm, dict) and norm is None:
+        try:
+            mean = np.asarray(meta_norm["mean"], np.float32).reshape(-1)
+            std = np.asarray(meta_norm["std"], np.float32).reshape(-1)
+            depth = net.input_shape[-1]
+            if mean.shape != (depth,) or std.shape != (depth,) or not (
+                    np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+                raise ValueError("shapes or values")
+            if meta_norm.get("baked"):
+                notes.append("metadata 'normalization' says it is baked into the graph, but its "
+                             "first nodes do not normalise: left out")
+            else:
+                norm = {"mean": mean, "std": std}
+        except (KeyError, TypeError, ValueError):
+            notes.append("metadata 'normalization' is not per-channel mean and std: left out")
+    info = _meta_json(model, "convnet.input", None)
+    if not isinstance(info, dict):
+        info = {}
+    info = {**info, "shape": list(net.input_shape)}
+    return classes, norm, info
+
+
+def _restore_spec(model: Any, net: Graph, notes: list[str]) -> Graph:
+    """A file convnet wrote keeps its spec (metadata ``convnet.spec``): where the spec builds the
+    same network but for the layers inference drops (DROPOUT) and convnet's own spellings
+    (``floor=true`` where it fits), the network is rebuilt from it with the imported weights,
+    so that a round trip gives back the very network."""
+    spec = _meta(model).get("convnet.spec")
+    if not spec:
+        return net
+    from convnet.spec.parser import build_text
+
+    try:
+        twin = build_text(spec, seed=0)
+    except ConvnetError:
+        return net
+    if _signature(twin) != _signature(net):
+        return net
+    try:
+        twin.load_state_dict(net.state_dict())
+    except ConvnetError:
+        return net
+    if twin.spec != net.spec:
+        notes.append("the metadata's spec builds this network with the layers inference drops "
+                     "(DROPOUT) or convnet's spellings: rebuilt from it")
+    return twin
+
+
+def _signature(net: Graph) -> list[tuple[Any, ...]]:
+    import re
+
+    keep = [i for i, ly in enumerate(net.layers) if ly.kind != "DROPOUT"]
+
+    def through(k: int) -> int:
+        while k >= 0 and net.layers[k].kind == "DROPOUT":
+            k = net.inputs_of[k][0]
+        return k
+
+    pos = {k: i for i, k in enumerate(keep)}
+    sig = []
+    for k in keep:
+        ly = net.layers[k]
+        text = re.sub(r",?floor=true", "", ly.to_spec()).replace("(,", "(")
+        srcs = tuple(pos.get(through(s), -1) for s in net.inputs_of[k])
+        sig.append((text, tuple(net.shapes[k]), srcs))
+    return sig
+
+
+def read_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None, *,
+              max_bytes: int = MAX_BYTES) -> OnnxModel:
+    """Read an ONNX file into an :class:`OnnxModel` (the network and what came with it).
+
+    ``input_shape`` ``(H, W, D)`` gives the size where the graph's input has symbolic height
+    and width (convnet's own files say it in their metadata).
+
+    Raises:
+        CheckpointError: a file that cannot be read safely (too large, not ONNX, a tensor whose
+            data does not match its declared size, external data outside the model's
+            directory, a cycle, an input nothing defines).
+        NotRepresentable: a node convnet cannot represent, naming it and its operator.
+        ShapeError: a node whose shapes do not work.
+    """
+    path = Path(path)
+    model = load_model(path, max_bytes)
+    walk = _Walk(model, path, input_shape)
+    out = walk.run()
+    net = walk.asm.finish(out)
+    notes = walk.notes
+    origin = getattr(walk.asm, "origin", {})
+    net2 = _restore_spec(model, net, notes)
+    if net2 is not net:
+        origin = {}
+        net = net2
+    classes, norm, info = _metadata(model, net, walk, notes)
+    return OnnxModel(net, classes, norm, info, notes, origin, _meta(model),
+                     f"{model.producer_name} {model.producer_version}".strip(),
+                     walk.asm.input_val.layout, out.layout, walk.normalizer is not None,
+                     walk.softmax)
+
+
+def agreement(m: OnnxModel, path: str | os.PathLike[str], *, batch: int = 2,
+              seed: int = 0) -> float:
+    """The largest relative difference between the imported network and onnxruntime running
+    the file, on random inputs in ``[0, 1]``: ``max |convnet - onnxruntime| / max
+    |onnxruntime|`` (through the softmax the file ends in, when it does)."""
+    ort = require("onnxruntime")
+    from convnet.ops.loss import softmax
+
+    net = m.net
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, *net.input_shape), dtype=np.float32)
+    xn = x if not m.baked else (x - m.normalizer["mean"]) / m.normalizer["std"]
+    want = net.forward(xn.astype(net.dtype)).astype(np.float64)
+    if m.softmax:
+        want = softmax(want)
+    feed = x.transpose(0, 3, 1, 2) if m.layout == "NCHW" else x
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(feed)})[0]
+    if m.output_layout == "NCHW":
+        got = got.transpose(0, 2, 3, 1)
+    got = got.reshape(want.shape).astype(np.float64)
+    return float(np.abs(got - want).max()) / max(float(np.abs(got).max()), 1e-30)
+
+
+def import_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None, *,
+                max_bytes: int = MAX_BYTES) -> Graph:
+    """The network in an ONNX file, as a convnet network like any other: a
+    :class:`~convnet.net.sequential.Sequential` when it is a chain, else a
+    :class:`~convnet.net.graph.Graph` of RES/CAT blocks.
+
+    Its class names and normalisation (from the metadata, or from normalising first nodes) are
+    attached as ``net.classes`` and ``net.normalizer`` (None when absent), as
+    :func:`convnet.load` does; :func:`read_onnx` returns everything, with notes on what was
+    recognised.
+
+    >>> import convnet as cn, tempfile, os
+    >>> net = cn.build("INPUT(8x8x1) -> CONV(4,F=3,P=1) -> RELU -> POOL -> FC(10)", seed=0)
+    >>> p = cn.export_onnx(net, os.path.join(tempfile.mkdtemp(), "m.onnx"))
+    >>> back = cn.import_onnx(p)
+    >>> back.spec == net.spec and all((back.state_dict()[k] == v).all()
+    ...                               for k, v in net.state_dict().items())
+    True
+
+    Raises: as :func:`read_onnx`.
+    """
+    m = read_onnx(path, input_shape, max_bytes=max_bytes)
+    m.net.classes = m.classes  # type: ignore[attr-defined]
+    m.net.normalizer = m.normalizer  # type: ignore[attr-defined]
+    return m.net
+
+
+def onnx_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """An ONNX file as a :class:`~convnet.train.checkpoint.Checkpoint` (epoch 0, no optimiser
+    state): how every verb that takes a MODEL reads a ``.onnx`` file."""
+    from convnet.train.checkpoint import Checkpoint
+
+    m = read_onnx(path)
+    return Checkpoint(path=Path(path), net=m.net, spec=m.net.spec, classes=m.classes,
+                      normalizer=m.normalizer, input=m.input,
+                      extra={"onnx": {"producer": m.producer, "notes": m.notes}})
+
+
+def is_onnx(path: Any) -> bool:
+    """Whether ``path`` names an ONNX file (by its suffix)."""
+    return isinstance(path, str | os.PathLike) and os.fspath(path).strip().lower().endswith(
+        ".onnx")
+
+
+__all__ = ["MAX_BYTES", "OnnxModel", "agreement", "import_onnx", "is_onnx", "load_model", "onnx_checkpoint",
+           "read_onnx", "tensor_array"]
