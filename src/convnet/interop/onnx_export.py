@@ -68,6 +68,52 @@ def _normalizer(net: Graph, normalizer: Any) -> dict[str, np.ndarray] | None:
     return {"mean": stats.mean, "std": stats.std}
 
 
+def graph_nodes(net: Graph, *, nhwc: bool = False,
+                stats: Mapping[str, np.ndarray] | None = None) -> tuple[list[Node], Val]:
+    """The nodes of ``net``'s graph (the table read left to right), before any protobuf: the
+    Transpose of an NHWC input, the normalisation (``stats``) and every layer's nodes, the last
+    value renamed ``output``. Pure: no ``onnx`` needed."""
+    image = len(net.input_shape) == 3
+    nodes: list[Node] = []
+    x = Val(INPUT, net.input_shape, "NCHW" if image else "vec")
+    if image and nhwc:
+        nodes.append(Node("Transpose", "input/to_nchw", [INPUT], ["input/nchw"],
+                          {"perm": [0, 3, 1, 2]}))
+        x = Val("input/nchw", net.input_shape)
+    if stats is not None:
+        shape = (1, -1, 1, 1) if image else (1, -1)
+        nodes.append(Node("Sub", "normalization/sub", [x.src], ["normalization/centred"],
+                          weights={"B": stats["mean"].reshape(shape)},
+                          names={"B": "normalization.mean"}))
+        nodes.append(Node("Div", "normalization/div", ["normalization/centred"],
+                          ["normalization/out"], weights={"B": stats["std"].reshape(shape)},
+                          names={"B": "normalization.std"}))
+        x = Val("normalization/out", x.shape, x.layout)
+    vals: dict[int, Val] = {-1: x}
+    for i, layer in enumerate(net.layers):
+        xs = [vals[k] for k in net.inputs_of[i]]
+        new = export_nodes(layer, xs, layer.name)
+        nodes += new
+        if not new:               # DROPOUT: the identity
+            vals[i] = xs[0]
+            continue
+        shape = tuple(layer.output_shape)
+        vals[i] = Val(layer.name, shape, "NCHW" if len(shape) == 3 else "vec")
+    out = vals[len(net.layers) - 1]
+    out_shape = net.output_shape
+    if out.src in (INPUT, x.src):
+        raise ConfigError("export: the network computes nothing (its layers are the identity "
+                          "in inference)")
+    if nhwc and len(out_shape) == 3:
+        nodes.append(Node("Transpose", "output/to_nhwc", [out.src], [OUTPUT],
+                          {"perm": [0, 2, 3, 1]}))
+    else:   # the last value is the graph's output: give it its name
+        for n in nodes:
+            n.inputs = [OUTPUT if v == out.src else v for v in n.inputs]
+            n.outputs = [OUTPUT if v == out.src else v for v in n.outputs]
+    return nodes, out
+
+
 def to_model(
     net: Graph,
     *,
@@ -102,43 +148,8 @@ def to_model(
         dynamic_size = net.fully_convolutional
     dynamic_size = bool(dynamic_size) and image
 
-    nodes: list[Node] = []
-    x = Val(INPUT, net.input_shape, "NCHW" if image else "vec")
-    if image and nhwc:
-        nodes.append(Node("Transpose", "input/to_nchw", [INPUT], ["input/nchw"],
-                          {"perm": [0, 3, 1, 2]}))
-        x = Val("input/nchw", net.input_shape)
-    if bake_normalization and stats is not None:
-        shape = (1, -1, 1, 1) if image else (1, -1)
-        nodes.append(Node("Sub", "normalization/sub", [x.src], ["normalization/centred"],
-                          weights={"B": stats["mean"].reshape(shape)},
-                          names={"B": "normalization.mean"}))
-        nodes.append(Node("Div", "normalization/div", ["normalization/centred"],
-                          ["normalization/out"], weights={"B": stats["std"].reshape(shape)},
-                          names={"B": "normalization.std"}))
-        x = Val("normalization/out", x.shape, x.layout)
-    vals: dict[int, Val] = {-1: x}
-    for i, layer in enumerate(net.layers):
-        xs = [vals[k] for k in net.inputs_of[i]]
-        new = export_nodes(layer, xs, layer.name)
-        nodes += new
-        if not new:               # DROPOUT: the identity
-            vals[i] = xs[0]
-            continue
-        shape = tuple(layer.output_shape)
-        vals[i] = Val(layer.name, shape, "NCHW" if len(shape) == 3 else "vec")
-    out = vals[len(net.layers) - 1]
+    nodes, out = graph_nodes(net, nhwc=nhwc, stats=stats if bake_normalization else None)
     out_shape = net.output_shape
-    if out.src in (INPUT, x.src):
-        raise ConfigError("export: the network computes nothing (its layers are the identity "
-                          "in inference)")
-    if nhwc and len(out_shape) == 3:
-        nodes.append(Node("Transpose", "output/to_nhwc", [out.src], [OUTPUT],
-                          {"perm": [0, 2, 3, 1]}))
-    else:   # the last value is the graph's output: give it its name
-        for n in nodes:
-            n.inputs = [OUTPUT if v == out.src else v for v in n.inputs]
-            n.outputs = [OUTPUT if v == out.src else v for v in n.outputs]
 
     # ------------------------------------------------------------------- the protobuf
     inits, protos = [], []

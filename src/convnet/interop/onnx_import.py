@@ -74,7 +74,7 @@ ALIAS_OPS = ("Identity", "Dropout", "Transpose")
 
 # ------------------------------------------------------------------------------ the file
 def _refuse(path: Any, msg: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {msg}")
+    return CheckpointError(f"{Path(path).name}: {msg}")
 
 
 def load_model(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> Any:
@@ -653,16 +653,16 @@ class _Walk:
         if target is None or not isinstance(target, np.ndarray | list):
             raise NotRepresentable(f"{where}: a Reshape to a computed shape")
         have = x.onnx_shape(BATCH)
+        given = list(np.asarray(target, dtype=object).ravel())
         target = [BATCH if (i == 0 and self.batch is not None and not isinstance(t, _Batch)
-                            and int(t) == self.batch) else t
-                  for i, t in enumerate(np.asarray(target, dtype=object).ravel())]
+                            and int(t) == self.batch) else t for i, t in enumerate(given)]
         want = _resolve_reshape(target, have, bool(attrs.get("allowzero", 0)))
         if want is not None and want == have:
             return x
         if want is not None and len(want) == 2 and want[0] is BATCH:
             return self.asm.flatten(x, where)
         raise NotRepresentable(
-            f"{where}: Reshape of {_fmt_onnx(have)} to {list(np.asarray(target).ravel())}: "
+            f"{where}: Reshape of {_fmt_onnx(have)} to [{', '.join(str(t) for t in given)}]: "
             "convnet reads a Reshape that flattens (N, ...) to (N, n) only")
 
     def _op_Squeeze(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
@@ -889,49 +889,44 @@ def _metadata(model: Any, net: Graph, walk: _Walk, notes: list[str]) -> tuple[An
 
 
 def _restore_spec(model: Any, net: Graph, notes: list[str]) -> Graph:
-    """A file convnet wrote keeps its spec (metadata ``convnet.spec``): where the spec builds the
-    same network but for the layers inference drops (DROPOUT) and convnet's own spellings
-    (``floor=true`` where it fits), the network is rebuilt from it with the imported weights,
-    so that a round trip gives back the very network."""
+    """A file convnet wrote keeps its spec (metadata ``convnet.spec``). Where that spec exports
+    to the very graph imported (the table read left to right gives the same nodes, attributes
+    and wiring), the network is rebuilt from it with the imported weights: the layers inference
+    drops (DROPOUT) and convnet's own spellings (``floor=true`` where the stride fits, DWCONV
+    on one slice) come back, and a round trip gives the very network."""
     spec = _meta(model).get("convnet.spec")
     if not spec:
         return net
+    from convnet.interop.onnx_export import graph_nodes
     from convnet.spec.parser import build_text
 
     try:
         twin = build_text(spec, seed=0)
+        same = _signature(graph_nodes(twin)[0]) == _signature(graph_nodes(net)[0])
     except ConvnetError:
         return net
-    if _signature(twin) != _signature(net):
+    if not same:
         return net
-    try:
-        twin.load_state_dict(net.state_dict())
-    except ConvnetError:
-        return net
+    mine = [ly for ly in twin.layers if ly.kind != "DROPOUT"]
+    for a, b in zip(mine, net.layers, strict=True):   # the same nodes in the same order
+        for key, value in {**b.params, **b.buffers}.items():
+            (a.params if key in a.params else a.buffers)[key][...] = value
     if twin.spec != net.spec:
-        notes.append("the metadata's spec builds this network with the layers inference drops "
-                     "(DROPOUT) or convnet's spellings: rebuilt from it")
+        notes.append("rebuilt from the spec in the file's metadata, which exports to this very "
+                     "graph: its DROPOUT layers and spellings come back")
     return twin
 
 
-def _signature(net: Graph) -> list[tuple[Any, ...]]:
-    import re
+def _signature(nodes: list[Node]) -> list[tuple[Any, ...]]:
+    """The graph the nodes make, with the values numbered instead of named."""
+    ids: dict[str, int] = {}
 
-    keep = [i for i, ly in enumerate(net.layers) if ly.kind != "DROPOUT"]
+    def num(v: str) -> int:
+        return ids.setdefault(v, len(ids))
 
-    def through(k: int) -> int:
-        while k >= 0 and net.layers[k].kind == "DROPOUT":
-            k = net.inputs_of[k][0]
-        return k
-
-    pos = {k: i for i, k in enumerate(keep)}
-    sig = []
-    for k in keep:
-        ly = net.layers[k]
-        text = re.sub(r",?floor=true", "", ly.to_spec()).replace("(,", "(")
-        srcs = tuple(pos.get(through(s), -1) for s in net.inputs_of[k])
-        sig.append((text, tuple(net.shapes[k]), srcs))
-    return sig
+    return [(n.op, sorted((k, repr(v)) for k, v in n.attrs.items()),
+             tuple(num(v) for v in n.inputs), tuple(num(v) for v in n.outputs),
+             sorted((k, w.shape) for k, w in n.weights.items())) for n in nodes]
 
 
 def read_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None, *,
