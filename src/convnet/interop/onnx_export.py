@@ -76,12 +76,8 @@ def graph_nodes(net: Graph, *, nhwc: bool = False,
     image = len(net.input_shape) == 3
     nodes: list[Node] = []
     x = Val(INPUT, net.input_shape, "NCHW" if image else "vec")
-    if image and nhwc:
-        nodes.append(Node("Transpose", "input/to_nchw", [INPUT], ["input/nchw"],
-                          {"perm": [0, 3, 1, 2]}))
-        x = Val("input/nchw", net.input_shape)
-    if stats is not None:
-        shape = (1, -1, 1, 1) if image else (1, -1)
+    if stats is not None:    # on the input as given: per channel, the last axis in NHWC
+        shape = ((1, 1, 1, -1) if nhwc else (1, -1, 1, 1)) if image else (1, -1)
         nodes.append(Node("Sub", "normalization/sub", [x.src], ["normalization/centred"],
                           weights={"B": stats["mean"].reshape(shape)},
                           names={"B": "normalization.mean"}))
@@ -89,6 +85,10 @@ def graph_nodes(net: Graph, *, nhwc: bool = False,
                           ["normalization/out"], weights={"B": stats["std"].reshape(shape)},
                           names={"B": "normalization.std"}))
         x = Val("normalization/out", x.shape, x.layout)
+    if image and nhwc:
+        nodes.append(Node("Transpose", "input/to_nchw", [x.src], ["input/nchw"],
+                          {"perm": [0, 3, 1, 2]}))
+        x = Val("input/nchw", net.input_shape)
     vals: dict[int, Val] = {-1: x}
     for i, layer in enumerate(net.layers):
         xs = [vals[k] for k in net.inputs_of[i]]

@@ -888,7 +888,7 @@ def _metadata(model: Any, net: Graph, walk: _Walk, notes: list[str]) -> tuple[An
     return classes, norm, info
 
 
-def _restore_spec(model: Any, net: Graph, notes: list[str]) -> Graph:
+def _restore_spec(model: Any, net: Graph, notes: list[str]) -> tuple[Graph, dict[str, str]]:
     """A file convnet wrote keeps its spec (metadata ``convnet.spec``). Where that spec exports
     to the very graph imported (the table read left to right gives the same nodes, attributes
     and wiring), the network is rebuilt from it with the imported weights: the layers inference
@@ -896,7 +896,7 @@ def _restore_spec(model: Any, net: Graph, notes: list[str]) -> Graph:
     on one slice) come back, and a round trip gives the very network."""
     spec = _meta(model).get("convnet.spec")
     if not spec:
-        return net
+        return net, {}
     from convnet.interop.onnx_export import graph_nodes
     from convnet.spec.parser import build_text
 
@@ -904,9 +904,9 @@ def _restore_spec(model: Any, net: Graph, notes: list[str]) -> Graph:
         twin = build_text(spec, seed=0)
         same = _signature(graph_nodes(twin)[0]) == _signature(graph_nodes(net)[0])
     except ConvnetError:
-        return net
+        return net, {}
     if not same:
-        return net
+        return net, {}
     mine = [ly for ly in twin.layers if ly.kind != "DROPOUT"]
     for a, b in zip(mine, net.layers, strict=True):   # the same nodes in the same order
         for key, value in {**b.params, **b.buffers}.items():
@@ -914,7 +914,7 @@ def _restore_spec(model: Any, net: Graph, notes: list[str]) -> Graph:
     if twin.spec != net.spec:
         notes.append("rebuilt from the spec in the file's metadata, which exports to this very "
                      "graph: its DROPOUT layers and spellings come back")
-    return twin
+    return twin, {a.name: b.name for a, b in zip(mine, net.layers, strict=True)}
 
 
 def _signature(nodes: list[Node]) -> list[tuple[Any, ...]]:
@@ -950,9 +950,9 @@ def read_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = 
     net = walk.asm.finish(out)
     notes = walk.notes
     origin = getattr(walk.asm, "origin", {})
-    net2 = _restore_spec(model, net, notes)
+    net2, renamed = _restore_spec(model, net, notes)
     if net2 is not net:
-        origin = {}
+        origin = {new: origin[old] for new, old in renamed.items() if old in origin}
         net = net2
     classes, norm, info = _metadata(model, net, walk, notes)
     return OnnxModel(net, classes, norm, info, notes, origin, _meta(model),
