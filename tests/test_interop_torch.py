@@ -17,8 +17,8 @@ from torch import nn
 import convnet as cn
 from convnet.interop import read_onnx
 from convnet.interop.mapping import NotRepresentable
-from convnet.interop.onnx_import import agreement
 from convnet.interop.onnx_export import compare_with_onnxruntime, export_onnx
+from convnet.interop.onnx_import import agreement
 
 TOL = 1e-5
 

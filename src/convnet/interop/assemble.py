@@ -345,7 +345,7 @@ class Assembler:
             raise ShapeError(f"{self.source}: {exc}") from None
         except ConvnetError as exc:
             raise NotRepresentable(f"{self.source}: {exc}") from None
-        for name, e in zip(names, entries, strict=True):
+        for e in entries:
             for key, value in e.weights.items():
                 target = e.layer.params.get(key, e.layer.buffers.get(key))
                 if target is None or target.shape != value.shape:

@@ -1029,5 +1029,5 @@ def is_onnx(path: Any) -> bool:
         ".onnx")
 
 
-__all__ = ["MAX_BYTES", "OnnxModel", "agreement", "import_onnx", "is_onnx", "load_model", "onnx_checkpoint",
-           "read_onnx", "tensor_array"]
+__all__ = ["MAX_BYTES", "OnnxModel", "agreement", "check_tensor", "import_onnx", "is_onnx",
+           "load_model", "onnx_checkpoint", "read_onnx", "tensor_array"]
