@@ -480,9 +480,10 @@ def test_keras_same_padding_at_stride_2_is_refused(tmp_path):
     assert refusal(save(model, tmp_path / "k.onnx")) == (
         "k.onnx: node 'StatefulPartitionedCall/conv2d/Conv2D' (Conv): asymmetric padding "
         "[0, 0, 1, 1] ([top, left, bottom, right]): 0 row(s) above and 1 below. convnet's P "
-        "pads both sides of an axis equally; re-export with symmetric padding (in Keras, "
-        "padding='same' with a stride of 2 pads one side more: pad explicitly with "
-        "ZeroPadding2D and use padding='valid')")
+        "pads both sides of an axis equally. Re-export with symmetric padding: 'same' padding is "
+        "symmetric for an odd kernel at stride 1, but pads one side more for an even kernel, or "
+        "(Keras) at stride 2 on an even size; pad explicitly instead (ZeroPadding2D, "
+        "nn.ZeroPad2d) and use padding='valid'")
 
 
 def test_pad_then_conv_is_one_padded_conv_and_zero_pad_before_maxpool_after_relu(tmp_path):
@@ -512,6 +513,41 @@ def test_pad_then_conv_is_one_padded_conv_and_zero_pad_before_maxpool_after_relu
     model.graph.node[2].input[0] = "c"
     assert "a zero Pad before a max pool: the padded zeros can be the maximum" in refusal(
         save(model, tmp_path / "pad2.onnx"))
+
+
+def test_initializers_listed_as_graph_inputs_are_weights(tmp_path):
+    # IR < 4 files (older exporters) list every initializer among the graph's inputs too
+    net = randomize(cn.build("INPUT(6x6x2) -> CONV(3,F=3) -> BN -> RELU -> FC(4)", seed=0))
+    model = to_model(net)
+    for t in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    m = read_onnx(save(model, tmp_path / "old.onnx"))
+    x = np.random.default_rng(0).random((2, 6, 6, 2), dtype=np.float32)
+    same_network(net, m.net, x)
+
+
+def test_a_symbolic_batch_computed_by_shape_arithmetic_is_a_flatten(tmp_path):
+    # x.view(x.size(0), -1) as the TorchScript exporter writes it with a dynamic batch
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], name="conv"),
+             helper.make_node("Shape", ["c"], ["s"]),
+             helper.make_node("Constant", [], ["i0"], value=tensor("v", np.array(0, np.int64))),
+             helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["c", "shape"], ["flat"], name="view"),
+             helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"], transB=1, name="fc")]
+    inits = [tensor("w", rng.normal(0, 1, (3, 2, 3, 3)).astype(np.float32)),
+             tensor("ax", np.array([0], np.int64)), tensor("minus1", np.array([-1], np.int64)),
+             tensor("fw", rng.normal(0, 1, (4, 48)).astype(np.float32)),
+             tensor("fb", rng.normal(0, 1, 4).astype(np.float32))]
+    model = make_model(nodes, inits,
+                       [helper.make_tensor_value_info("x", 1, ["batch", 2, 6, 6])],
+                       [helper.make_tensor_value_info("y", 1, ["batch", 4])])
+    path = save(model, tmp_path / "view.onnx")
+    m = read_onnx(path)
+    assert m.net.spec == "INPUT(6x6x2) -> CONV(3,F=3,bias=false) -> FC(4)"
+    assert agreement(m, path) <= TOL
 
 
 # ----------------------------------------------------------------------- refusals, exactly

@@ -301,8 +301,14 @@ class Assembler:
 
     # ----------------------------------------------------------------------------- finish
     def finish(self, out: Val, seed: int = 0) -> Graph:
-        """The network ending at ``out``, its weights copied in (checked). A
-        :class:`~convnet.net.sequential.Sequential` when it is a chain."""
+        """The network ending at ``out``, its weights copied in (checked): :meth:`structure`,
+        then :meth:`build`."""
+        return self.build(self.structure(out), seed)
+
+    def structure(self, out: Val) -> Graph:
+        """The network ending at ``out`` with its shapes and no arrays (``weights=False``): a
+        :class:`~convnet.net.sequential.Sequential` when it is a chain. Where the wiring is not
+        RES/CAT blocks, :class:`NotRepresentable` names the node."""
         if out.flat is not None:
             vol = out.flat
             if vol.layout == "NCHW" and vol.shape[0] * vol.shape[1] > 1:
@@ -337,29 +343,47 @@ class Assembler:
                     for i, e in enumerate(entries)) and names[-1] == out.src
         try:
             if chain:
-                net: Graph = Sequential([e.layer for e in entries], shape, seed=seed)
-            else:
-                net = Graph([(k, e.layer, e.inputs) for k, e in zip(names, entries, strict=True)],
-                            shape, seed=seed)
+                return Sequential([e.layer for e in entries], shape, weights=False)
+            return Graph([(k, e.layer, e.inputs) for k, e in zip(names, entries, strict=True)],
+                         shape, weights=False)
         except ShapeError as exc:
             raise ShapeError(f"{self.source}: {exc}") from None
         except ConvnetError as exc:
             raise NotRepresentable(f"{self.source}: {exc}") from None
-        for e in entries:
+
+    def build(self, structure: Graph, seed: int = 0) -> Graph:
+        """``structure`` (from :meth:`structure`) with its weights: the same layers, built."""
+        layers = structure.layers
+        if isinstance(structure, Sequential):
+            net: Graph = Sequential(layers, structure.input_shape, seed=seed)
+        else:
+            names = {id(ly): ly.name for ly in layers}
+            net = Graph([(ly.name, ly, [names[id(layers[k])] if k >= 0 else "input"
+                                        for k in structure.inputs_of[i]])
+                         for i, ly in enumerate(layers)], structure.input_shape, seed=seed)
+        self.fill(net.layers, layers)
+        return net
+
+    def fill(self, targets: list[Layer], layers: list[Layer]) -> None:
+        """Copy the weights kept for ``layers`` (a :meth:`structure`'s) into ``targets``, built
+        layers that compute the same, in the same order; the shapes are checked first."""
+        by_layer = {id(e.layer): e for e in self.entries.values()}
+        pairs = [(t, by_layer[id(ly)]) for t, ly in zip(targets, layers, strict=True)]
+        for t, e in pairs:
             for key, value in e.weights.items():
-                target = e.layer.params.get(key, e.layer.buffers.get(key))
+                target = t.params.get(key, t.buffers.get(key))
                 if target is None or target.shape != value.shape:
                     have = None if target is None else list(target.shape)
                     raise NotRepresentable(f"{self.source}: {e.node.label}: its {key} has shape "
-                                           f"{list(value.shape)}; {e.layer.describe()} needs "
-                                           f"{have}")
+                                           f"{list(value.shape)}; {t.describe()} needs {have}")
                 if not np.all(np.isfinite(value)):
                     raise NotRepresentable(f"{self.source}: {e.node.label}: its {key} holds NaN "
                                            "or Inf values")
-                target[...] = value
+        for t, e in pairs:
+            for key, value in e.weights.items():
+                t.params.get(key, t.buffers.get(key))[...] = value
         #: where each layer came from: ``{"conv1": "node 'features.0' (Conv)"}``
-        self.origin = {e.layer.name: e.node.label for e in entries}
-        return net
+        self.origin = {t.name: e.node.label for t, e in pairs}
 
 
 __all__ = ["STRUCTURAL", "Assembler", "Entry", "channel_vector"]

@@ -364,9 +364,10 @@ def padding_of(node: Node, x: Val, F: tuple[int, int], S: tuple[int, int],
                  else f"{left} column(s) left and {r} right")
         raise NotRepresentable(
             f"{where}: asymmetric padding {pads} ([top, left, bottom, right]): {sides}. convnet's "
-            "P pads both sides of an axis equally; re-export with symmetric padding (in Keras, "
-            "padding='same' with a stride of 2 pads one side more: pad explicitly with "
-            "ZeroPadding2D and use padding='valid')")
+            "P pads both sides of an axis equally. Re-export with symmetric padding: 'same' "
+            "padding is symmetric for an odd kernel at stride 1, but pads one side more for an "
+            "even kernel, or (Keras) at stride 2 on an even size; pad explicitly instead "
+            "(ZeroPadding2D, nn.ZeroPad2d) and use padding='valid'")
     return pads[0], pads[1]
 
 
@@ -559,16 +560,16 @@ class FcRow(Row):
 
     def to_nodes(self, layer: Layer, xs: Sequence[Val], out: str) -> list[Node]:
         x, nodes = xs[0], []
-        W = layer.params["W"]
+        W = layer.params.get("W")          # None: a network built without weights
         src = x.src
         if x.is_volume:
             # the trap: ONNX flattens NCHW, convnet NHWC; the rows follow ONNX's order
-            W = W[nchw_order(x.shape)]
+            W = W[nchw_order(x.shape)] if W is not None else None
             src = f"{layer.name}/flat"
             nodes.append(Node("Flatten", f"{layer.name}/flatten", [x.src], [src], {"axis": 1}))
-        weights = {"B": np.ascontiguousarray(W.T)}
+        weights = {"B": np.ascontiguousarray(W.T)} if W is not None else {}
         names = {"B": f"{layer.name}.W", "C": f"{layer.name}.b"}
-        if layer.bias:
+        if layer.bias and "b" in layer.params:
             weights["C"] = layer.params["b"]
         nodes.append(Node("Gemm", layer.name, [src], [out], {"transB": 1}, weights, names))
         return nodes

@@ -46,7 +46,7 @@ from convnet.errors import CheckpointError, ConvnetError
 from convnet.interop import require
 from convnet.interop.assemble import Assembler, channel_vector
 from convnet.interop.mapping import SLOTS, Node, NotRepresentable, Val
-from convnet.net.graph import MAX_DIM, MAX_PARAMS, Graph
+from convnet.net.graph import MAX_PARAMS, Graph
 
 #: the largest ONNX protobuf read (a protobuf cannot be larger than 2 GiB anyway)
 MAX_BYTES = 2**31 - 1
@@ -334,7 +334,7 @@ class _Walk:
         dims: list[int | None] = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
-                if not 0 < d.dim_value <= MAX_DIM * MAX_DIM:
+                if d.dim_value <= 0:
                     raise _refuse(self.path, f"the graph's input {v.name!r} declares a dimension "
                                              f"of {d.dim_value:,}; refused")
                 dims.append(int(d.dim_value))
@@ -888,45 +888,48 @@ def _metadata(model: Any, net: Graph, walk: _Walk, notes: list[str]) -> tuple[An
     return classes, norm, info
 
 
-def _restore_spec(model: Any, net: Graph, notes: list[str]) -> tuple[Graph, dict[str, str]]:
+def _restore_spec(model: Any, structure: Graph, notes: list[str]) -> Graph | None:
     """A file convnet wrote keeps its spec (metadata ``convnet.spec``). Where that spec exports
-    to the very graph imported (the table read left to right gives the same nodes, attributes
-    and wiring), the network is rebuilt from it with the imported weights: the layers inference
-    drops (DROPOUT) and convnet's own spellings (``floor=true`` where the stride fits, DWCONV
-    on one slice) come back, and a round trip gives the very network."""
+    to the very graph imported (the table read left to right gives the same nodes, attributes,
+    wiring and shapes), the network is built from it: the layers inference drops (DROPOUT) and
+    convnet's own spellings (``floor=true`` where the stride fits, DWCONV on one slice) come
+    back, and a round trip gives the very network. None where it does not."""
     spec = _meta(model).get("convnet.spec")
     if not spec:
-        return net, {}
-    from convnet.interop.onnx_export import graph_nodes
+        return None
     from convnet.spec.parser import build_text
 
     try:
+        twin = build_text(spec, weights=False)
+        if _signature(twin) != _signature(structure):
+            return None
         twin = build_text(spec, seed=0)
-        same = _signature(graph_nodes(twin)[0]) == _signature(graph_nodes(net)[0])
     except ConvnetError:
-        return net, {}
-    if not same:
-        return net, {}
-    mine = [ly for ly in twin.layers if ly.kind != "DROPOUT"]
-    for a, b in zip(mine, net.layers, strict=True):   # the same nodes in the same order
-        for key, value in {**b.params, **b.buffers}.items():
-            (a.params if key in a.params else a.buffers)[key][...] = value
-    if twin.spec != net.spec:
+        return None
+    if twin.spec != structure.spec:
         notes.append("rebuilt from the spec in the file's metadata, which exports to this very "
                      "graph: its DROPOUT layers and spellings come back")
-    return twin, {a.name: b.name for a, b in zip(mine, net.layers, strict=True)}
+    return twin
 
 
-def _signature(nodes: list[Node]) -> list[tuple[Any, ...]]:
-    """The graph the nodes make, with the values numbered instead of named."""
+def _signature(net: Graph) -> list[Any]:
+    """What the exported graph of ``net`` is, with the values numbered instead of named: its
+    nodes (operators, attributes, wiring) and each layer's output shape and parameter count
+    (DROPOUT left out: it exports to nothing)."""
+    from convnet.interop.onnx_export import graph_nodes
+
     ids: dict[str, int] = {}
 
     def num(v: str) -> int:
         return ids.setdefault(v, len(ids))
 
-    return [(n.op, sorted((k, repr(v)) for k, v in n.attrs.items()),
-             tuple(num(v) for v in n.inputs), tuple(num(v) for v in n.outputs),
-             sorted((k, w.shape) for k, w in n.weights.items())) for n in nodes]
+    nodes = [(n.op, sorted((k, repr(v)) for k, v in n.attrs.items()),
+              tuple(num(v) for v in n.inputs), tuple(num(v) for v in n.outputs))
+             for n in graph_nodes(net)[0]]
+    layers = [(tuple(s), ly.count_params()) for ly, s in zip(net.layers, net.shapes,
+                                                              strict=True)
+              if ly.kind != "DROPOUT"]
+    return [nodes, layers]
 
 
 def read_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None, *,
@@ -947,13 +950,14 @@ def read_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = 
     model = load_model(path, max_bytes)
     walk = _Walk(model, path, input_shape)
     out = walk.run()
-    net = walk.asm.finish(out)
     notes = walk.notes
-    origin = getattr(walk.asm, "origin", {})
-    net2, renamed = _restore_spec(model, net, notes)
-    if net2 is not net:
-        origin = {new: origin[old] for new, old in renamed.items() if old in origin}
-        net = net2
+    structure = walk.asm.structure(out)
+    net = _restore_spec(model, structure, notes)
+    if net is None:
+        net = walk.asm.build(structure)
+    else:
+        walk.asm.fill([ly for ly in net.layers if ly.kind != "DROPOUT"], structure.layers)
+    origin = walk.asm.origin
     classes, norm, info = _metadata(model, net, walk, notes)
     return OnnxModel(net, classes, norm, info, notes, origin, _meta(model),
                      f"{model.producer_name} {model.producer_version}".strip(),
