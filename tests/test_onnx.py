@@ -763,6 +763,44 @@ def test_size_cap_and_garbage_are_refused(tmp_path):
     assert refusal(bad).startswith("bad.onnx: not an ONNX model (the protobuf does not parse")
 
 
+@st.composite
+def mutations(draw):
+    """A small valid model with one attribute or initializer changed at random."""
+    net = cn.build("INPUT(6x6x2) -> CONV(4,F=3,P=1) -> BN -> RELU -> POOL -> CONV(4,F=1) -> "
+                   "RES[CONV(4,F=3,P=1)] -> GAP -> FC(3)", seed=0)
+    model = to_model(net)
+    nodes = list(model.graph.node)
+    n = nodes[draw(st.integers(0, len(nodes) - 1))]
+    what = draw(st.sampled_from(["attr", "init", "input"]))
+    ints = st.lists(st.integers(-3, 9), max_size=6)
+    if what == "attr" and n.attribute:
+        a = n.attribute[draw(st.integers(0, len(n.attribute) - 1))]
+        if a.type == onnx.AttributeProto.INTS:
+            del a.ints[:]
+            a.ints.extend(draw(ints))
+        elif a.type == onnx.AttributeProto.INT:
+            a.i = draw(st.integers(-3, 9))
+        elif a.type == onnx.AttributeProto.FLOAT:
+            a.f = draw(st.floats(allow_nan=True))
+    elif what == "init":
+        t = model.graph.initializer[draw(st.integers(0, len(model.graph.initializer) - 1))]
+        del t.dims[:]
+        t.dims.extend(draw(st.lists(st.integers(0, 20), max_size=5)))
+    else:
+        n.input[0] = draw(st.sampled_from(["input", "output", "", "conv1", "fc1.W"]))
+    return model
+
+
+@settings(max_examples=60, deadline=None)
+@given(mutations())
+def test_a_mutated_file_is_read_or_refused_never_a_crash(tmp_path_factory, model):
+    path = save(model, tmp_path_factory.mktemp("mut") / "m.onnx")
+    try:
+        read_onnx(path)
+    except cn.ConvnetError:
+        pass
+
+
 # ------------------------------------------------------------------- the optional extras
 def test_core_does_not_import_onnx_and_a_missing_extra_is_one_line(monkeypatch):
     code = ("import sys, convnet as cn; cn.build('digits', seed=0); "

@@ -409,10 +409,10 @@ class _Walk:
     # ---------------------------------------------------------------------------- walk
     def run(self) -> Val:
         x_in = self.graph_input()
-        n = x_in.shape[-1] if x_in.layout != "vec" else arith.num_elements(x_in.shape)
+        depth = x_in.shape[-1] if x_in.layout != "vec" else arith.num_elements(x_in.shape)
         #: the input after the normalisation prefix so far: value -> (a, b, ops), x*a + b
         self.affine: dict[str, tuple[np.ndarray, np.ndarray, str]] = {
-            self.inputs[0].name: (np.ones(n), np.zeros(n), "")}
+            self.inputs[0].name: (np.ones(depth), np.zeros(depth), "")}
         out_name = self.g.output[0].name
         for i in self.order:
             n = self.g.node[i]
@@ -420,7 +420,15 @@ class _Walk:
             if n.domain not in ("", "ai.onnx"):
                 raise NotRepresentable(f"{where}: an operator of domain {n.domain!r}, not a "
                                        "standard ONNX one: convnet cannot import it")
-            self.node(n, i, where, out_name)
+            try:
+                self.node(n, i, where, out_name)
+            except ConvnetError:
+                raise
+            except (ArithmeticError, AttributeError, IndexError, KeyError, TypeError,
+                    ValueError) as exc:
+                # attributes of the wrong kind or length: a malformed node, not a crash
+                raise NotRepresentable(f"{where}: malformed ({type(exc).__name__}: {exc})") \
+                    from None
         out = self.env.get(out_name)
         if isinstance(out, _Lazy) or isinstance(out, np.ndarray) or out is None:
             raise NotRepresentable(f"{self.path.name}: the graph's output {out_name!r} is a "
@@ -431,6 +439,8 @@ class _Walk:
         op = n.op_type
         attrs = _attrs(n, where, self.base)
         ins = list(n.input)
+        if not n.output or not n.output[0]:
+            raise NotRepresentable(f"{where}: a node without an output")
         if op == "Constant":
             self.env[n.output[0]] = self._constant(attrs, where)
             return
@@ -442,12 +452,15 @@ class _Walk:
         for v in ins:
             if v in self.affine:
                 self._end_prefix(v)
+        if not ins or not ins[0]:
+            raise NotRepresentable(f"{where}: {op} reads no value (it generates one): convnet "
+                                   "imports layers that compute on their input")
         values = [self.env.get(v) if v else None for v in ins]
-        if all(not isinstance(v, Val) for v in values) and ins:
+        if all(not isinstance(v, Val) for v in values):
             self.env[n.output[0]] = self._fold(op, n, ins, attrs, where)
             return
         for extra in n.output[1:]:
-            if extra and self.consumers.get(extra) or extra == out_name:
+            if extra and (self.consumers.get(extra) or extra == out_name):
                 raise NotRepresentable(f"{where}: its output {extra!r} ({op}'s second output: "
                                        "training statistics, indices or a mask) is used: convnet "
                                        "computes the first output only")
