@@ -30,9 +30,7 @@ input of sane size.
 
 from __future__ import annotations
 
-import heapq
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -42,197 +40,26 @@ from typing import Any
 import numpy as np
 
 from convnet import arith
-from convnet.errors import CheckpointError, ConvnetError
+from convnet.errors import ConvnetError
 from convnet.interop import require
 from convnet.interop.assemble import Assembler, channel_vector
 from convnet.interop.mapping import SLOTS, Node, NotRepresentable, Val
+from convnet.interop.onnx_file import (
+    MAX_BYTES,
+    MAX_NODES,
+    NAMES,
+    check_tensor,
+    label,
+    load_model,
+    node_attrs,
+    refuse,
+    tensor_array,
+    topological_order,
+)
+from convnet.interop.onnx_fold import BATCH, FOLD, MAX_FOLDED, Batch, resolve_reshape
 from convnet.net.graph import MAX_PARAMS, Graph
 
-#: the largest ONNX protobuf read (a protobuf cannot be larger than 2 GiB anyway)
-MAX_BYTES = 2**31 - 1
-#: the most nodes a graph may have
-MAX_NODES = 200_000
-#: the most values a computed constant (shape arithmetic) may have
-MAX_FOLDED = 10_000_000
-#: data types a stored tensor may have, with their NumPy types
-DTYPES = {1: np.float32, 11: np.float64, 10: np.float16, 7: np.int64, 6: np.int32,
-          3: np.int8, 2: np.uint8, 9: np.bool_}
-_NAMES = {1: "FLOAT", 11: "DOUBLE", 10: "FLOAT16", 7: "INT64", 6: "INT32", 3: "INT8",
-          2: "UINT8", 9: "BOOL"}
-
-
-class _Batch:
-    """The symbolic batch size in evaluated shape arithmetic."""
-
-    def __repr__(self) -> str:
-        return "N"
-
-
-BATCH = _Batch()
 ALIAS_OPS = ("Identity", "Dropout", "Transpose")
-
-
-# ------------------------------------------------------------------------------ the file
-def _refuse(path: Any, msg: str) -> CheckpointError:
-    return CheckpointError(f"{Path(path).name}: {msg}")
-
-
-def load_model(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> Any:
-    """The ``ModelProto`` at ``path``, read without its external data, after the file-level
-    checks: a regular file no larger than ``max_bytes`` that parses as ONNX, with a graph.
-
-    Raises :class:`~convnet.errors.CheckpointError` naming the file."""
-    onnx = require("onnx")
-    p = Path(path)
-    if not p.is_file():
-        raise _refuse(p, "no such ONNX file" if not p.exists() else "not a regular file")
-    size = p.stat().st_size
-    if size > max_bytes:
-        raise _refuse(p, f"{size:,} bytes, more than the {max_bytes:,} an ONNX protobuf may "
-                         "have here; a larger model keeps its weights as external data beside "
-                         "the .onnx file")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:   # protobuf's DecodeError and friends
-        raise _refuse(p, f"not an ONNX model (the protobuf does not parse: "
-                         f"{type(exc).__name__})") from None
-    if not model.HasField("graph") or not model.graph.node:
-        raise _refuse(p, "an ONNX model without a graph (or with no node)")
-    return model
-
-
-def _external(t: Any, base: Path, where: str) -> tuple[Path, int, int | None]:
-    info = {e.key: e.value for e in t.external_data}
-    loc = info.get("location", "")
-    rel = Path(loc)
-    if not loc or rel.is_absolute() or ".." in rel.parts or loc.startswith(("/", "\\")):
-        raise CheckpointError(f"{where}: external data location {loc!r} is not a file name "
-                              "inside the model's directory; refused")
-    root = base.resolve()
-    target = (root / rel).resolve()
-    if root not in target.parents:
-        raise CheckpointError(f"{where}: external data location {loc!r} leads outside the "
-                              "model's directory (a link?); refused")
-    if not target.is_file():
-        raise CheckpointError(f"{where}: its external data file {loc!r} is missing")
-    try:
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else None
-    except ValueError:
-        raise CheckpointError(f"{where}: external data offset/length are not numbers") from None
-    if offset < 0 or (length is not None and length < 0):
-        raise CheckpointError(f"{where}: negative external data offset or length")
-    return target, offset, length
-
-
-def check_tensor(t: Any, where: str, base: Path) -> tuple[np.dtype, list[int], int]:
-    """Check that a stored tensor's declared dims and data type match the bytes it holds (or its
-    external file), before anything is allocated: ``(dtype, dims, count)``."""
-    if t.data_type not in DTYPES:
-        raise CheckpointError(f"{where}: data type {t.data_type} is not one convnet reads "
-                              f"({', '.join(_NAMES.values())})")
-    dims = [int(d) for d in t.dims]
-    if any(d < 0 for d in dims):
-        raise CheckpointError(f"{where}: negative dimension in {dims}")
-    count = math.prod(dims)      # Python integers: no overflow
-    if count > MAX_PARAMS:
-        raise CheckpointError(f"{where}: declares {dims} = {count:,} values, more than the "
-                              f"{MAX_PARAMS:,} a convnet network may hold; refused")
-    if t.HasField("segment"):
-        raise CheckpointError(f"{where}: a segmented tensor; refused")
-    dtype = np.dtype(DTYPES[t.data_type])
-    need = count * dtype.itemsize
-    if t.data_location == 1:   # EXTERNAL
-        target, offset, length = _external(t, base, where)
-        have = target.stat().st_size - offset
-        if (length is not None and length != need) or have < need:
-            got = length if length is not None else have
-            raise CheckpointError(f"{where}: external data holds {got:,} bytes for {dims} "
-                                  f"{_NAMES[t.data_type]} ({need:,} bytes); refused")
-    elif t.HasField("raw_data"):
-        if len(t.raw_data) != need:
-            raise CheckpointError(f"{where}: raw data of {len(t.raw_data):,} bytes for {dims} "
-                                  f"{_NAMES[t.data_type]} ({need:,} bytes); refused")
-    else:
-        field_ = {1: "float_data", 11: "double_data", 7: "int64_data"}.get(t.data_type,
-                                                                           "int32_data")
-        if len(getattr(t, field_)) != count:
-            raise CheckpointError(f"{where}: {len(getattr(t, field_)):,} values in {field_} "
-                                  f"for {dims} ({count:,} values); refused")
-    return dtype, dims, count
-
-
-def tensor_array(t: Any, where: str, base: Path) -> np.ndarray:
-    """A stored tensor as an array, after :func:`check_tensor`: nothing is allocated for a
-    tensor whose size is a lie."""
-    from onnx import numpy_helper
-
-    dtype, dims, count = check_tensor(t, where, base)
-    if t.data_location == 1:
-        target, offset, _ = _external(t, base, where)
-        arr = np.fromfile(target, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
-        return arr.reshape(dims).astype(dtype)
-    return numpy_helper.to_array(t)
-
-
-def _attrs(node: Any, where: str, base: Path) -> dict[str, Any]:
-    from onnx import AttributeProto, helper
-
-    out = {}
-    for a in node.attribute:
-        if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-            raise NotRepresentable(f"{where}: holds a subgraph (control flow): convnet imports "
-                                   "feed-forward networks")
-        if a.type == AttributeProto.TENSOR:
-            out[a.name] = tensor_array(a.t, f"{where} attribute {a.name!r}", base)
-            continue
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-    return out
-
-
-def _label(node: Any, i: int) -> str:
-    return node.name or (node.output[0] if node.output else f"#{i}")
-
-
-def _order(nodes: Sequence[Any], defined: set[str], path: Any) -> list[int]:
-    """The nodes in an order where every input is defined first; CheckpointError for an input
-    nothing defines or a cycle."""
-    producer: dict[str, int] = {}
-    for i, n in enumerate(nodes):
-        for o in n.output:
-            if o:
-                if o in producer or o in defined:
-                    raise _refuse(path, f"node {_label(n, i)!r} ({n.op_type}) writes {o!r}, "
-                                        "which another node or a graph input also defines")
-                producer[o] = i
-    for i, n in enumerate(nodes):
-        for v in n.input:
-            if v and v not in defined and v not in producer:
-                raise _refuse(path, f"node {_label(n, i)!r} ({n.op_type}) reads {v!r}, which no "
-                                    "node, initializer or graph input defines")
-    deps = [{producer[v] for v in n.input if v in producer} for n in nodes]
-    readers: list[list[int]] = [[] for _ in nodes]
-    for i, d in enumerate(deps):
-        for j in d:
-            readers[j].append(i)
-    left = [len(d) for d in deps]
-    # Kahn's algorithm, smallest index first: the file's own order where it is already one
-    ready = [i for i, k in enumerate(left) if k == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for j in readers[i]:
-            left[j] -= 1
-            if left[j] == 0:
-                heapq.heappush(ready, j)
-    if len(order) != len(nodes):
-        stuck = [_label(nodes[i], i) for i, k in enumerate(left) if k][:6]
-        raise _refuse(path, f"the graph has a cycle (nodes {', '.join(map(repr, stuck))} read "
-                            "each other's outputs): a network is acyclic")
-    return order
 
 
 # ----------------------------------------------------------------------------- the result
@@ -284,7 +111,7 @@ class _Walk:
         inits = {t.name for t in g.initializer}
         for i, t in enumerate(g.initializer):
             if not t.name:
-                raise _refuse(path, f"initializer #{i} has no name")
+                raise refuse(path, f"initializer #{i} has no name")
         self.inputs = [v for v in g.input if v.name not in inits]
         if len(self.inputs) != 1 or len(g.output) != 1:
             raise NotRepresentable(
@@ -292,8 +119,8 @@ class _Walk:
                 "output(s); a convnet network has one of each (inputs: "
                 f"{', '.join(v.name for v in self.inputs) or 'none'})")
         if len(g.node) > MAX_NODES:
-            raise _refuse(path, f"{len(g.node):,} nodes, more than {MAX_NODES:,}")
-        self.order = _order(g.node, {*inits, self.inputs[0].name}, path)
+            raise refuse(path, f"{len(g.node):,} nodes, more than {MAX_NODES:,}")
+        self.order = topological_order(g.node, {*inits, self.inputs[0].name}, path)
         self.consumers: dict[str, list[int]] = {}
         for i, n in enumerate(g.node):
             for v in n.input:
@@ -303,7 +130,7 @@ class _Walk:
             total += check_tensor(t, f"{path.name}: initializer {t.name!r}", self.base)[2]
             self.env[t.name] = _Lazy(t)
         if total > MAX_PARAMS:
-            raise _refuse(path, f"its initializers declare {total:,} values in all, more than "
+            raise refuse(path, f"its initializers declare {total:,} values in all, more than "
                                 f"the {MAX_PARAMS:,} a convnet network may hold; refused")
         self.input_shape = input_shape
 
@@ -329,13 +156,13 @@ class _Walk:
         tt = v.type.tensor_type
         if not v.type.HasField("tensor_type") or tt.elem_type != 1:
             raise NotRepresentable(f"{where} is not a float32 tensor (type "
-                                   f"{_NAMES.get(tt.elem_type, tt.elem_type)}): convnet computes "
+                                   f"{NAMES.get(tt.elem_type, tt.elem_type)}): convnet computes "
                                    "in float32")
         dims: list[int | None] = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
                 if d.dim_value <= 0:
-                    raise _refuse(self.path, f"the graph's input {v.name!r} declares a dimension "
+                    raise refuse(self.path, f"the graph's input {v.name!r} declares a dimension "
                                              f"of {d.dim_value:,}; refused")
                 dims.append(int(d.dim_value))
             else:
@@ -371,7 +198,7 @@ class _Walk:
         try:
             shape = check_input_shape(tuple(int(b) for b in body))
         except ConvnetError as exc:
-            raise _refuse(self.path, f"the graph's input: {exc}") from None
+            raise refuse(self.path, f"the graph's input: {exc}") from None
         if layout == "NHWC":
             self.notes.append(f"the input {v.name!r} is NHWC (N, H, W, C), as tf2onnx writes "
                               "it: the Transposes to NCHW and back are followed, not layers")
@@ -416,7 +243,7 @@ class _Walk:
         out_name = self.g.output[0].name
         for i in self.order:
             n = self.g.node[i]
-            where = f"{self.path.name}: node {_label(n, i)!r} ({n.op_type})"
+            where = f"{self.path.name}: node {label(n, i)!r} ({n.op_type})"
             if n.domain not in ("", "ai.onnx"):
                 raise NotRepresentable(f"{where}: an operator of domain {n.domain!r}, not a "
                                        "standard ONNX one: convnet cannot import it")
@@ -437,7 +264,7 @@ class _Walk:
 
     def node(self, n: Any, i: int, where: str, out_name: str) -> None:
         op = n.op_type
-        attrs = _attrs(n, where, self.base)
+        attrs = node_attrs(n, where, self.base)
         ins = list(n.input)
         if not n.output or not n.output[0]:
             raise NotRepresentable(f"{where}: a node without an output")
@@ -464,12 +291,12 @@ class _Walk:
                 raise NotRepresentable(f"{where}: its output {extra!r} ({op}'s second output: "
                                        "training statistics, indices or a mask) is used: convnet "
                                        "computes the first output only")
-        label = _label(n, i)
+        name = label(n, i)
         handler = getattr(self, f"_op_{op}", None)
         if handler is not None:
-            result = handler(n, label, ins, attrs, where, out_name)
+            result = handler(n, name, ins, attrs, where, out_name)
         else:
-            result = self._layer(n, label, ins, attrs, where)
+            result = self._layer(n, name, ins, attrs, where)
         self.env[n.output[0]] = result
 
     def _layer(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
@@ -520,17 +347,17 @@ class _Walk:
             if c is None:
                 c = self.env.get(v)
             args.append(c)
-        out = _FOLD.get(op)
+        out = FOLD.get(op)
         if out is None:
             raise NotRepresentable(f"{where}: computes a constant with {op}, which convnet does "
                                    "not evaluate (it folds Shape arithmetic: "
-                                   f"{', '.join(sorted(_FOLD))})")
+                                   f"{', '.join(sorted(FOLD))})")
         try:
             res = np.asarray(out(args, attrs))
         except (ValueError, IndexError, TypeError) as exc:
             raise NotRepresentable(f"{where}: cannot evaluate it ({exc})") from None
         if res.size > MAX_FOLDED:
-            raise _refuse(self.path, f"{where}: computes {res.size:,} values; refused")
+            raise refuse(self.path, f"{where}: computes {res.size:,} values; refused")
         return res
 
     # ---------------------------------------------------------- the normalisation prefix
@@ -667,9 +494,9 @@ class _Walk:
             raise NotRepresentable(f"{where}: a Reshape to a computed shape")
         have = x.onnx_shape(BATCH)
         given = list(np.asarray(target, dtype=object).ravel())
-        target = [BATCH if (i == 0 and self.batch is not None and not isinstance(t, _Batch)
+        target = [BATCH if (i == 0 and self.batch is not None and not isinstance(t, Batch)
                             and int(t) == self.batch) else t for i, t in enumerate(given)]
-        want = _resolve_reshape(target, have, bool(attrs.get("allowzero", 0)))
+        want = resolve_reshape(target, have, bool(attrs.get("allowzero", 0)))
         if want is not None and want == have:
             return x
         if want is not None and len(want) == 2 and want[0] is BATCH:
@@ -749,109 +576,6 @@ def _fmt_dims(dims: Sequence[Any]) -> str:
 
 def _fmt_onnx(dims: Sequence[Any]) -> str:
     return "(" + ", ".join(str(d) for d in dims) + ")"
-
-
-def _resolve_reshape(target: list[Any], have: list[Any], allowzero: bool) -> list[Any] | None:
-    """ONNX's Reshape rule on a shape with a symbolic batch; None when it cannot be resolved."""
-    out: list[Any] = []
-    for i, t in enumerate(target):
-        if t is BATCH:
-            out.append(BATCH)
-        elif int(t) == 0 and not allowzero:
-            if i >= len(have):
-                return None
-            out.append(have[i])
-        else:
-            out.append(int(t))
-    known = math.prod(int(d) for d in have if d is not BATCH)
-    if out.count(-1) > 1:
-        return None
-    if -1 in out:
-        rest = [d for d in out if d != -1]
-        fixed = math.prod(int(d) for d in rest if d is not BATCH)
-        if BATCH in rest:   # (N, -1): the rest of the features
-            if fixed == 0 or known % fixed:
-                return None
-            out[out.index(-1)] = known // fixed
-        elif fixed and known % fixed == 0 and known // fixed >= 1:
-            # (-1, n) with n the features: -1 is the batch
-            if known == fixed:
-                out[out.index(-1)] = BATCH
-            else:
-                return None
-        else:
-            return None
-    if BATCH not in out:
-        return None
-    return out
-
-
-def _gather(args: list[Any], attrs: dict[str, Any]) -> Any:
-    data, idx = np.asarray(args[0]), np.asarray(args[1])
-    return np.take(data, idx.astype(np.int64), axis=int(attrs.get("axis", 0)))
-
-
-def _unsqueeze(args: list[Any], attrs: dict[str, Any]) -> Any:
-    a = np.asarray(args[0])
-    axes = attrs.get("axes", args[1] if len(args) > 1 else None)
-    for ax in sorted(int(x) % (a.ndim + len(np.ravel(axes))) for x in np.ravel(axes)):
-        a = np.expand_dims(a, ax)
-    return a
-
-
-def _squeeze(args: list[Any], attrs: dict[str, Any]) -> Any:
-    a = np.asarray(args[0])
-    axes = attrs.get("axes", args[1] if len(args) > 1 else None)
-    return np.squeeze(a, axis=None if axes is None else tuple(int(x) for x in np.ravel(axes)))
-
-
-def _concat(args: list[Any], attrs: dict[str, Any]) -> Any:
-    arrays = [np.asarray(a) for a in args]
-    if any(a.dtype == object for a in arrays):
-        arrays = [a.astype(object) for a in arrays]
-    return np.concatenate(arrays, axis=int(attrs.get("axis", 0)))
-
-
-def _slice(args: list[Any], attrs: dict[str, Any]) -> Any:
-    a = np.asarray(args[0])
-    starts = attrs.get("starts", args[1] if len(args) > 1 else None)
-    ends = attrs.get("ends", args[2] if len(args) > 2 else None)
-    axes = attrs.get("axes", args[3] if len(args) > 3 and args[3] is not None else None)
-    steps = args[4] if len(args) > 4 and args[4] is not None else None
-    starts, ends = np.ravel(starts).astype(np.int64), np.ravel(ends).astype(np.int64)
-    axes = np.arange(len(starts)) if axes is None else np.ravel(axes).astype(np.int64)
-    steps = np.ones(len(starts), np.int64) if steps is None else np.ravel(steps).astype(np.int64)
-    index = [slice(None)] * a.ndim
-    for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
-        index[int(ax)] = slice(int(s), int(min(e, 2**62)) if e > -(2**62) else None, int(st))
-    return a[tuple(index)]
-
-
-def _numeric(a: Any) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.dtype == object:
-        if any(v is BATCH for v in arr.ravel()):
-            raise ValueError("arithmetic on the symbolic batch size")
-        arr = arr.astype(np.int64)
-    return arr
-
-
-_FOLD: dict[str, Any] = {
-    "Identity": lambda a, k: a[0],
-    "Cast": lambda a, k: a[0] if np.asarray(a[0]).dtype == object else np.asarray(a[0]).astype(
-        DTYPES.get(int(k.get("to", 1)), np.float32)),
-    "Gather": _gather,
-    "Unsqueeze": _unsqueeze,
-    "Squeeze": _squeeze,
-    "Concat": _concat,
-    "Slice": _slice,
-    "Reshape": lambda a, k: _numeric(a[0]).reshape(_numeric(a[1]).astype(np.int64)),
-    "Transpose": lambda a, k: _numeric(a[0]).transpose(k.get("perm")),
-    "Add": lambda a, k: _numeric(a[0]) + _numeric(a[1]),
-    "Sub": lambda a, k: _numeric(a[0]) - _numeric(a[1]),
-    "Mul": lambda a, k: _numeric(a[0]) * _numeric(a[1]),
-    "Div": lambda a, k: _numeric(a[0]) / _numeric(a[1]),
-}
 
 
 def _meta(model: Any) -> dict[str, str]:
