@@ -179,13 +179,15 @@ def test_from_torch_every_module_kind_equals_torch(tmp_path):
         nn.ConvTranspose2d(16, 4, 3, stride=2, padding=1, output_padding=1), nn.LeakyReLU(),
         nn.AvgPool2d(2), nn.Dropout2d(), nn.Identity(), nn.Conv2d(4, 6, 3, dilation=2,
                                                                   padding=2),
-        nn.Sigmoid(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 10), nn.Tanh(),
+        nn.Sigmoid(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.BatchNorm1d(24),
+        nn.Linear(24, 10), nn.Tanh(),
         nn.BatchNorm1d(10), nn.Linear(10, 4), nn.Softmax(dim=1)))
     net = cn.from_torch(model, (12, 12, 3))
     assert net.spec == (
         "INPUT(12x12x3) -> CONV(8,F=3,P=1) -> BN -> RELU6 -> DWCONV(F=3,P=1,multiplier=2) -> RELU -> "
         "POOL(F=3,S=2,P=1,floor=true) -> DECONV(4,F=3,S=2,P=1,output_padding=1) -> LRELU -> "
-        "AVGPOOL(F=2) -> CONV(6,F=3,P=2,dilation=2) -> SIGMOID -> AVGPOOL(F=3) -> FC(10) -> "
+        "AVGPOOL(F=2) -> CONV(6,F=3,P=2,dilation=2) -> SIGMOID -> AVGPOOL(F=3) -> FLATTEN -> BN "
+        "-> FC(10) -> "
         "TANH -> BN -> FC(4)")
     x = np.random.default_rng(4).random((3, 12, 12, 3), dtype=np.float32)
     want = torch_scores(model[:-1], x)

@@ -185,29 +185,40 @@ class Attr:
     """One ONNX attribute and the convnet hyperparameter it is.
 
     ``get(layer)`` is the attribute's value for a layer (export); ``put(value)`` the
-    constructor's value from the attribute's (import); ``default`` what ONNX means when a node
-    leaves the attribute out."""
+    constructor's value from the attribute's (import: a ValueError or TypeError when it is not
+    ``expect``); ``default`` what ONNX means when a node leaves the attribute out."""
 
     onnx: str
     arg: str
     get: Callable[[Layer], Any]
-    put: Callable[[Any], Any] = lambda v: v
+    put: Callable[[Any], Any] = int
     default: Any = None
+    expect: str = "a whole number"
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return int(v[0]), int(v[1])
+def _ints(n: int) -> Callable[[Any], tuple[int, ...]]:
+    def put(v: Any) -> tuple[int, ...]:
+        out = tuple(int(x) for x in v)
+        if len(out) != n:
+            raise ValueError(f"{len(out)} values")
+        return out
+    return put
+
+
+PAIR = "two whole numbers (rows, cols): convnet's layers work on images (N, C, H, W)"
 
 
 def _window_attr(onnx: str, arg: str, default: Any = None) -> Attr:
-    return Attr(onnx, arg, lambda ly: list(getattr(ly.window, arg)), _pair, default)
+    return Attr(onnx, arg, lambda ly: list(getattr(ly.window, arg)), _ints(2), default, PAIR)
 
 
 KERNEL = _window_attr("kernel_shape", "F")
 STRIDES = _window_attr("strides", "S", [1, 1])
 DILATIONS = _window_attr("dilations", "dilation", [1, 1])
 #: ONNX pads every side on its own, ``[top, left, bottom, right]``; convnet's P is both sides
-PADS = Attr("pads", "P", lambda ly: [*ly.window.P, *ly.window.P], lambda v: v, [0, 0, 0, 0])
+#: (:func:`padding_of` reads them, with ``auto_pad`` and a Pad node before)
+PADS = Attr("pads", "P", lambda ly: [*ly.window.P, *ly.window.P], _ints(4), [0, 0, 0, 0],
+            "four whole numbers [top, left, bottom, right]")
 
 
 def _as_list(v: Any, n: int, what: str, where: str) -> list[int]:
@@ -225,19 +236,18 @@ def _as_list(v: Any, n: int, what: str, where: str) -> list[int]:
 @dataclass(frozen=True)
 class Weight:
     """One weight: convnet's name for it (``key``), ONNX's input (``slot``), and how its layout
-    changes each way. ``optional``: a node may leave it out (a bias: the layer then has
-    ``bias=False``)."""
+    changes each way. A weight a layer does not have (a bias with ``bias=False``) is left out of
+    the node, and a node without it makes a layer without it."""
 
     key: str
     slot: str
     to_onnx: Callable[[np.ndarray], np.ndarray] = lambda a: a
     from_onnx: Callable[[np.ndarray], np.ndarray] = lambda a: a
-    optional: bool = False
 
 
 #: CONV ``(K, F, F, D/G)`` and DECONV ``(D, F, F, K)`` are both ONNX's ``(dim0, dim3, F, F)``
 FILTERS = Weight("W", "W", lambda a: a.transpose(0, 3, 1, 2), lambda a: a.transpose(0, 2, 3, 1))
-BIAS = Weight("b", "B", optional=True)
+BIAS = Weight("b", "B")
 
 
 # ------------------------------------------------------------------------------------ rows
@@ -266,8 +276,16 @@ class Row:
     def to_layer(self, node: Node, x: Val, where: str) -> tuple[Layer, dict[str, np.ndarray]]:
         """The layer computing ``node`` on ``x``, and its weights by convnet's names."""
         self.check_fixed(node, where)
-        kw = {a.arg: a.put(node.attrs.get(a.onnx, a.default)) for a in self.attrs
-              if node.attrs.get(a.onnx, a.default) is not None}
+        kw = {}
+        for a in self.attrs:
+            value = node.attrs.get(a.onnx, a.default)
+            if value is None:
+                continue
+            try:
+                kw[a.arg] = a.put(value)
+            except (TypeError, ValueError, OverflowError):
+                raise NotRepresentable(f"{where}: {a.onnx}={value!r}: expected {a.expect}") \
+                    from None
         layer = self.make(kw, node, x, where)
         weights = {w.key: w.from_onnx(node.weights[w.slot]) for w in self.weights
                    if node.weights.get(w.slot) is not None}
@@ -432,7 +450,7 @@ class DeconvRow(Row):
     ops = ("ConvTranspose",)
     attrs = (KERNEL, STRIDES, PADS, DILATIONS,
              Attr("output_padding", "output_padding", lambda ly: list(ly.output_padding),
-                  _pair, [0, 0]))
+                  _ints(2), [0, 0], PAIR))
     weights = (FILTERS, BIAS)
     fixed = {"group": (1, "a grouped transposed convolution has no convnet layer (DECONV "
                           "mixes all input slices)")}
@@ -670,10 +688,10 @@ class ClipRow(ActRow):
 class BnRow(Row):
     kinds = ("BN",)
     ops = ("BatchNormalization",)
-    attrs = (Attr("epsilon", "eps", lambda ly: ly.eps, f32_attr, 1e-5),
+    attrs = (Attr("epsilon", "eps", lambda ly: ly.eps, f32_attr, 1e-5, "a number"),
              # ONNX's running = momentum*running + (1 - momentum)*batch: the other way round
              Attr("momentum", "momentum", lambda ly: 1.0 - ly.momentum,
-                  lambda v: f32_attr(1.0 - f32_attr(v)), 0.9))
+                  lambda v: f32_attr(1.0 - f32_attr(v)), 0.9, "a number"))
     weights = (Weight("gamma", "scale"), Weight("beta", "B"),
                Weight("running_mean", "input_mean"), Weight("running_var", "input_var"))
     fixed = {"training_mode": (0, "convnet imports a model for inference: the running mean "
@@ -739,7 +757,7 @@ TABLE: tuple[Row, ...] = (
     ConvRow(), DeconvRow(), MaxPoolRow(), AvgPoolRow(), GapRow(), FcRow(), FlattenRow(),
     ActRow("RELU", "Relu", ReLU), ClipRow(),
     ActRow("LRELU", "LeakyRelu", LeakyReLU,
-           (Attr("alpha", "alpha", lambda ly: ly.alpha, f32_attr, 0.01),)),
+           (Attr("alpha", "alpha", lambda ly: ly.alpha, f32_attr, 0.01, "a number"),)),
     ActRow("TANH", "Tanh", Tanh), ActRow("SIGMOID", "Sigmoid", Sigmoid),
     BnRow(), DropoutRow(), AddRow(), CatRow(),
 )

@@ -36,7 +36,7 @@ MAX_NODES = 200_000
 DTYPES = {1: np.float32, 11: np.float64, 10: np.float16, 7: np.int64, 6: np.int32,
           3: np.int8, 2: np.uint8, 9: np.bool_}
 NAMES = {1: "FLOAT", 11: "DOUBLE", 10: "FLOAT16", 7: "INT64", 6: "INT32", 3: "INT8",
-          2: "UINT8", 9: "BOOL"}
+         2: "UINT8", 9: "BOOL"}
 
 
 
