@@ -90,6 +90,7 @@ class Assembler:
         self.entries: dict[str, Entry] = {}
         self.notes: list[str] = []
         self._flattened: dict[str, Val] = {}   # volume src -> its FLATTEN layer's value
+        self._flattened_by: dict[str, Node] = {}   # volume src -> the node that flattened it
         self.input_val: Val | None = None
 
     # ---------------------------------------------------------------------------- helpers
@@ -159,12 +160,13 @@ class Assembler:
         return self._place(node, layer, weights, [x], row)
 
     def flatten_layer(self, x: Val, node: Node | None = None) -> Val:
-        """A FLATTEN layer for the pending flatten ``x`` (one per volume)."""
+        """A FLATTEN layer for the pending flatten ``x`` (one per volume), named after the node
+        that flattened (:meth:`flatten`'s ``node``)."""
         vol = x.flat
         if vol.src in self._flattened:
             return self._flattened[vol.src]
         order = vol.shape if vol.layout == "NCHW" and vol.shape[0] * vol.shape[1] > 1 else None
-        label = Node("Flatten", f"{vol.src}/flatten", outputs=[f"{vol.src}/flatten"])
+        label = self._flattened_by.get(vol.src) or Node("Flatten", f"{vol.src}/flatten")
         out = self._place(label, Flatten(), {}, [replace(vol, pads=None)], None,
                           out=lambda name: Val(name, (arith.num_elements(vol.shape),), "vec",
                                                order, nonneg=vol.nonneg))
@@ -211,10 +213,13 @@ class Assembler:
         if int(node.attrs.get("axis", 1)) != 1:
             raise NotRepresentable(f"{where}: Flatten(axis={node.attrs['axis']}) keeps more than "
                                    "the batch axis: convnet flattens (N, ...) to (N, n)")
-        return self.flatten(x, where)
+        return self.flatten(x, where, node)
 
-    def flatten(self, x: Val, where: str) -> Val:
-        """``x`` flattened to ``(N, n)`` (ONNX Flatten, a Reshape to two dimensions)."""
+    def flatten(self, x: Val, where: str, node: Node | None = None) -> Val:
+        """``x`` flattened to ``(N, n)`` by ``node`` (ONNX Flatten, a Reshape to two
+        dimensions)."""
+        if node is not None and x.is_volume:
+            self._flattened_by.setdefault(x.src, node)
         if x.pads is not None:
             raise NotRepresentable(f"{where}: flattens a zero-padded value (a Pad node before it)")
         if x.layout == "gap":

@@ -474,7 +474,7 @@ class _Walk:
             raise NotRepresentable(f"{where}: MatMul of a {x.layout} volume multiplies along "
                                    "its last axis only, not a layer of convnet (flatten first)")
         node = Node("Gemm", label, [ins[0]], list(n.output), {"transB": 0},
-                    {"B": W.astype(np.float32)})
+                    {"B": W.astype(np.float32)}, origin=f"node {label!r} (MatMul)")
         return self.asm.apply(node, [x])
 
     def _op_Gemm(self, n: Any, label: str, ins: list[str], attrs: dict[str, Any],
@@ -500,7 +500,7 @@ class _Walk:
         if want is not None and want == have:
             return x
         if want is not None and len(want) == 2 and want[0] is BATCH:
-            return self.asm.flatten(x, where)
+            return self.asm.flatten(x, where, Node(n.op_type, label))
         raise NotRepresentable(
             f"{where}: Reshape of {_fmt_onnx(have)} to [{', '.join(str(t) for t in given)}]: "
             "convnet reads a Reshape that flattens (N, ...) to (N, n) only")
@@ -513,7 +513,7 @@ class _Walk:
             axes = self.const(ins[1], where)
         axes = sorted(int(a) % 4 for a in np.asarray(axes).ravel()) if axes is not None else None
         if x.layout == "gap" and axes in (None, [2, 3], [1, 2]):
-            return self.asm.flatten(x, where)
+            return self.asm.flatten(x, where, Node(n.op_type, label))
         raise NotRepresentable(f"{where}: Squeeze(axes={axes}) of a value held as {x.layout}: "
                                "convnet reads a Squeeze of a pooled (N, C, 1, 1) only")
 
@@ -529,7 +529,8 @@ class _Walk:
             raise NotRepresentable(f"{where}: ReduceMean(axes={axes}) of a value held as "
                                    f"{x.layout}: convnet reads a mean over the rows and columns "
                                    "of a volume (GAP) only")
-        gap = self.asm.apply(Node("GlobalAveragePool", label, [ins[0]], list(n.output)),
+        gap = self.asm.apply(Node("GlobalAveragePool", label, [ins[0]], list(n.output),
+                                  origin=f"node {label!r} (ReduceMean)"),
                              [replace(x, layout="NCHW")])
         return gap if attrs.get("keepdims", 1) else self.asm.flatten(gap, where)
 
