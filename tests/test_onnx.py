@@ -178,6 +178,28 @@ def test_opset_range(tmp_path):
         export_onnx(net, tmp_path / "m.onnx", opset=16)
 
 
+def test_export_refusals(tmp_path):
+    net = cn.build("INPUT(4x4x1) -> FC(3)", seed=0)
+    cases = [
+        (dict(classes=["a", "b"]), ConfigError, "2 class names for a network with 3 outputs"),
+        (dict(normalizer={"mean": [0.1, 0.2], "std": [1.0, 1.0]}), ConfigError,
+         "normalisation statistics for 2 channel(s), but the network's input has 1"),
+    ]
+    for kw, cls, text in cases:
+        with pytest.raises(cls) as e:
+            export_onnx(net, tmp_path / "m.onnx", **kw)
+        assert str(e.value) == text
+    with pytest.raises(ConfigError) as e:
+        export_onnx(cn.build("INPUT(4x4x1) -> DROPOUT", seed=0), tmp_path / "m.onnx")
+    assert str(e.value) == ("export: the network computes nothing (its layers are the identity "
+                            "in inference)")
+    with pytest.raises(ConfigError) as e:
+        export_onnx(cn.build("INPUT(4x4x1) -> FC(3)", weights=False), tmp_path / "m.onnx")
+    assert str(e.value) == ("export: this network was built with weights=False (shapes only); "
+                            "build it with weights to export it")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 @pytest.mark.parametrize("name", ["lenet5", "seed004", "fashion", "cifar10", "fcn", "segnet",
                                   "digits", "resnet-cifar", "resnet18", "mobilenet_v2"])
 def test_zoo_network_round_trip(name, tmp_path):
