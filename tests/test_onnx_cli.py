@@ -14,6 +14,7 @@ from PIL import Image
 import convnet as cn
 from convnet.cli.main import main
 from convnet.interop.onnx_export import export_onnx
+from convnet.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_export_and_import_verbs(models, capsys):
     assert "onnxruntime gives convnet's scores to a relative" in out
     code, out, _ = run(capsys, "import", d / "again.onnx", "-o", d / "again.npz", "--layers")
     assert code == 0 and models["net"].spec in out and "conv1" in out
-    ckpt = cn.train.checkpoint.load_checkpoint(d / "again.npz")
+    ckpt = load_checkpoint(d / "again.npz")
     assert ckpt.classes == [str(i) for i in range(10)]
     assert np.array_equal(ckpt.normalizer["mean"], models["norm"].mean)    # from the graph
     assert np.array_equal(ckpt.normalizer["std"], models["norm"].std)
@@ -136,7 +137,7 @@ def test_train_init_from_onnx_replaces_the_last_fc(models, tmp_path, capsys):
     assert (f"--init {path}: starting from the model's weights; its last layer fc2 (FC(5), 5 "
             "outputs) is replaced by a new FC(10) with random weights, for the 10 classes of "
             "digits") in err
-    ckpt = cn.train.checkpoint.load_checkpoint(tmp_path / "run" / "last.npz")
+    ckpt = load_checkpoint(tmp_path / "run" / "last.npz")
     assert ckpt.spec.endswith("FC(16) -> RELU -> FC(10)")
     assert ckpt.config["cli"]["init"] == str(path)
     code, out, err = run(capsys, "train", "--init", path, "--arch", "digits")
