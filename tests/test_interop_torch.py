@@ -196,6 +196,11 @@ def test_from_torch_every_module_kind_equals_torch(tmp_path):
     assert compare_with_onnxruntime(net, path) <= TOL
 
 
+class Relu2(nn.ReLU):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
 def test_from_torch_refusals():
     conv = nn.Conv2d(3, 4, 3)
     cases = [
@@ -219,6 +224,10 @@ def test_from_torch_refusals():
         (nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect", padding=1)), (8, 8, 3),
          "nn.Sequential: module '0' (nn.Conv2d): padding_mode='reflect': convnet pads with "
          "zeros only"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), Relu2()), (8, 8, 3),
+         "nn.Sequential: module '1' (Relu2): a subclass of nn.ReLU, whose forward may compute "
+         "otherwise: convnet converts the torch.nn classes themselves (use nn.ReLU, or export "
+         "with torch.onnx.export and import the file)"),
     ]
     for model, shape, text in cases:
         with pytest.raises(NotRepresentable) as e:

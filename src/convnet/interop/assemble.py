@@ -26,16 +26,7 @@ import numpy as np
 from convnet import arith
 from convnet.arith import fmt_shape
 from convnet.errors import ConvnetError, ShapeError
-from convnet.interop.mapping import (
-    BY_OP,
-    AddRow,
-    CatRow,
-    FcRow,
-    Node,
-    NotRepresentable,
-    Row,
-    Val,
-)
+from convnet.interop.mapping import BY_OP, Node, NotRepresentable, Row, Val
 from convnet.layers import Flatten, Layer
 from convnet.net.graph import Graph
 from convnet.net.sequential import Sequential
@@ -140,20 +131,20 @@ class Assembler:
                 f"{where}: {node.op} is not an operator convnet can import. Operators it reads: "
                 f"{', '.join(sorted({*BY_OP, *STRUCTURAL, 'MatMul', 'Reshape', 'ReduceMean'}))} "
                 "(and Shape arithmetic, Constant, Squeeze, a final Softmax)")
-        if isinstance(row, AddRow | CatRow):
+        if row.merges:
             return self._merge(node, row, list(xs), where)
         if len(xs) != 1:
             raise NotRepresentable(f"{where}: reads {len(xs)} computed values; a layer reads one "
                                    "(its other inputs must be stored constants)")
         x = xs[0]
-        if x.flat is not None and not isinstance(row, FcRow):
-            if row.kinds[0] in ("RELU", "RELU6", "LRELU", "TANH", "SIGMOID"):
+        if x.flat is not None and not row.reads_flattened:
+            if row.elementwise:
                 # elementwise: the same before or after the flatten, and an FC can then still
                 # read the volume itself
                 inner = self.apply(node, [x.flat])
                 return replace(x, src=inner.src, flat=inner, nonneg=inner.nonneg)
             x = self.flatten_layer(x, node)
-        if x.pads is not None and row.kinds[0] not in ("CONV", "POOL", "AVGPOOL"):
+        if x.pads is not None and not row.takes_pad:
             raise NotRepresentable(f"{where}: reads a zero-padded value (a Pad node before it); "
                                    "convnet pads only inside a CONV or POOL (its P)")
         layer, weights = row.to_layer(node, x, where)
@@ -185,10 +176,10 @@ class Assembler:
                                    f"({', '.join(sorted(layouts))}): convnet merges volumes "
                                    "of one layout")
         x0 = xs[0]
-        if isinstance(row, CatRow):
+        if row.depth_axis:     # a CAT: along depth only
             axis = int(node.attrs.get("axis", 1))
             rank = 2 if x0.layout == "vec" else 4
-            depth = {"NCHW": 1, "gap": 1, "NHWC": 3, "vec": 1}[x0.layout]
+            depth = row.depth_axis[x0.layout]
             if axis % rank != depth or (x0.layout == "vec" and x0.order is not None):
                 raise NotRepresentable(f"{where}: concatenates along axis {axis} of "
                                        f"{x0.layout} values; convnet's CAT stacks along depth "

@@ -261,6 +261,16 @@ class Row:
     attrs: tuple[Attr, ...] = ()
     weights: tuple[Weight, ...] = ()
     fixed: dict[str, tuple[Any, str]] = {}
+    #: how the importer treats the row's layer (read by :class:`~convnet.interop.assemble.
+    #: Assembler`): it merges two or more values (ADD, CAT); it reads a flattened volume itself
+    #: (FC); it is elementwise (the same before or after a flatten); it takes a zero Pad before
+    #: it as its own padding (CONV, POOL, AVGPOOL)
+    merges = False
+    reads_flattened = False
+    elementwise = False
+    takes_pad = False
+    #: a row that stacks values: the axis it stacks along for each layout (CAT: depth)
+    depth_axis: dict[str, int] = {}
 
     # ------------------------------------------------------------------ convnet -> ONNX
     def to_nodes(self, layer: Layer, xs: Sequence[Val], out: str) -> list[Node]:
@@ -417,6 +427,7 @@ def _ceil_mode(node: Node, x: Val, F: tuple[int, int], S: tuple[int, int],
 class ConvRow(Row):
     kinds = ("CONV", "DWCONV")
     ops = ("Conv",)
+    takes_pad = True
     attrs = (KERNEL, STRIDES, PADS, DILATIONS, Attr("group", "groups", lambda ly: ly.groups))
     weights = (FILTERS, BIAS)
 
@@ -499,6 +510,7 @@ class _PoolRow(Row):
     cls: type[Layer] = MaxPool
     attrs = (KERNEL, STRIDES, PADS)
     keeps_sign = True
+    takes_pad = True
 
     def make(self, kw: dict[str, Any], node: Node, x: Val, where: str) -> Layer:
         _volume(x, where, "a pool")
@@ -573,6 +585,7 @@ class GapRow(Row):
 class FcRow(Row):
     kinds = ("FC",)
     ops = ("Gemm",)
+    reads_flattened = True
     fixed = {"transA": (0, "a Gemm whose input is transposed is not a layer of a network "
                            "(convnet's FC computes x @ W + b with x of shape (N, n))")}
 
@@ -645,6 +658,8 @@ class FlattenRow(Row):
 
 class ActRow(Row):
     """An elementwise activation: the same on any layout."""
+
+    elementwise = True
 
     def __init__(self, kind: str, op: str, cls: type[Layer], attrs: tuple[Attr, ...] = ()):
         self.kinds, self.ops, self.cls, self.attrs = (kind,), (op,), cls, attrs
@@ -733,6 +748,7 @@ class DropoutRow(Row):
 class AddRow(Row):
     kinds = ("ADD",)
     ops = ("Add", "Sum")
+    merges = True
 
     def to_nodes(self, layer: Layer, xs: Sequence[Val], out: str) -> list[Node]:
         return [Node("Add" if len(xs) == 2 else "Sum", layer.name, [x.src for x in xs], [out])]
@@ -744,6 +760,9 @@ class AddRow(Row):
 class CatRow(Row):
     kinds = ("CAT",)
     ops = ("Concat",)
+    merges = True
+    #: the axis ONNX stacks along, for each layout a value may be held in (depth)
+    depth_axis = {"NCHW": 1, "gap": 1, "NHWC": 3, "vec": 1}
 
     def to_nodes(self, layer: Layer, xs: Sequence[Val], out: str) -> list[Node]:
         return [Node("Concat", layer.name, [x.src for x in xs], [out], {"axis": 1})]

@@ -71,84 +71,103 @@ def _conv_pads(m: Any, where: str) -> list[int]:
     return [p[0], p[1], p[0], p[1]]
 
 
-def _node(m: Any, name: str, x: Val, last: bool) -> Node | None:
-    """The ONNX node PyTorch's exporter would write for module ``m`` (None: the identity)."""
-    nn = require("torch").nn
-    kind = type(m).__name__
-    node = Node("", name, origin=f"module {name!r} (nn.{kind})")
-    where = f"nn.Sequential: {node.label}"
-    if isinstance(m, nn.Conv2d):
-        node.op = "Conv"
-        node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(m.stride),
-                      "pads": _conv_pads(m, where), "dilations": _pair(m.dilation),
-                      "group": int(m.groups)}
-        node.weights = {"W": _arr(m.weight)}
-        if m.bias is not None:
-            node.weights["B"] = _arr(m.bias)
-    elif isinstance(m, nn.ConvTranspose2d):
-        node.op = "ConvTranspose"
-        if m.padding_mode != "zeros":
-            raise NotRepresentable(f"{where}: padding_mode={m.padding_mode!r}")
-        p = _pair(m.padding)
-        node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(m.stride),
-                      "pads": [p[0], p[1], p[0], p[1]], "dilations": _pair(m.dilation),
-                      "output_padding": _pair(m.output_padding), "group": int(m.groups)}
-        node.weights = {"W": _arr(m.weight)}
-        if m.bias is not None:
-            node.weights["B"] = _arr(m.bias)
-    elif isinstance(m, nn.Linear):
-        node.op, node.attrs = "Gemm", {"transB": 1}
-        node.weights = {"B": _arr(m.weight)}
-        if m.bias is not None:
-            node.weights["C"] = _arr(m.bias)
-    elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-        if m.running_mean is None:
-            raise NotRepresentable(f"{where}: track_running_stats=False: there are no running "
-                                   "statistics to normalise with in inference")
-        if m.momentum is None:
-            raise NotRepresentable(f"{where}: momentum=None (a cumulative average): convnet's "
-                                   "BN keeps an exponential average; set a momentum")
-        n = m.num_features
-        node.op = "BatchNormalization"
-        node.attrs = {"epsilon": f32_attr(m.eps), "momentum": f32_attr(1.0 - m.momentum)}
-        node.weights = {
-            "scale": _arr(m.weight) if m.affine else np.ones(n, np.float32),
-            "B": _arr(m.bias) if m.affine else np.zeros(n, np.float32),
-            "input_mean": _arr(m.running_mean), "input_var": _arr(m.running_var)}
-    elif isinstance(m, nn.ReLU):
-        node.op = "Relu"
-    elif isinstance(m, nn.ReLU6 | nn.Hardtanh):
-        node.op = "Clip"
-        node.weights = {"min": np.array(m.min_val, np.float32),
-                        "max": np.array(m.max_val, np.float32)}
-    elif isinstance(m, nn.LeakyReLU):
-        node.op, node.attrs = "LeakyRelu", {"alpha": f32_attr(m.negative_slope)}
-    elif isinstance(m, nn.Tanh):
-        node.op = "Tanh"
-    elif isinstance(m, nn.Sigmoid):
-        node.op = "Sigmoid"
-    elif isinstance(m, nn.MaxPool2d):
-        if m.return_indices:
-            raise NotRepresentable(f"{where}: return_indices=True: a layer gives one output")
-        node.op = "MaxPool"
-        stride = m.stride if m.stride is not None else m.kernel_size
-        p = _pair(m.padding)
-        node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(stride),
-                      "pads": [p[0], p[1], p[0], p[1]], "dilations": _pair(m.dilation),
-                      "ceil_mode": int(m.ceil_mode)}
-    elif isinstance(m, nn.AvgPool2d):
-        if m.divisor_override is not None:
-            raise NotRepresentable(f"{where}: divisor_override={m.divisor_override}: convnet's "
-                                   "AVGPOOL divides by the window's size")
-        node.op = "AveragePool"
-        stride = m.stride if m.stride is not None else m.kernel_size
-        p = _pair(m.padding)
-        node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(stride),
-                      "pads": [p[0], p[1], p[0], p[1]], "ceil_mode": int(m.ceil_mode),
-                      "count_include_pad": int(m.count_include_pad)}
-    elif isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+# One function per torch.nn class: (module, node to fill, the value it reads, where) -> the node
+# filled, or None for the identity. Looked up by the module's exact class: a subclass may
+# compute otherwise (its own forward), so it is refused rather than read as its parent.
+def _conv(m: Any, node: Node, x: Val, where: str) -> Node:
+    node.op = "Conv"
+    node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(m.stride),
+                  "pads": _conv_pads(m, where), "dilations": _pair(m.dilation),
+                  "group": int(m.groups)}
+    node.weights = {"W": _arr(m.weight)}
+    if m.bias is not None:
+        node.weights["B"] = _arr(m.bias)
+    return node
+
+
+def _deconv(m: Any, node: Node, x: Val, where: str) -> Node:
+    if m.padding_mode != "zeros":
+        raise NotRepresentable(f"{where}: padding_mode={m.padding_mode!r}: convnet pads with "
+                               "zeros only")
+    p = _pair(m.padding)
+    node.op = "ConvTranspose"
+    node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(m.stride),
+                  "pads": [p[0], p[1], p[0], p[1]], "dilations": _pair(m.dilation),
+                  "output_padding": _pair(m.output_padding), "group": int(m.groups)}
+    node.weights = {"W": _arr(m.weight)}
+    if m.bias is not None:
+        node.weights["B"] = _arr(m.bias)
+    return node
+
+
+def _linear(m: Any, node: Node, x: Val, where: str) -> Node:
+    node.op, node.attrs = "Gemm", {"transB": 1}
+    node.weights = {"B": _arr(m.weight)}
+    if m.bias is not None:
+        node.weights["C"] = _arr(m.bias)
+    return node
+
+
+def _bn(m: Any, node: Node, x: Val, where: str) -> Node:
+    if m.running_mean is None:
+        raise NotRepresentable(f"{where}: track_running_stats=False: there are no running "
+                               "statistics to normalise with in inference")
+    if m.momentum is None:
+        raise NotRepresentable(f"{where}: momentum=None (a cumulative average): convnet's BN "
+                               "keeps an exponential average; set a momentum")
+    n = m.num_features
+    node.op = "BatchNormalization"
+    node.attrs = {"epsilon": f32_attr(m.eps), "momentum": f32_attr(1.0 - m.momentum)}
+    node.weights = {
+        "scale": _arr(m.weight) if m.affine else np.ones(n, np.float32),
+        "B": _arr(m.bias) if m.affine else np.zeros(n, np.float32),
+        "input_mean": _arr(m.running_mean), "input_var": _arr(m.running_var)}
+    return node
+
+
+def _clip(m: Any, node: Node, x: Val, where: str) -> Node:
+    node.op = "Clip"
+    node.weights = {"min": np.array(m.min_val, np.float32),
+                    "max": np.array(m.max_val, np.float32)}
+    return node
+
+
+def _op(op: str, **attrs: Any) -> Any:
+    def convert(m: Any, node: Node, x: Val, where: str) -> Node:
+        node.op = op
+        node.attrs = {k: f(m) for k, f in attrs.items()}
+        return node
+    return convert
+
+
+def _maxpool(m: Any, node: Node, x: Val, where: str) -> Node:
+    if m.return_indices:
+        raise NotRepresentable(f"{where}: return_indices=True: a layer gives one output")
+    stride = m.stride if m.stride is not None else m.kernel_size
+    p = _pair(m.padding)
+    node.op = "MaxPool"
+    node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(stride),
+                  "pads": [p[0], p[1], p[0], p[1]], "dilations": _pair(m.dilation),
+                  "ceil_mode": int(m.ceil_mode)}
+    return node
+
+
+def _avgpool(m: Any, node: Node, x: Val, where: str) -> Node:
+    if m.divisor_override is not None:
+        raise NotRepresentable(f"{where}: divisor_override={m.divisor_override}: convnet's "
+                               "AVGPOOL divides by the window's size")
+    stride = m.stride if m.stride is not None else m.kernel_size
+    p = _pair(m.padding)
+    node.op = "AveragePool"
+    node.attrs = {"kernel_shape": _pair(m.kernel_size), "strides": _pair(stride),
+                  "pads": [p[0], p[1], p[0], p[1]], "ceil_mode": int(m.ceil_mode),
+                  "count_include_pad": int(m.count_include_pad)}
+    return node
+
+
+def _adaptive(is_max: bool) -> Any:
+    def convert(m: Any, node: Node, x: Val, where: str) -> Node:
         out = _pair(m.output_size) if m.output_size is not None else None
-        is_max = isinstance(m, nn.AdaptiveMaxPool2d)
         if out == [1, 1]:
             node.op = "GlobalMaxPool" if is_max else "GlobalAveragePool"
         elif (out is not None and not is_max and x.is_volume
@@ -159,26 +178,70 @@ def _node(m: Any, name: str, x: Val, last: bool) -> Node | None:
             raise NotRepresentable(f"{where}: output_size={m.output_size} on "
                                    f"{x.shape[:2]}: only sizes that divide the input are "
                                    "windows of one size (convnet's pools)")
-    elif isinstance(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise NotRepresentable(f"{where}: start_dim={m.start_dim}, end_dim={m.end_dim}: "
-                                   "convnet flattens (N, ...) to (N, n)")
-        node.op, node.attrs = "Flatten", {"axis": 1}
-    elif isinstance(m, nn.ZeroPad2d):
-        left, right, top, bottom = (int(v) for v in m.padding)
-        node.op = "Pad"
-        node.weights = {"pads": np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)}
-    elif isinstance(m, nn.Dropout | nn.Dropout2d | nn.AlphaDropout | nn.Identity):
-        return None
-    elif isinstance(m, nn.Softmax) and last:
-        return Node("Softmax", name)
-    else:
-        raise NotRepresentable(
-            f"{where}: nn.{kind} has no convnet layer. Modules convnet converts: Conv2d, "
-            "ConvTranspose2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, Hardtanh(0, 6), LeakyReLU, "
-            "Tanh, Sigmoid, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d(1), "
-            "Flatten, ZeroPad2d, Dropout, Identity, a final Softmax")
+        return node
+    return convert
+
+
+def _flatten(m: Any, node: Node, x: Val, where: str) -> Node:
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise NotRepresentable(f"{where}: start_dim={m.start_dim}, end_dim={m.end_dim}: convnet "
+                               "flattens (N, ...) to (N, n)")
+    node.op, node.attrs = "Flatten", {"axis": 1}
     return node
+
+
+def _zeropad(m: Any, node: Node, x: Val, where: str) -> Node:
+    left, right, top, bottom = (int(v) for v in m.padding)
+    node.op = "Pad"
+    node.weights = {"pads": np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)}
+    return node
+
+
+def _identity(m: Any, node: Node, x: Val, where: str) -> None:
+    return None
+
+
+def _converters() -> dict[type, Any]:
+    nn = require("torch").nn
+    return {
+        nn.Conv2d: _conv, nn.ConvTranspose2d: _deconv, nn.Linear: _linear,
+        nn.BatchNorm1d: _bn, nn.BatchNorm2d: _bn,
+        nn.ReLU: _op("Relu"), nn.ReLU6: _clip, nn.Hardtanh: _clip,
+        nn.LeakyReLU: _op("LeakyRelu", alpha=lambda m: f32_attr(m.negative_slope)),
+        nn.Tanh: _op("Tanh"), nn.Sigmoid: _op("Sigmoid"),
+        nn.MaxPool2d: _maxpool, nn.AvgPool2d: _avgpool,
+        nn.AdaptiveAvgPool2d: _adaptive(False), nn.AdaptiveMaxPool2d: _adaptive(True),
+        nn.Flatten: _flatten, nn.ZeroPad2d: _zeropad,
+        nn.Dropout: _identity, nn.Dropout2d: _identity, nn.AlphaDropout: _identity,
+        nn.Identity: _identity,
+    }
+
+
+def _node(m: Any, name: str, x: Val, last: bool) -> Node | None:
+    """The ONNX node PyTorch's exporter would write for module ``m`` (None: the identity)."""
+    nn = require("torch").nn
+    kind = type(m).__name__
+    if type(m).__module__.startswith("torch.nn"):
+        kind = f"nn.{kind}"
+    node = Node("", name, origin=f"module {name!r} ({kind})")
+    where = f"nn.Sequential: {node.label}"
+    table = _converters()
+    convert = table.get(type(m))
+    if convert is not None:
+        return convert(m, node, x, where)
+    if type(m) is nn.Softmax and last:
+        return Node("Softmax", name)
+    parent = next((c for c in table if isinstance(m, c)), None)
+    if parent is not None:
+        raise NotRepresentable(
+            f"{where}: a subclass of nn.{parent.__name__}, whose forward may compute otherwise: "
+            f"convnet converts the torch.nn classes themselves (use nn.{parent.__name__}, or "
+            "export with torch.onnx.export and import the file)")
+    raise NotRepresentable(
+        f"{where}: {kind} has no convnet layer. Modules convnet converts: Conv2d, "
+        "ConvTranspose2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, Hardtanh(0, 6), LeakyReLU, "
+        "Tanh, Sigmoid, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d(1), "
+        "Flatten, ZeroPad2d, Dropout, Identity, a final Softmax")
 
 
 def from_torch(module: Any, input_shape: Sequence[int], *, seed: int = 0) -> Graph:
