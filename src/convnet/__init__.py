@@ -72,6 +72,9 @@ _LAZY = {
     "Dataset": "convnet.data",
     "to_fully_convolutional": "convnet.fcn",
     "arith": "convnet.arith",
+    "export_onnx": "convnet.interop",
+    "import_onnx": "convnet.interop",
+    "from_torch": "convnet.interop",
 }
 
 # aliases for readers coming from other libraries

@@ -9,12 +9,14 @@ Prints the conversion step by step (the formula for each new CONV, the parameter
 score map on a larger image, each map unit's receptive field, and whether the map equals the
 crop-by-crop scores: not exactly when layers zero-pad).
 
-MODEL is a saved model (.npz) or run directory; a spec or zoo name is accepted too, to see the
-conversion without weights (then -o is not allowed).
+MODEL is a saved model (.npz, .onnx) or run directory; a spec or zoo name is accepted too, to
+see the conversion without weights (then -o is not allowed). -o model.onnx writes the converted
+model as ONNX, with a symbolic H and W (see `convnet export`).
 
 examples:
   convnet convert runs/fashion --fully-convolutional -o fashion-fcn.npz
   convnet convert vgg16 --fully-convolutional --image 384x384
+  convnet convert model.onnx --fully-convolutional -o fcn.onnx
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fully-convolutional", action="store_true",
                         help="turn every FC into a CONV (the only conversion there is)")
     parser.add_argument("-o", "--out", metavar="OUT", default=None,
-                        help="where to save the converted model (.npz)")
+                        help="where to save the converted model (.npz, or .onnx to export it)")
     parser.add_argument("--image", metavar="HxW", default=None,
                         help="the larger image size to describe the score map for "
                              "(default: 5 total strides larger each way)")
@@ -74,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
         from convnet.train import save
 
         fcn = to_fully_convolutional(net)
+        if str(args.out).lower().endswith(".onnx"):   # straight to ONNX (symbolic H and W)
+            from convnet.interop.onnx_export import export_onnx
+
+            path = export_onnx(fcn, args.out, classes=ckpt.classes, normalizer=ckpt.normalizer,
+                               input_info={**ckpt.input, "shape": list(fcn.input_shape)})
+            print(f"wrote {path} ({fcn.spec}; ONNX, any image size)")
+            return 0
         path = save(
             fcn, args.out, epoch=ckpt.epoch, metrics=ckpt.metrics, history=ckpt.history,
             classes=ckpt.classes, normalizer=ckpt.normalizer,

@@ -26,6 +26,8 @@ VERBS = [
     ("scan", "convnet.cli.scan", "a classifier over a larger image: class maps and a summary"),
     ("visualize", "convnet.cli.visualize", "an HTML page to look inside a trained model"),
     ("plot", "convnet.cli.plot", "filters, activations, curves or confusion matrix as PNG"),
+    ("export", "convnet.cli.export", "write a model as ONNX (onnxruntime, TensorRT, ...)"),
+    ("import", "convnet.cli.import_", "read an ONNX model (PyTorch, Keras, ...) as a checkpoint"),
 ]
 
 

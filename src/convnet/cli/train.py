@@ -19,6 +19,13 @@ examples:
   convnet train --resume runs/fashion --epochs 15
   convnet train --data fashion-seg --out runs/seg     # segmentation: reports mean IoU
   convnet pack photos/ -o photos-packed && convnet train --data photos-packed --arch ...
+  convnet train --init resnet18.onnx --data DIR       # fine-tune an imported model
+
+--init MODEL (a checkpoint, a run directory or an ONNX file, e.g. from `convnet import` or
+torch.onnx.export) starts a new run from that model's weights and architecture. Where the data
+set has another number of classes than the model has outputs, the model's last FC is replaced
+by a new one with that many outputs (random weights) and the output says so; the model's
+normalisation is kept when it has one.
 
 With --data fashion-seg the network (default: the zoo's "segnet" encoder-decoder) outputs a map
 of class scores of the image's size; the loss is averaged over pixels, there is no
@@ -110,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--arch", metavar="SPEC|FILE|ZOO", default=None,
                    help="architecture: spec text, a spec file or a zoo name (default: the zoo "
                         "network made for the data set, e.g. 'digits')")
+    g.add_argument("--init", metavar="MODEL", default=None,
+                   help="start from this model's weights (.npz, run directory or .onnx): "
+                        "fine-tuning; its last FC is replaced when the class count differs")
     g.add_argument("--data", metavar="NAME|PATH", default=None,
                    help="digits (default, built in), mnist, fashion, cifar10, fashion-seg "
                         "(segmentation canvases of Fashion-MNIST items), or a directory: "
@@ -162,10 +172,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -------------------------------------------------------------------------------- settings
-def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's settings: the checkpoint's (resume), else the command line over the recipe."""
+def _settings(args: argparse.Namespace, saved: dict[str, Any] | None,
+              init_arch: str | None = None) -> dict[str, Any]:
+    """The run's settings: the checkpoint's (resume), else the command line over the recipe
+    (``init_arch``: the architecture of the --init model)."""
     given = {k: getattr(args, k) for k in (*FIXED_ON_RESUME, "epochs")
              if getattr(args, k) is not None}
+    if init_arch is not None:
+        given["arch"] = init_arch
     if saved is not None:
         conflicts = [
             f"--{k.replace('_', '-')} {given[k]} (the run has {saved.get(k)})"
@@ -276,6 +290,59 @@ def _check_output(net: Any, train: Any) -> bool:
     return False
 
 
+def _from_init(init: Any, train: Any, seed: int) -> Any:
+    """The --init model made to fit ``train``: rebuilt for its image size where the weights
+    allow it, and its last FC replaced by one with as many outputs as ``train`` has classes.
+    Says what it did."""
+    from convnet.arith import fmt_shape
+    from convnet.layers import FC
+    from convnet.net.blocks import to_spec
+    from convnet.spec.parser import build_text
+
+    net, C, where = init.net, train.num_classes, f"--init {init.path}"
+    items, last = list(net.items), net.layers[-1]
+    shape = tuple(train.input_shape)
+    spec = net.spec
+    changed = []
+    if tuple(net.input_shape) != shape:
+        spec = f"INPUT({fmt_shape(shape)}) -> {to_spec(items)}"
+        changed.append(f"built for {train.name}'s {fmt_shape(shape)} images instead of "
+                       f"{fmt_shape(net.input_shape)}")
+    outputs = net.output_shape[-1]
+    if outputs != C or len(net.output_shape) != 1:
+        if last.kind != "FC" or items[-1] is not last:
+            raise ShapeError(
+                f"{where}: the model outputs {fmt_shape(net.output_shape)} and {train.name} has "
+                f"{C} classes, but its last layer is {last.describe()}, not an FC that could be "
+                "replaced: give a model that ends in FC, or data with as many classes")
+        new_fc = FC(C, bias=last.bias)
+        spec = f"INPUT({fmt_shape(shape)}) -> {to_spec(items[:-1])} -> {new_fc.to_spec()}"
+        changed.append(f"its last layer {last.name} ({last.to_spec()}, {outputs} outputs) is "
+                       f"replaced by a new {new_fc.to_spec()} with random weights, for the "
+                       f"{C} classes of {train.name}")
+    if not changed:
+        _say(f"{where}: starting from the model's weights ({net.num_params:,} parameters)")
+        return net
+    try:
+        new = build_text(spec, seed=seed)
+    except ShapeError as exc:
+        raise ShapeError(f"{where}: the model does not fit {train.name}'s "
+                         f"{fmt_shape(shape)} images: {exc}") from None
+    target = new.state_dict()
+    replaced = f"{last.name}." if outputs != C else None
+    for key, value in net.state_dict().items():
+        if replaced is not None and key.startswith(replaced):
+            continue
+        if target[key].shape != value.shape:
+            raise ShapeError(
+                f"{where}: {key} has shape {value.shape} in the model but {target[key].shape} "
+                f"for {train.name}'s {fmt_shape(shape)} images (a different depth, or an FC "
+                "after a volume of another size): the weights cannot be carried over")
+        target[key][...] = value
+    _say(f"{where}: starting from the model's weights; " + "; ".join(changed))
+    return new
+
+
 def _augmentation(s: dict[str, Any], train: Any, per_pixel: bool = False) -> Any:
     from convnet.data import Augmentation, default_augmentation
 
@@ -339,7 +406,16 @@ def _run(args: argparse.Namespace) -> int:
                 f"{path}: the run already completed its {ckpt.epoch} epochs; give --epochs N "
                 f"with N > {ckpt.epoch} to train further"
             )
-    s = _settings(args, ckpt.config.get("cli") if ckpt else None)
+    init = None
+    if args.init is not None:
+        if ckpt is not None:
+            raise ConfigError("--init starts a new run from a model's weights and --resume "
+                              "continues a run: give one of them")
+        if args.arch is not None:
+            raise ConfigError("--init takes the architecture from the model: leave out --arch")
+        init = load_checkpoint(args.init)
+    s = _settings(args, ckpt.config.get("cli") if ckpt else None,
+                  init.net.spec if init is not None else None)
 
     threads = args.threads or s.get("threads")
     limits: Any = nullcontext()
@@ -358,11 +434,14 @@ def _run(args: argparse.Namespace) -> int:
 
     # The network and optimiser first: a spec or a hyperparameter that cannot work fails
     # before any data is read.
-    net = ckpt.net if ckpt else build(s["arch"], seed=s["seed"])
+    net = ckpt.net if ckpt else None if init else build(s["arch"], seed=s["seed"])
     optimizer = _make_optimizer(s)
     splits = load_dataset(s["data"], data_dir=args.data_dir, download=args.download,
                           progress=_say, **_data_options(s))
     train, test = splits
+    if init is not None:
+        net = _from_init(init, train, s["seed"])
+        s["arch"], s["init"] = net.spec, str(init.path)
     if net.input_shape != train.input_shape:
         h, w, d = train.input_shape
         raise ShapeError(
@@ -373,7 +452,8 @@ def _run(args: argparse.Namespace) -> int:
     val = None
     if s["val_split"]:
         train, val = train_val_split(train, s["val_split"], seed=0)
-    normalizer = (Normalizer(**ckpt.normalizer) if ckpt and ckpt.normalizer
+    kept = ckpt or init
+    normalizer = (Normalizer(**kept.normalizer) if kept and kept.normalizer
                   else Normalizer.fit(train))  # packed data: read chunk by chunk
     augment = _augmentation(s, train, per_pixel)
 

@@ -44,11 +44,12 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 
 def _is_saved_model(source: Any) -> bool:
-    """A path ending in ``.npz``, or a directory (a training run holding a checkpoint)."""
+    """A path ending in ``.npz`` or ``.onnx``, or a directory (a training run holding a
+    checkpoint)."""
     if not isinstance(source, str | os.PathLike):
         return False
     path = os.fspath(source).strip()
-    if path.lower().endswith(".npz"):
+    if path.lower().endswith((".npz", ".onnx")):
         return True
     try:
         return "\n" not in path and os.path.isdir(path)
@@ -71,7 +72,8 @@ def load_network(source: Source, input_shape: tuple[int, ...] | None = None) -> 
     """The network ``source`` names, with shapes inferred and, where we build it, no weights.
 
     ``source`` is a network, spec text, a spec file, a zoo name, or a saved model
-    (a ``.npz`` file or a run directory, read with ``convnet.train.checkpoint.load``).
+    (a ``.npz`` file, a run directory or an ``.onnx`` file, read with
+    ``convnet.train.checkpoint.load``).
     ``input_shape`` replaces the input size (a network is rebuilt from its spec for that).
 
     Raises:

@@ -737,7 +737,8 @@ def rng_state_from_json(
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate a checkpoint written by :func:`save`.
 
-    ``path`` may be a run directory (its ``best.npz``, else ``last.npz``).
+    ``path`` may be a run directory (its ``best.npz``, else ``last.npz``), or an ONNX file
+    (``.onnx``, read by :func:`convnet.interop.onnx_import.onnx_checkpoint`).
 
     The whole file is validated against the checkpoint's schema in one place, in this order,
     before anything is built or used: a regular file under the ``checkpoint_bytes`` cap
@@ -757,6 +758,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             short, escaped excerpt of the file's text.
     """
     path = resolve_checkpoint_path(path)
+    if path.suffix.lower() == ".onnx":   # issue 14: an ONNX model, read by the importer
+        from convnet.interop.onnx_import import onnx_checkpoint
+
+        return onnx_checkpoint(path)
     ar = _Archive(path)
     try:
         return _load(ar)
