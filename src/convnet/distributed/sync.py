@@ -52,7 +52,7 @@ def broadcast_optimizer(comm: Comm, optimizer: Any) -> None:
         mine = state.get(key)
         if mine is not None and mine.shape == shape and mine.dtype.str == dtype \
                 and mine.dtype.kind in "biuf":
-            buf = np.ascontiguousarray(mine)
+            buf = np.array(mine, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         else:
             buf = np.zeros(shape, np.dtype(dtype)) if np.dtype(dtype).kind in "biuf" else None
         if buf is None:                     # text (the optimiser's kind): small, as an object
