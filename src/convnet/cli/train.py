@@ -388,6 +388,9 @@ def _launch(args: argparse.Namespace) -> int:
 
     from convnet.distributed import mpiexec_command
 
+    if args.out is None and args.resume is None:
+        # one run directory for every process (and for the message below), named once here
+        args.out = str(_default_out(args.data or "digits"))
     cmd = mpiexec_command(args.workers, ["train", *_argv(args), "--distributed"])
     proc = subprocess.Popen(cmd, start_new_session=True)
 
@@ -411,7 +414,7 @@ def _launch(args: argparse.Namespace) -> int:
     if status not in (0, 1, 2, 130):
         # 1, 2 and 130 are our own (the processes said why); anything else is MPI's report of
         # a process that was killed or crashed, after its banner: say what it means for the run
-        run_dir = args.out or args.resume or "<run directory>"
+        run_dir = args.out or args.resume
         _say(f"convnet train: error: the job ended with status {status}: one of its processes "
              f"was killed or crashed, and the others were stopped. The last checkpoint is "
              f"kept; continue with: convnet train --resume {run_dir}")
@@ -557,7 +560,7 @@ def _prepare(args: argparse.Namespace, comm: Any) -> _Prepared:
         where = f"epoch {ckpt.epoch + 1}" + (f", batch {int(ckpt.loop['batch']) + 1}"
                                               if ckpt.loop else "")
         was_n = ckpt.config.get("processes", 1)
-        on = f" on {comm.size} processes (it was written by {was_n})" \
+        on = f" on {comm.size} process{'es' if comm.size > 1 else ''} (it was written by {was_n})" \
             if was_n != comm.size else ""
         say(f"resuming {ckpt.path} at {where} of {s['epochs']}{on}")
         was = ckpt.config["cli"].get("epochs")

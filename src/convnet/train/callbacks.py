@@ -379,6 +379,8 @@ class StopOnSignal(Callback):
         self.trainer.request_stop()
         # The next signal gets the old behaviour (KeyboardInterrupt, or termination).
         self._restore()
+        if getattr(self.trainer, "rank", 0) != 0:   # every process gets it; one says so
+            return
         try:
             name = signal.Signals(signum).name
             self.stream.write(f"\n{name} received: finishing the batch, then saving "
