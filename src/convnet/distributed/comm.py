@@ -3,9 +3,10 @@
 :class:`Comm` is the interface the trainer uses (collectives on NumPy buffers, in place):
 :class:`LocalComm` is one process (every call does nothing, nothing to import), and
 :class:`MPIComm` is MPI through mpi4py (imported when one is made, so the core stays NumPy-only).
-Gradients travel as one fused buffer per step (``Allreduce`` on a buffer: 10-15x faster than
-mpi4py's pickled ``allreduce`` of objects, measured in ``bench/bench_distributed.py``); objects
-are pickled only at start-up (``broadcast_object``), never in the loop.
+Gradients travel as one fused buffer per step (``Allreduce`` on a buffer; mpi4py's pickled
+``allreduce`` of the same arrays, one per parameter, takes several times longer:
+``bench/bench_distributed.py``); objects are pickled only at start-up (``broadcast_object``),
+never in the loop.
 
 Every process must make the same collective calls in the same order, or some of them wait
 forever: the trainer makes each call on every process, including a process whose share of a
@@ -182,8 +183,10 @@ class MPIComm(Comm):
         out = np.empty((int(sum(counts)), *rows.shape[1:]), rows.dtype)
         sizes = [int(c) * per_row for c in counts]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+        from mpi4py.util.dtlib import from_numpy_dtype
+
         self.comm.Allgatherv(rows.reshape(-1), [out.reshape(-1), sizes, offsets,
-                                                 self.MPI._typedict[rows.dtype.char]])
+                                                 from_numpy_dtype(rows.dtype)])
         return out
 
     def barrier(self) -> None:

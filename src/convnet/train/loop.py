@@ -956,7 +956,9 @@ def fit(
             ``comm=convnet.distributed.MPIComm()``); each trains on its share of every batch
             and they end with the same weights, those one process would reach up to float
             rounding. Rank 0's weights and optimiser state are broadcast at the start; only
-            rank 0 runs the callbacks that print or write files. Default: one process.
+            rank 0 runs the callbacks that print or write files. Give each process its share
+            of the machine's threads (``threadpoolctl.threadpool_limits(cores // processes)``;
+            ``convnet train`` does). Default: one process.
 
     Returns:
         :class:`History`; ``history.stop_reason`` says whether and why it stopped early. A NaN
