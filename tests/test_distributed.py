@@ -310,6 +310,20 @@ def test_launch_is_detected_from_the_environment():
     assert launched_size({"PMIX_RANK": "0"}) == 0           # a launcher, size from MPI
 
 
+def test_one_process_without_a_launcher(monkeypatch):
+    """Not started by MPI: one process, MPI never loaded; the threads are the machine's."""
+    from convnet.distributed import default_threads, world
+
+    for name in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALRANKID",
+                 "MV2_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)       # would fail if it were imported
+    comm = world()
+    assert isinstance(comm, LocalComm) and (comm.rank, comm.size) == (0, 1)
+    assert default_threads(1) >= default_threads(2) >= 1 and default_threads(10**6) == 1
+    assert find_mpiexec().is_file()
+
+
 def test_missing_mpi_is_one_line(monkeypatch, tmp_path, capsys):
     from convnet.cli.main import main
     from convnet.distributed import MPIComm
