@@ -4,7 +4,7 @@
 :class:`LocalComm` is one process (every call does nothing, nothing to import), and
 :class:`MPIComm` is MPI through mpi4py (imported when one is made, so the core stays NumPy-only).
 Gradients travel as one fused buffer per step (``Allreduce`` on a buffer; mpi4py's pickled
-``allreduce`` of the same arrays, one per parameter, takes several times longer:
+``allreduce`` of the same arrays, one per parameter, took 4-12x longer in
 ``bench/bench_distributed.py``); objects are pickled only at start-up (``broadcast_object``),
 never in the loop.
 
