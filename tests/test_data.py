@@ -36,7 +36,9 @@ from convnet.data import (
     write_idx,
 )
 from convnet.data.cifar import read_batch
+from convnet.data.transforms import augment_draws
 from convnet.errors import DataError
+from convnet.keyed_random import SampleKeys
 
 
 # ------------------------------------------------------------------------------------- digits
@@ -479,12 +481,20 @@ def test_augment_matches_loop_reference(n, h, w, d, pad, flip, seed):
     x = np.random.default_rng(seed).random((n, h, w, d), dtype=np.float32)
     out = augment_batch(x, np.random.default_rng(seed), pad=pad, flip=flip)
     assert out.shape == x.shape and out.dtype == x.dtype
-    # Replay the same draws in the documented order.
-    rng = np.random.default_rng(seed)
-    oy = rng.integers(0, 2 * pad + 1, size=n) if pad else np.zeros(n, int)
-    ox = rng.integers(0, 2 * pad + 1, size=n) if pad else np.zeros(n, int)
-    flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    # Replay the documented draws: one key from the generator, then each image's offsets and
+    # flip from its keyed stream (issue 16: augmentation is a function of the image's key).
+    keys = SampleKeys.from_generator(np.random.default_rng(seed), n)
+    oy, ox, flips = augment_draws(keys, pad, flip)
+    assert oy.min() >= 0 and oy.max() <= 2 * pad and ox.min() >= 0 and ox.max() <= 2 * pad
     np.testing.assert_array_equal(out, _crop_flip_reference(x, oy, ox, flips, pad))
+    # the same images keyed by their indices give the same result in any split of the batch
+    if n > 1:
+        half = n // 2
+        parts = [augment_batch(x[:half], SampleKeys(keys.key, 0, np.arange(half)), pad=pad,
+                               flip=flip),
+                 augment_batch(x[half:], SampleKeys(keys.key, 0, np.arange(half, n)), pad=pad,
+                               flip=flip)]
+        np.testing.assert_array_equal(np.concatenate(parts), out)
 
 
 def test_augment_reproducible_and_does_something():

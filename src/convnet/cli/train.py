@@ -19,6 +19,8 @@ examples:
   convnet train --resume runs/fashion --epochs 15
   convnet train --data fashion-seg --out runs/seg     # segmentation: reports mean IoU
   convnet pack photos/ -o photos-packed && convnet train --data photos-packed --arch ...
+  convnet train --data fashion --workers 2 --batch-size 128     # 2 processes, global batch 128
+  mpiexec -n 4 convnet train --data fashion --out runs/f4      # 4 MPI processes
   convnet train --init resnet18.onnx --data DIR       # fine-tune an imported model
 
 --init MODEL (a checkpoint, a run directory or an ONNX file, e.g. from `convnet import` or
@@ -32,6 +34,13 @@ of class scores of the image's size; the loss is averaged over pixels, there is 
 augmentation, and the validation and test mean IoU are reported. A classifier without FC may
 end in a 1x1xK volume (CONV to 1x1xK, or GAP): its scores are the image's class scores.
 
+More cores and machines (pip install '.[distributed]'): `convnet train --workers 4 ...` starts
+4 processes with mpiexec on this machine; `mpiexec -n 8 -f hosts convnet train ...` runs on
+several machines. --batch-size is then the global batch, each process trains on its share of
+it, and the model is the one a single process would train (up to float rounding). Rank 0
+prints, writes the metrics and the checkpoints; a checkpoint resumes on any number of
+processes; a process that fails or is killed ends the whole job with a non-zero status.
+
 A packed directory (`convnet pack SOURCE -o DIR`) is trained on out of core: batches are read
 from its uint8 shards by a background thread, memory stays at a few batches plus the model
 whatever the data set's size, and the result is bit for bit the same as from memory. A folder
@@ -41,12 +50,15 @@ of images larger than 2 GB as float32 is refused with the `convnet pack` command
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +176,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 2 for packed data, 0 for data in memory); results do not "
                         "depend on it")
     g.add_argument("--threads", type=positive_int, default=None,
-                   help="BLAS threads (default: all cores; 1 for digits, whose tiny matrices "
-                        "run faster on one)")
+                   help="BLAS threads per process (default: all cores, shared out among the "
+                        "processes of a data-parallel run on the machine; 1 for digits, whose "
+                        "tiny matrices run faster on one)")
     g.add_argument("--progress-every", type=_seconds, default=None, metavar="SECONDS",
                    help="when stderr is not a terminal (a log file, CI, nohup): a progress "
                         "line every SECONDS inside an epoch (default 10; 0: every batch)")
+    g = parser.add_argument_group(
+        "processes (data-parallel training on MPI: pip install '.[distributed]')",
+        "Under `mpiexec -n N convnet train ...` (detected from the environment the launcher "
+        "sets), or with --workers N, N processes each train on their share of every batch: "
+        "--batch-size is the GLOBAL batch and the learning rate means what it means on one "
+        "process; the result is the one-process model up to float rounding.")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="train with N processes on this machine: starts `mpiexec -n N` itself "
+                        "(the mpiexec of this Python environment)")
+    g.add_argument("--distributed", action="store_true",
+                   help="this process is one of an MPI job (default: detected from the "
+                        "launcher's environment, PMI_RANK, OMPI_COMM_WORLD_SIZE, PMIX_RANK...; "
+                        "give it for a launcher that sets none of them)")
 
 
 # -------------------------------------------------------------------------------- settings
@@ -363,28 +389,152 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _quiet(text: str) -> None:
+    """What the other processes of a data-parallel run say: nothing (rank 0 speaks)."""
+
+
 # ------------------------------------------------------------------------------------- run
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
+    from convnet.distributed import launched_size, world
+
+    if args.workers is not None and args.workers > 1:
+        if launched_size() is not None:
+            raise ConfigError(f"--workers {args.workers} starts mpiexec itself, but this process "
+                              "was already started by an MPI launcher: give the number of "
+                              "processes to the launcher (mpiexec -n N) instead")
+        return _launch(args)
     # Before training starts (loading data can take a while) SIGTERM acts like Ctrl-C: nothing
     # to save yet, exit 130. During training StopOnSignal takes over (finish the batch, save).
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(args)
+        comm = world(True if args.distributed else None)
+        if comm.size == 1:
+            return _train(_prepare(args, comm))
+        return _run_distributed(args, comm)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_distributed(args: argparse.Namespace, comm: Any) -> int:
+    """Every process prepares the run; a bad argument or file (the same on every process, or
+    only on some) is reported once, by the lowest rank that met it, and every process exits
+    with status 2 without waiting for the others. From the first collective call on, an
+    exception on any process ends the job (``abort_job``)."""
+    import numpy as np
+
+    from convnet.distributed import abort_job, abort_on_error
+    from convnet.errors import ConvnetError
+
+    failure: BaseException | None = None
+    try:
+        prepared = _prepare(args, comm)
+    except (ConvnetError, OSError) as exc:  # what the command line reports as one line
+        failure = exc
+    except BaseException as exc:   # Ctrl-C / SIGTERM while loading, or a bug: end the job
+        abort_job(comm, exc, "convnet train")
+    failed = np.zeros(comm.size)
+    failed[comm.rank] = failure is not None
+    comm.allreduce(failed)
+    if failed.any():
+        if failure is not None and int(np.argmax(failed)) == comm.rank:
+            raise failure           # printed by convnet.cli.main as one line, exit status 2
+        return 2
+    with abort_on_error(comm, "convnet train"):
+        return _train(prepared)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``convnet train --workers N``: the same command under ``mpiexec -n N`` (this Python, this
+    environment), in a session of its own so that one Ctrl-C reaches it once, from us; its exit
+    status is ours."""
+    import subprocess
+
+    from convnet.distributed import mpiexec_command
+
+    if args.out is None and args.resume is None:
+        # one run directory for every process (and for the message below), named once here
+        args.out = str(_default_out(args.data or "digits"))
+    cmd = mpiexec_command(args.workers, ["train", *_argv(args), "--distributed"])
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                status = proc.wait()
+                break
+            except KeyboardInterrupt:  # pragma: no cover - the handler above takes SIGINT
+                forward(signal.SIGINT, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:   # we are leaving on an exception: do not leave the job behind
+            proc.terminate()
+    if status not in (0, 1, 2, 130):
+        # 1, 2 and 130 are our own (the processes said why); anything else is MPI's report of
+        # a process that was killed or crashed, after its banner: say what it means for the run
+        run_dir = args.out or args.resume
+        _say(f"convnet train: error: the job ended with status {status}: one of its processes "
+             f"was killed or crashed, and the others were stopped. The last checkpoint is "
+             f"kept; continue with: convnet train --resume {run_dir}")
+    return status
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args`` (``convnet train`` and its limits), without ``--workers``:
+    each option whose value differs from its default, as the parser reads it back."""
+    from convnet.cli.main import make_parser
+
+    parser = make_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out: list[str] = []
+    for action in sub.choices["train"]._actions:
+        if not action.option_strings or action.dest in ("help", "workers", "distributed"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or value is None:
+            continue
+        if action.nargs == 0:              # store_true, store_const (--augment / --no-augment)
+            if value == action.const:
+                out.append(action.option_strings[-1])
+        else:
+            out += [action.option_strings[-1], str(value)]
+    return out
+
+
+@dataclass
+class _Prepared:
+    """A run ready to train: what :func:`_prepare` built, for :func:`_train`."""
+
+    comm: Any
+    say: Callable[[str], None]
+    trainer: Any
+    net: Any
+    test: Any
+    normalizer: Any
+    out: Path
+    limits: Any
+    per_pixel: bool
+    classes: list[str]
+
+
+def _prepare(args: argparse.Namespace, comm: Any) -> _Prepared:
     from convnet.data import Normalizer, load_dataset, train_val_split
+    from convnet.distributed import default_threads
     from convnet.spec import build
     from convnet.train import callbacks as cbs
     from convnet.train.checkpoint import LAST, load_checkpoint
-    from convnet.train.loop import Trainer, evaluate
+    from convnet.train.loop import Trainer
 
+    say = _say if comm.rank == 0 else _quiet
     ckpt = None
     if args.resume is not None:
         resume_dir = Path(args.resume)
@@ -417,7 +567,9 @@ def _run(args: argparse.Namespace) -> int:
     s = _settings(args, ckpt.config.get("cli") if ckpt else None,
                   init.net.spec if init is not None else None)
 
-    threads = args.threads or s.get("threads")
+    # Each of N processes on a machine takes its share of the cores (unless told otherwise).
+    threads = args.threads or s.get("threads") or \
+        (default_threads(comm.local_size) if comm.size > 1 else None)
     limits: Any = nullcontext()
     if threads:
         try:  # installed with scikit-learn; without it the BLAS default stays
@@ -437,7 +589,7 @@ def _run(args: argparse.Namespace) -> int:
     net = ckpt.net if ckpt else None if init else build(s["arch"], seed=s["seed"])
     optimizer = _make_optimizer(s)
     splits = load_dataset(s["data"], data_dir=args.data_dir, download=args.download,
-                          progress=_say, **_data_options(s))
+                          progress=say, **_data_options(s))
     train, test = splits
     if init is not None:
         net = _from_init(init, train, s["seed"])
@@ -481,52 +633,69 @@ def _run(args: argparse.Namespace) -> int:
         net, train, val, epochs=s["epochs"], batch_size=s["batch_size"], optimizer=optimizer,
         schedule=schedule, callbacks=callbacks, seed=s["seed"], augment=augment,
         normalizer=normalizer, classes=train.classes, config={"cli": cli_config},
-        input_info=input_info, prefetch=args.prefetch,
+        input_info=input_info, prefetch=args.prefetch, comm=comm,
     )
     if ckpt is not None:
         trainer.restore(ckpt)
         where = f"epoch {ckpt.epoch + 1}" + (f", batch {int(ckpt.loop['batch']) + 1}"
                                               if ckpt.loop else "")
-        _say(f"resuming {ckpt.path} at {where} of {s['epochs']}")
+        was_n = ckpt.config.get("processes", 1)
+        on = f" on {comm.size} process{'es' if comm.size > 1 else ''} (it was written by {was_n})" \
+            if was_n != comm.size else ""
+        say(f"resuming {ckpt.path} at {where} of {s['epochs']}{on}")
         was = ckpt.config["cli"].get("epochs")
         if was != s["epochs"]:
-            _say(f"note: the {s['schedule']} schedule now spans {s['epochs']} epochs instead of "
-                 f"{was}, so the learning rates differ from those of the original plan")
-    out.mkdir(parents=True, exist_ok=True)
-    _say(f"training {net.spec} ({net.num_params:,} parameters) on {train.name}: {len(train)} "
-         f"train, {len(val) if val is not None else 0} validation, {len(test)} test images; "
-         f"{optimizer!r}, {s['schedule']} schedule, {s['epochs']} epochs of batch "
-         f"{s['batch_size']}{', augmented' if augment else ''}; run directory {out}")
+            say(f"note: the {s['schedule']} schedule now spans {s['epochs']} epochs instead of "
+                f"{was}, so the learning rates differ from those of the original plan")
+    if comm.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    procs = f"; {comm.size} processes x {threads} threads" if comm.size > 1 else ""
+    say(f"training {net.spec} ({net.num_params:,} parameters) on {train.name}: {len(train)} "
+        f"train, {len(val) if val is not None else 0} validation, {len(test)} test images; "
+        f"{optimizer!r}, {s['schedule']} schedule, {s['epochs']} epochs of batch "
+        f"{s['batch_size']}{', augmented' if augment else ''}{procs}; run directory {out}")
+    return _Prepared(comm, say, trainer, net, test, normalizer, out, limits, per_pixel,
+                     list(train.classes))
 
-    with limits:
+
+def _train(p: _Prepared) -> int:
+    from convnet.train.checkpoint import LAST
+    from convnet.train.loop import evaluate
+
+    trainer, net, out, say = p.trainer, p.net, p.out, p.say
+    root = p.comm.rank == 0
+    with p.limits:
         history = trainer.run()
         if history.stop_reason == "nan":
-            print(f"convnet train: error: {history.message}", file=sys.stderr)
+            if root:
+                print(f"convnet train: error: {history.message}", file=sys.stderr)
             return 1
         if history.stop_reason == "interrupted":
             saved = trainer.last_saved[0] if trainer.last_saved else "nothing (no checkpoint)"
-            _say(f"{history.message}; saved {saved}. Continue with: convnet train --resume {out}")
+            say(f"{history.message}; saved {saved}. Continue with: convnet train --resume {out}")
             return 130
         if history.stop_reason == "early_stop":
-            _say(history.message)
-        result = evaluate(net, test, normalizer=normalizer)
+            say(history.message)
+        result = evaluate(net, p.test, normalizer=p.normalizer, comm=p.comm)
+    if not root:
+        return 0
     correct = int(round(result["accuracy"] * result["count"]))
     summary = {"test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "test_count": result["count"], "epochs": trainer.epoch,
                "stop_reason": history.stop_reason}
     best = out / "best.npz"
-    by = "validation" if (val is not None and len(val)) else "training accuracy (no validation)"
+    by = "validation" if trainer.val is not None and len(trainer.val) else \
+        "training accuracy (no validation)"
     saved = f"model saved in {out / LAST}" + (
         f" (best epoch by {by}: {best})" if best.exists() else "")
-    if per_pixel:
+    if p.per_pixel:
         summary["test_mean_iou"] = result["mean_iou"]
         summary["test_iou"] = {c: None if math.isnan(v) else v
-                               for c, v in zip(train.classes, result["iou"].tolist(),
-                                               strict=True)}
+                               for c, v in zip(p.classes, result["iou"].tolist(), strict=True)}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if per_pixel:
+    if p.per_pixel:
         print(f"test mean IoU {result['mean_iou']:.3f}, pixel accuracy "
-              f"{100 * result['accuracy']:.2f}% ({len(test)} images) after {trainer.epoch} "
+              f"{100 * result['accuracy']:.2f}% ({len(p.test)} images) after {trainer.epoch} "
               f"epochs; {saved}")
     else:
         print(f"test accuracy {100 * result['accuracy']:.2f}% ({correct}/{result['count']}) "

@@ -5,8 +5,11 @@ validation and test images (computing them on test images would leak the test se
 training). They are plain arrays so a checkpoint can store them beside the weights.
 
 Augmentation works on a whole batch at once: one gather with per-image offsets does the crop and
-the flip together, with no Python loop over images. All randomness comes from a
-``numpy.random.Generator`` passed in, so a training run with a fixed seed is reproducible.
+the flip together, with no Python loop over images. Each image's offsets and flip are a function
+of its key (:class:`~convnet.keyed_random.SampleKeys`: the run's seed, the epoch and the image's
+global index), so an image is augmented the same way whether one process trains on its batch or
+several processes on parts of it; given a ``numpy.random.Generator`` instead, the key is one
+draw from it. A training run with a fixed seed is reproducible either way.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from convnet.errors import DataError
+from convnet.keyed_random import STREAM_AUGMENT, SampleKeys
 
 # Images per chunk when accumulating float64 statistics: bounds the temporary to ~100 MB for
 # 32x32x3 images instead of a float64 copy of the whole training set. Larger images take fewer
@@ -148,7 +152,7 @@ class Normalizer:
 
 
 def augment_batch(
-    x: np.ndarray, rng: np.random.Generator, *, pad: int = 0, flip: bool = False
+    x: np.ndarray, rng: np.random.Generator | SampleKeys, *, pad: int = 0, flip: bool = False
 ) -> np.ndarray:
     """Random crop with zero padding and random horizontal flip, for a whole batch at once.
 
@@ -157,11 +161,13 @@ def augment_batch(
     pixels); with ``flip`` each image is mirrored left-right with probability 1/2. Both are one
     fancy-indexing gather over the padded batch.
 
+    ``rng``: the images' keys (:class:`~convnet.keyed_random.SampleKeys`, one per image), or a
+    generator from which one key is drawn (the images then numbered ``0..N-1``). Image ``i``'s
+    row offset, column offset and flip are outputs 0, 1 and 2 of its stream
+    ``(STREAM_AUGMENT,)``: see :func:`augment_draws`.
+
     Shape:
         - x: ``(N, H, W, D)`` -> ``(N, H, W, D)``, same dtype; ``x`` is not modified.
-
-    Draws from ``rng`` in a fixed order (row offsets, column offsets, flips), so the same
-    generator state gives the same batch.
     """
     if x.ndim != 4:
         raise DataError(f"augment_batch: expected images (N, H, W, D), got shape {x.shape}")
@@ -170,28 +176,51 @@ def augment_batch(
     n, h, w, _ = x.shape
     if pad == 0 and not flip:
         return x.copy()
+    keys = rng if isinstance(rng, SampleKeys) else SampleKeys.from_generator(rng, n)
+    if len(keys) != n:
+        raise DataError(f"augment_batch: {len(keys)} keys for a batch of {n} images; give "
+                        "one key per image")
+    oy, ox, mirrored = augment_draws(keys, pad, flip)
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
-    oy = rng.integers(0, 2 * pad + 1, size=n) if pad else np.zeros(n, np.int64)
-    ox = rng.integers(0, 2 * pad + 1, size=n) if pad else np.zeros(n, np.int64)
     rows = oy[:, None] + np.arange(h)  # (N, H)
     cols = ox[:, None] + np.arange(w)  # (N, W)
     if flip:
-        mirrored = rng.random(n) < 0.5
         cols = np.where(mirrored[:, None], cols[:, ::-1], cols)
     return xp[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def augment_draws(keys: SampleKeys, pad: int, flip: bool) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+    """Each image's ``(row offset, column offset, mirrored)``: offsets in ``[0, 2*pad]``
+    (outputs 0 and 1 of its augmentation stream), mirrored with probability 1/2 (the top bit of
+    output 2); zeros and False where ``pad`` is 0 or ``flip`` is off."""
+    n = len(keys)
+    stream = (STREAM_AUGMENT,)
+    if pad:
+        oy = keys.below(stream, 2 * pad + 1, 0)
+        ox = keys.below(stream, 2 * pad + 1, 1)
+    else:
+        oy = ox = np.zeros(n, np.int64)
+    mirrored = (keys.bits(stream, 1, first=2)[:, 0] >> np.uint64(63)).astype(bool) if flip \
+        else np.zeros(n, bool)
+    return oy, ox, mirrored
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """A batch augmentation recipe: ``Augmentation(pad=2, flip=True)(x, rng)``.
+    """A batch augmentation recipe: ``Augmentation(pad=2, flip=True)(x, rng_or_keys)``.
 
     ``pad`` is the random-crop shift in pixels (0: no crop); ``flip`` enables horizontal flips.
+    The trainer calls it with the batch's :class:`~convnet.keyed_random.SampleKeys` (what
+    ``by_sample = True`` asks for), so each image's augmentation depends on the image alone.
     """
 
     pad: int = 0
     flip: bool = False
+    #: takes SampleKeys: the trainer passes each batch's keys instead of a generator
+    by_sample = True
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, x: np.ndarray, rng: np.random.Generator | SampleKeys) -> np.ndarray:
         return augment_batch(x, rng, pad=self.pad, flip=self.flip)
 
     @property

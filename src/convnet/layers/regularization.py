@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convnet import arith
 from convnet.errors import ConfigError, ShapeError
+from convnet.keyed_random import STREAM_DROPOUT, SampleKeys
 from convnet.layers.base import Layer, Shape
 from convnet.ops import norm as F_norm
 
 if TYPE_CHECKING:
     from convnet.arith import LayerRow
+    from convnet.distributed import Comm
 
 
 class Dropout(Layer):
@@ -21,6 +24,14 @@ class Dropout(Layer):
     by ``1/(1 - p)`` ("inverted" dropout), so evaluation is the identity and needs no rescaling.
 
     ``p`` is the probability to *drop* (as in PyTorch; jax's stax uses a keep rate: a trap).
+
+    Each unit's mask is a function of a key, not the next draw of a sequential generator
+    (:mod:`convnet.keyed_random`): ``(run key, epoch, the sample's GLOBAL index, this layer's
+    name, the unit's index in the sample)``. The trainer hands the batch's keys to
+    :meth:`use_keys` before each training forward pass, so an image gets the same mask whether
+    one process trains on the whole batch or several on parts of it. Without keys (a training
+    forward called directly) the key is drawn from the network's generator, one 64-bit draw
+    per pass, and the samples are numbered ``0..N-1``.
     """
 
     kind = "DROPOUT"
@@ -38,6 +49,7 @@ class Dropout(Layer):
             )
         self.p = float(p)
         self.rng: np.random.Generator | None = None
+        self._keys: SampleKeys | None = None
 
     def _hyper_text(self) -> str:
         return f" p={self.p:g}"
@@ -57,11 +69,25 @@ class Dropout(Layer):
         self.rng = rng if rng is not None else np.random.default_rng()
         return super().build(input_shape, rng, dtype, init)
 
+    def use_keys(self, keys: SampleKeys | None) -> None:
+        """The keys of the next training forward pass's samples (used once, then forgotten)."""
+        self._keys = keys
+
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        keys, self._keys = self._keys, None
         if not train or self.p == 0.0:
             self._cache = None
             return x
-        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        if keys is None:
+            if self.rng is None:
+                self.rng = np.random.default_rng()
+            keys = SampleKeys.from_generator(self.rng, x.shape[0])
+        elif len(keys) != x.shape[0]:
+            raise ConfigError(f"{self.describe()}: keys for {len(keys)} samples were given for "
+                              f"a batch of {x.shape[0]}; give one key per image of the batch")
+        # the layer's stream: its name (dropout1, dropout2, ...), stable across runs of a spec
+        stream = (STREAM_DROPOUT, zlib.crc32(self.name.encode()))
+        keep = keys.keep_mask(stream, x.shape[1:], self.p)
         scale = x.dtype.type(1.0 / (1.0 - self.p))
         self._cache = keep
         return x * keep * scale
@@ -85,6 +111,12 @@ class BatchNorm(Layer):
 
     Shape: any ``(N, ..., D)`` -> same. Parameters ``gamma``, ``beta``: ``(D,)``; buffers
     ``running_mean``, ``running_var``: ``(D,)``.
+
+    Synchronised in data-parallel training: while :attr:`comm` is a communicator of more than
+    one process (the trainer sets it for the run), training uses the statistics of the GLOBAL
+    batch, every process's images together: one reduction of per-channel sums in the forward
+    pass and one in the backward pass (:mod:`convnet.ops.norm`), so a network with BN trains
+    the same on one process or many.
     """
 
     kind = "BN"
@@ -100,6 +132,8 @@ class BatchNorm(Layer):
                 raise ConfigError(f"BN: received {name}={v!r}; expected {lo} < {name} <= {hi}")
         self.momentum = float(momentum)
         self.eps = float(eps)
+        #: a :class:`convnet.distributed.Comm`: batch statistics over all its processes
+        self.comm: Comm | None = None
 
     def count_params(self, input_shape: Shape | None = None) -> int:
         shape = input_shape or self.input_shape
@@ -123,17 +157,36 @@ class BatchNorm(Layer):
         self.buffers["running_mean"] = np.zeros(D, dtype=self.dtype)
         self.buffers["running_var"] = np.ones(D, dtype=self.dtype)
 
+    def _reduce(self) -> Any:
+        comm = self.comm
+        return comm.allreduce if comm is not None and comm.size > 1 else None
+
     def _forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        if train and x.size // x.shape[-1] < 2:
+        reduce = self._reduce() if train else None
+        # synchronised, the count that matters is the global batch's, which only the reduction
+        # knows: a process may hold one image, or none (forward_without_samples)
+        if train and reduce is None and x.size // x.shape[-1] < 2:
             raise ShapeError(
                 f"{self.describe()}: training needs more than one value per channel to compute "
                 f"batch statistics, received input of shape {x.shape} (use a batch of 2 or more)"
             )
         out, self._cache = F_norm.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
-            self.buffers["running_var"], self.momentum, self.eps, train,
+            self.buffers["running_var"], self.momentum, self.eps, train, reduce=reduce,
         )
         return out
+
+    def forward_without_samples(self) -> None:
+        """Join the forward reduction of a synchronised training step with no images here (a
+        process whose share of a short last batch is empty): its count and sums are zero, and
+        the running statistics are updated like every other process's. Every process must make
+        the same collective calls in the same order, or they would wait for each other forever.
+        """
+        self._forward(np.empty((0, *self.input_shape), self.dtype), train=True)
+
+    def backward_without_samples(self) -> None:
+        """The backward counterpart of :meth:`forward_without_samples` (zero gradients)."""
+        self._backward(np.empty((0, *self.input_shape), self.dtype))
 
     def affine(self) -> tuple[np.ndarray, np.ndarray]:
         """This layer in evaluation as ``x * scale + shift`` per channel: ``(scale, shift)``."""

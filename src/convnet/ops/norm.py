@@ -9,12 +9,19 @@ statistics in place (PyTorch's convention: ``running = (1 - momentum)*running + 
 with the UNBIASED variance ``var * m/(m - 1)`` for ``running_var``, ``m`` values per channel).
 Eval mode normalises with the running statistics, which makes it an affine map per channel.
 
+Synchronised batch norm (data-parallel training, :mod:`convnet.distributed`): given a
+``reduce(buffer)`` that sums a float64 buffer over every process in place, the statistics are
+those of the GLOBAL batch: one reduction of per-channel sums and centred sums of squares in the
+forward pass, one of ``sum(dout)`` and ``sum(dout * xhat)`` in the backward pass. Without it
+(``reduce=None``) the numbers are exactly those of the single-process kernels.
+
 Shape:
     x ``(N, ..., D)``; gamma, beta, running_mean, running_var ``(D,)``; out like x.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -96,6 +103,7 @@ def batchnorm_forward(
     momentum: float,
     eps: float,
     train: bool,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, tuple[Any, ...]]:
     """``out = gamma * (x - mean)/sqrt(var + eps) + beta``, per channel (last axis).
 
@@ -108,6 +116,13 @@ def batchnorm_forward(
     passes and two temporaries: 3.3 ms against PyTorch's 0.25 ms on 32x32x64x16 before this).
     Training takes the mean and the variance (of the centred values, not ``E[x^2] - E[x]^2``,
     which cancels badly) as BLAS row sums and keeps ``xhat`` for the backward pass.
+
+    ``reduce`` (training only): sums a float64 buffer over every process, in place; the mean
+    and variance are then those of all processes' rows together (``x`` may have no rows: a
+    process without samples in this batch still joins the reduction). Each process sends its
+    per-channel sum ``S``, its centred sum of squares plus ``S^2/m`` (Chan et al.'s pairwise
+    combination, so the global variance is ``(sum - S_total^2/M)/M`` with the cancellation
+    confined to float64), and its count ``m``: one reduction of ``2*D + 1`` values.
 
     Shape:
         x ``(N, D)`` or ``(N, H, W, D)`` -> out of the same shape; the parameters are ``(D,)``.
@@ -130,13 +145,18 @@ def batchnorm_forward(
         # the input is cached (not xhat): evaluation rarely meets a backward pass, which then
         # recomputes xhat for dgamma
         return out, (x, running_mean.astype(x.dtype, copy=False), gamma, inv_std, False)
-    mean = _channel_sums(x2) / m
-    xhat = np.empty_like(x2)
-    _rowwise(lambda xs, hs, mu: np.subtract(xs, mu, out=hs), (x2, xhat), (mean,))   # centred
-    sq = np.empty_like(x2)
-    _rowwise(lambda hs, qs: np.multiply(hs, hs, out=qs), (xhat, sq))
-    var = _channel_sums(sq) / m
-    del sq
+    if reduce is None:
+        mean = _channel_sums(x2) / m
+        xhat = np.empty_like(x2)
+        _rowwise(lambda xs, hs, mu: np.subtract(xs, mu, out=hs), (x2, xhat), (mean,))  # centred
+        sq = np.empty_like(x2)
+        _rowwise(lambda hs, qs: np.multiply(hs, hs, out=qs), (xhat, sq))
+        var = _channel_sums(sq) / m
+        del sq
+        sync = None
+    else:
+        mean, var, xhat, m = _reduced_stats(x2, reduce)
+        sync = (reduce, m)
     inv_std = (1 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
     unbiased = var * (m / (m - 1)) if m > 1 else var
     momentum = float(momentum)
@@ -153,7 +173,31 @@ def batchnorm_forward(
 
     _rowwise(normalise, (xhat, out2), (inv_std, gamma, beta))
     # xhat (not x) is cached: the backward formula needs only xhat, gamma and 1/std.
-    return out, (xhat.reshape(x.shape), gamma, inv_std, True)
+    return out, (xhat.reshape(x.shape), gamma, inv_std, sync, True)
+
+
+def _reduced_stats(x2: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray]) -> \
+        tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(mean, var, x2 - mean, M)`` over the rows of every process (``M`` rows in all): this
+    process's sums, one ``reduce`` of ``2*D + 1`` float64 values, then the centring."""
+    m, D = x2.shape
+    local = _channel_sums(x2).astype(np.float64)
+    xhat = np.empty_like(x2)
+    _rowwise(lambda xs, hs, mu: np.subtract(xs, mu, out=hs), (x2, xhat),
+             ((local / max(m, 1)).astype(x2.dtype),))
+    sq = np.empty_like(x2)
+    _rowwise(lambda hs, qs: np.multiply(hs, hs, out=qs), (xhat, sq))
+    centred = _channel_sums(sq).astype(np.float64)
+    del sq
+    buf = np.concatenate([local, centred + local * local / max(m, 1), [float(m)]])
+    reduce(buf)
+    total = int(round(buf[-1]))
+    s, q = buf[:D], buf[D:2 * D]
+    mean64 = s / max(total, 1)
+    var64 = np.maximum(q / max(total, 1) - mean64 * mean64, 0.0)
+    mean = mean64.astype(x2.dtype)
+    _rowwise(lambda xs, hs, mu: np.subtract(xs, mu, out=hs), (x2, xhat), (mean,))
+    return mean, var64.astype(x2.dtype), xhat, total
 
 
 def batchnorm_backward(
@@ -168,6 +212,11 @@ def batchnorm_backward(
 
     Eval mode (fixed statistics): ``dx = gamma/std * dout``.
 
+    After a forward pass with ``reduce``, ``sum(dout)`` and ``sum(dout*xhat)`` in ``dx`` are
+    those of every process (one more reduction of ``2*D`` values) and ``m`` is the global
+    count; ``dgamma`` and ``dbeta`` stay this process's own sums (the caller reduces them with
+    the other gradients).
+
     Shape:
         dout like x -> dx like x, dgamma ``(D,)``, dbeta ``(D,)``.
     """
@@ -175,8 +224,9 @@ def batchnorm_backward(
     D = dout.shape[-1]
     d2 = dout.reshape(-1, D)
     m = d2.shape[0]
+    sync = None
     if train:
-        xhat, gamma, inv_std, _ = cache
+        xhat, gamma, inv_std, sync, _ = cache
     else:
         x, mean, gamma, inv_std, _ = cache
         xhat = (x - mean) * inv_std
@@ -190,8 +240,15 @@ def batchnorm_backward(
     if not train:
         _rowwise(lambda ds, xs, sc: np.multiply(ds, sc, out=xs), (d2, dx), (scale,))
         return dx.reshape(dout.shape), dgamma, dbeta
-    mean_d = dbeta / m
-    slope = dgamma / m
+    if sync is None:
+        mean_d = dbeta / m
+        slope = dgamma / m
+    else:
+        reduce, total = sync
+        buf = np.concatenate([dbeta, dgamma]).astype(np.float64)
+        reduce(buf)
+        mean_d = (buf[:D] / max(total, 1)).astype(dout.dtype)
+        slope = (buf[D:] / max(total, 1)).astype(dout.dtype)
 
     def grad(ds: np.ndarray, hs: np.ndarray, xs: np.ndarray, sl: np.ndarray, md: np.ndarray,
              sc: np.ndarray) -> None:

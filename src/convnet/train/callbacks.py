@@ -8,6 +8,11 @@ save checkpoints through it, and stop it.
 
 Callbacks here keep no state of their own that a resumed run would need: the best epoch and the
 epochs without improvement are recomputed from ``trainer.history``, which is checkpointed.
+
+In data-parallel training every process runs the loop with the same history; a callback with
+``root_only = True`` (the progress bar, the metrics log, checkpoints) runs on rank 0 alone, so
+one process prints and writes. The others (early stopping, signal handling, your own by default)
+run on every process: anything they decide must come out the same everywhere.
 """
 
 from __future__ import annotations
@@ -42,9 +47,14 @@ __all__ = [
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    ``root_only``: run only on rank 0 of a data-parallel run (for callbacks that print or write
+    files); False (the default) runs it on every process.
+    """
 
     trainer: Trainer
+    root_only: bool = False
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -115,6 +125,8 @@ class ProgressBar(Callback):
         interval: seconds between progress lines off a terminal (default 10).
         redraw: seconds between two redraws of the bar on a terminal (default 0.1).
     """
+
+    root_only = True
 
     def __init__(self, stream: IO[str] | None = None, width: int | None = None,
                  interval: float = DEFAULT_PROGRESS_INTERVAL, redraw: float = 0.1) -> None:
@@ -234,6 +246,8 @@ class MetricsLog(Callback):
     the previous process died between logging and checkpointing.
     """
 
+    root_only = True
+
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(run_dir)
         self.csv_path = self.dir / "metrics.csv"
@@ -268,6 +282,8 @@ class ModelCheckpoint(Callback):
     with the position inside the epoch, so ``--resume`` continues from that very batch. After a
     NaN loss nothing is saved: the last good checkpoint stays.
     """
+
+    root_only = True
 
     def __init__(self, run_dir: str | os.PathLike[str], monitor: str = "val_accuracy",
                  mode: str = "auto", save_best: bool = True) -> None:
@@ -363,6 +379,8 @@ class StopOnSignal(Callback):
         self.trainer.request_stop()
         # The next signal gets the old behaviour (KeyboardInterrupt, or termination).
         self._restore()
+        if getattr(self.trainer, "rank", 0) != 0:   # every process gets it; one says so
+            return
         try:
             name = signal.Signals(signum).name
             self.stream.write(f"\n{name} received: finishing the batch, then saving "

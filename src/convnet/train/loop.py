@@ -1,14 +1,24 @@
 """The training loop: ``fit(net, train, val, ...)`` and ``evaluate(net, data)``.
 
-One epoch is a permutation of the training images drawn from the *data generator*, cut into
+One epoch is a permutation of the training images seeded by ``(seed, epoch)``, cut into
 mini-batches by index: each batch is one ``data.take(order[i:i+B])`` (a
 :class:`~convnet.data.dataset.DataSource`: arrays in memory, or packed shards on disk read with
 bounded memory), gathered ahead by a background thread (``prefetch``) while the network
-computes. The same generator drives augmentation (in the training thread, after the gather),
-and ``net.rng`` drives dropout, so a run is fully determined by its seed, whatever the source
-and the prefetch depth; both generator states, the permutation of an interrupted epoch and the
-optimiser state go into checkpoints, which is what makes ``--resume`` bit-identical to an
-uninterrupted run.
+computes. Each image's augmentation and each unit's dropout mask are functions of the seed, the
+epoch and the image's index in the data set (:mod:`convnet.keyed_random`), so a run is fully
+determined by its seed, whatever the source, the prefetch depth and the number of processes;
+the seed, the permutation of an interrupted epoch and the optimiser state go into checkpoints,
+which is what makes ``--resume`` bit-identical to an uninterrupted run.
+
+Data-parallel (``comm``, a :class:`~convnet.distributed.Comm` of N processes): ``batch_size`` is
+the GLOBAL batch; process ``r`` takes the contiguous share ``shard(len(batch), r, N)`` of each
+batch's indices, scales its loss gradient by its share of the batch's label positions, and one
+fused allreduce sums the gradients before every process takes the same optimiser step. BN
+layers use the global batch's statistics; metrics, validation and evaluation are split over the
+processes and reduced; rank 0 alone runs the callbacks that print or write
+(``Callback.root_only``) and writes checkpoints. Every process makes the same collective calls in
+the same order, including on a short last batch where its share may be empty; an exception on
+any process ends the whole job (:func:`convnet.distributed.abort_job`).
 
 Labels may be per image, ``y (N,)``, or per pixel, ``y (N, H, W)`` for a network that outputs
 score maps ``(N, H, W, C)`` (segmentation); loss and accuracy are then means over pixels.
@@ -20,6 +30,7 @@ import contextlib
 import math
 import os
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,11 +43,19 @@ import numpy as np
 from convnet import backend
 from convnet.data.dataset import iter_ranges
 from convnet.data.transforms import Normalizer
+from convnet.distributed.comm import Comm, LocalComm, shard
+from convnet.distributed.sync import (
+    GradientBuffer,
+    abort_job,
+    broadcast_network,
+    broadcast_optimizer,
+)
 from convnet.errors import ConfigError, ShapeError
+from convnet.keyed_random import STREAM_AUGMENT, SampleKeys, epoch_order, stream_key
 from convnet.net.graph import Graph
 from convnet.ops.loss import softmax_cross_entropy
 from convnet.train.callbacks import Callback
-from convnet.train.checkpoint import Checkpoint, load_checkpoint, rng_state_from_json, save
+from convnet.train.checkpoint import Checkpoint, load_checkpoint, save
 from convnet.train.metrics import (
     confusion_matrix,
     iou_per_class,
@@ -47,7 +66,10 @@ from convnet.train.metrics import (
 __all__ = ["History", "Trainer", "evaluate", "fit"]
 
 Normalize = Callable[[np.ndarray], np.ndarray]
-Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+#: ``augment(x, keys_or_rng) -> x``: with ``by_sample = True`` (:class:`Augmentation`) it receives
+#: the batch's :class:`~convnet.keyed_random.SampleKeys`; otherwise a generator seeded by
+#: ``(seed, epoch, batch, rank)``.
+Augment = Callable[[np.ndarray, Any], np.ndarray]
 
 
 @dataclass
@@ -215,7 +237,8 @@ class _Feed:
 
 
 class _Prefetch:
-    """Batches ``order[b*B:(b+1)*B]`` from ``start`` on, gathered ``depth`` ahead by a thread.
+    """Batches ``order[b*B:(b+1)*B]`` from ``start`` on (this process's share of each, ``part``
+    = ``(rank, size)``), gathered ``depth`` ahead by a thread; None for an empty share.
 
     Only the gather (``take``: reading and converting the images) runs in the thread; the
     augmentation and everything else that draws random numbers stays in the training thread,
@@ -226,8 +249,9 @@ class _Prefetch:
     """
 
     def __init__(self, feed: _Feed, order: np.ndarray, batch_size: int, start: int,
-                 depth: int) -> None:
+                 depth: int, part: tuple[int, int] = (0, 1)) -> None:
         self.feed, self.order, self.batch_size = feed, order, batch_size
+        self.part = part
         self.next_batch = start
         self.steps = math.ceil(len(order) / batch_size)
         self.depth = depth
@@ -240,14 +264,20 @@ class _Prefetch:
             self._thread.start()
 
     def _indices(self, b: int) -> np.ndarray:
-        return self.order[b * self.batch_size:(b + 1) * self.batch_size]
+        batch = self.order[b * self.batch_size:(b + 1) * self.batch_size]
+        lo, hi = shard(len(batch), *self.part)
+        return batch[lo:hi]
+
+    def _take(self, b: int) -> tuple[np.ndarray, np.ndarray] | None:
+        idx = self._indices(b)
+        return self.feed.take(idx) if len(idx) else None
 
     def _work(self, start: int) -> None:
         for b in range(start, self.steps):
             if self._stop.is_set():
                 return
             try:
-                item: Any = self.feed.take(self._indices(b))
+                item: Any = self._take(b)
             except BaseException as exc:  # handed to the training thread, raised there
                 item = exc
             while not self._stop.is_set():
@@ -259,12 +289,12 @@ class _Prefetch:
             if isinstance(item, BaseException):
                 return
 
-    def next(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next batch's ``(x, y)``."""
+    def next(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The next batch's ``(x, y)`` (this process's share; None when it is empty)."""
         b = self.next_batch
         self.next_batch += 1
         if self._thread is None:
-            return self.feed.take(self._indices(b))
+            return self._take(b)
         item = self._queue.get()
         if isinstance(item, BaseException):
             raise item
@@ -305,6 +335,7 @@ def evaluate(
     batch_size: int = 256,
     normalizer: Any = None,
     num_classes: int | None = None,
+    comm: Comm | None = None,
 ) -> dict[str, Any]:
     """Loss, accuracy, confusion matrix and per-class accuracy of ``net`` on ``data``.
 
@@ -314,6 +345,9 @@ def evaluate(
         batch_size: images per forward pass (memory only; results do not depend on it).
         normalizer: applied to the images first (a Normalizer, callable, or ``{mean, std}``).
         num_classes: size of the confusion matrix (default: the network's outputs).
+        comm: a :class:`~convnet.distributed.Comm` of several processes: each evaluates its
+            contiguous share of the images, and the sums, the confusion matrix and the
+            predictions are gathered on every process (call it on every process).
 
     Returns:
         ``{"loss", "accuracy", "count", "confusion" (C, C) int64, "per_class_accuracy" (C,),
@@ -321,40 +355,81 @@ def evaluate(
         ``"mean_iou"`` (over the classes present), and ``count`` counts pixels.
     """
     feed = _Feed(net, data, "evaluate")
+    comm = comm if comm is not None else LocalComm()
     per_image = not feed.source.label_shape
     norm = _as_normalize(normalizer)
-    scores = _predict(net, feed, batch_size, norm)
-    y = feed.labels(np.arange(len(feed), dtype=np.int64))
     C = int(num_classes or net.output_shape[-1])
-    loss = float("nan")
-    if np.all(np.isfinite(scores)):
-        loss, _ = softmax_cross_entropy(scores, y)
-    pred = scores.argmax(axis=-1)
+    lo, hi = comm.shard(len(feed))
+    res = _scores_and_sums(net, feed, feed.labels(np.arange(lo, hi, dtype=np.int64)), lo,
+                           batch_size, norm, comm, C)
+    pred, cm = res.pred, res.confusion
     if per_image:  # a (1, 1, K) output classifies: one prediction per image
-        pred, y = pred.reshape(-1), y.reshape(-1)
-    cm = confusion_matrix(y, pred, C)
+        pred = pred.reshape(-1)
+    if comm.size > 1:
+        counts = [b - a for a, b in (shard(len(feed), r, comm.size) for r in range(comm.size))]
+        pred = comm.allgather(pred, counts)
     out = {
-        "loss": loss,
+        "loss": res.loss,
         "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
-        "count": int(y.size),
+        "count": int(res.positions),
         "confusion": cm,
         "per_class_accuracy": per_class_accuracy(cm),
         "predictions": pred,
     }
-    if y.ndim > 1:  # per-pixel labels: add the segmentation measures
+    if not per_image:  # per-pixel labels: add the segmentation measures
         out["iou"] = iou_per_class(cm)
         out["mean_iou"] = mean_iou_from_confusion(cm)
     return out
 
 
-def _predict(net: Graph, feed: _Feed, batch_size: int, norm: Normalize | None) -> \
-        np.ndarray:
-    """Scores of every sample, ``batch_size`` images at a time (the images are read batch by
-    batch, so only the scores are ever held for the whole set)."""
+@dataclass
+class _EvalSums:
+    """A split evaluation, reduced over the processes: the mean loss (NaN when any score was not
+    finite), correct and total label positions, the confusion matrix, and this process's own
+    predictions."""
+
+    loss: float
+    correct: int
+    positions: int
+    confusion: np.ndarray
+    pred: np.ndarray
+
+
+def _scores_and_sums(net: Graph, feed: _Feed, y: np.ndarray, start: int, batch_size: int,
+                     norm: Normalize | None, comm: Comm, C: int) -> _EvalSums:
+    """Scores of samples ``start .. start+len(y)`` (this process's share), then the loss, the
+    counts and the confusion matrix over every process's share: one float64 allreduce."""
+    scores = _predict(net, feed, batch_size, norm, start, start + len(y))
+    finite = bool(np.all(np.isfinite(scores)))
+    loss = float("nan")
+    if finite and y.size:
+        loss, _ = softmax_cross_entropy(scores, y)
+    pred = scores.argmax(axis=-1)
+    cm = confusion_matrix(y.reshape(-1), pred.reshape(-1), C)
+    correct, positions = int(np.trace(cm)), int(y.size)
+    if comm.size > 1:
+        buf = np.concatenate([[loss * positions if finite and positions else 0.0,
+                               0.0 if finite else 1.0, float(positions)],
+                              cm.reshape(-1).astype(np.float64)])
+        comm.allreduce(buf)
+        positions = int(buf[2])
+        loss = float(buf[0] / positions) if buf[1] == 0 and positions else float("nan")
+        cm = np.rint(buf[3:]).astype(np.int64).reshape(C, C)
+        correct = int(np.trace(cm))
+    return _EvalSums(float(loss), correct, positions, cm, pred)
+
+
+def _predict(net: Graph, feed: _Feed, batch_size: int, norm: Normalize | None,
+             start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Scores of samples ``start .. stop`` (default: all), ``batch_size`` images at a time
+    (the images are read batch by batch, so only the scores are ever held)."""
+    stop = len(feed) if stop is None else stop
     outs = []
-    for idx in iter_ranges(len(feed), batch_size):
-        xb, _ = feed.take(idx)
+    for idx in iter_ranges(stop - start, batch_size):
+        xb, _ = feed.take(idx + start)
         outs.append(net.forward(norm(xb) if norm else xb, train=False))
+    if not outs:
+        return np.zeros((0, *net.output_shape), net.dtype)
     return np.concatenate(outs)
 
 
@@ -364,7 +439,8 @@ class Trainer:
 
     Built and run by :func:`fit`; callbacks receive it (``callback.trainer``) to read the state,
     save checkpoints (:meth:`save`) or stop training (:meth:`stop`). See :func:`fit` for the
-    arguments.
+    arguments. ``trainer.comm`` is the run's communicator (:class:`LocalComm` for one process),
+    ``trainer.rank`` this process's rank.
     """
 
     def __init__(
@@ -387,6 +463,7 @@ class Trainer:
         input_info: Mapping[str, Any] | None = None,
         eval_batch_size: int = 256,
         prefetch: int | None = None,
+        comm: Comm | None = None,
     ) -> None:
         from convnet.optim import Optimizer, make_optimizer, make_schedule
 
@@ -444,7 +521,15 @@ class Trainer:
         self.config = dict(config or {})
         self.input_info = dict(input_info or {"shape": list(net.input_shape), "range": [0, 1]})
         self.seed = seed
-        self.data_rng = np.random.default_rng(seed)
+        #: the run's key: what the data order, augmentation and dropout masks are functions of
+        #: (the seed; without one a random key, rank 0's, broadcast when the run starts)
+        self.key = int(seed) if seed is not None else secrets.randbits(64)
+        self.comm: Comm = comm if comm is not None else LocalComm()
+        self.rank = self.comm.rank
+        self.distributed = self.comm.size > 1
+        self._dropouts = [ly for ly in net.layers if hasattr(ly, "use_keys")]
+        self._bns = [ly for ly in net.layers if hasattr(ly, "forward_without_samples")]
+        self._grads = GradientBuffer(net) if self.distributed else None
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_trainer(self)
@@ -479,25 +564,33 @@ class Trainer:
         return self._order is not None
 
     def save(self, path: str | os.PathLike[str], **extra: Any) -> Path:
-        """Write a checkpoint of the run as it stands (atomic; see :mod:`checkpoint`)."""
+        """Write a checkpoint of the run as it stands (atomic; see :mod:`checkpoint`).
+
+        Only rank 0 writes (every process holds the same state); on the others this returns
+        ``path`` and writes nothing."""
+        if self.rank != 0:
+            return Path(path)
         loop = {}
         if self._order is not None:
             loop = {"order": self._order, "batch": np.array(self._batch, np.int64),
                     "sums": self._sums.copy(), "time": np.array(self._epoch_time)}
         config = {**self.config, "epochs": self.epochs, "batch_size": self.batch_size,
-                  "seed": self.seed, "step": self.step}
+                  "seed": self.seed, "step": self.step, "key": self.key,
+                  "processes": self.comm.size}
         out = save(
             self.net, path, optimizer=self.optimizer, epoch=self.epoch,
             metrics=self.history.last, history=self.history.epochs, classes=self.classes,
             normalizer=_normalizer_arrays(self.normalizer), input_info=self.input_info,
-            config=config, data_rng=self.data_rng, loop=loop, **extra,
+            config=config, loop=loop, **extra,
         )
         self.last_saved = (out, self.epoch)
         return out
 
     def restore(self, ckpt: Checkpoint | str | os.PathLike[str]) -> None:
-        """Continue from a checkpoint written by :meth:`save`: weights, optimiser, both RNGs,
-        epoch, history and, for an interrupted epoch, its permutation and position."""
+        """Continue from a checkpoint written by :meth:`save`: weights, optimiser, the run's key,
+        the network's generator, epoch, history and, for an interrupted epoch, its permutation
+        and position. A checkpoint written by N processes resumes on any number: nothing in it
+        depends on N."""
         from convnet.errors import CheckpointError
 
         if not isinstance(ckpt, Checkpoint):
@@ -512,8 +605,9 @@ class Trainer:
             self.net.rng.bit_generator.state = ckpt.net.rng.bit_generator.state
         if ckpt.optimizer:
             self.optimizer.load_state_dict(ckpt.optimizer)
-        if ckpt.rng.get("data") is not None:
-            self.data_rng = rng_state_from_json(ckpt.rng["data"], path, "data rng")
+        key = ckpt.config.get("key", ckpt.config.get("seed"))
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 1 << 64:
+            self.key = key
         self.epoch = ckpt.epoch
         self.step = int(ckpt.config.get("step", self.optimizer.step_count))
         self.history = History(epochs=[dict(h) for h in ckpt.history])
@@ -540,7 +634,8 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            if self.rank == 0 or not getattr(cb, "root_only", False):
+                getattr(cb, hook)(*args)
 
     def _stop_nan(self, what: str) -> None:
         lr = self.optimizer.lr
@@ -556,32 +651,82 @@ class Trainer:
             "for extreme values."
         )
 
+    def _augment(self, xb: np.ndarray, keys: SampleKeys) -> np.ndarray:
+        if getattr(self.augment, "by_sample", False):
+            return self.augment(xb, keys)
+        # a plain augment(x, rng): a generator of its own per (seed, epoch, batch, rank), so
+        # resuming stays exact (its numbers depend on how the batch is split, not on history)
+        seq = [stream_key(self.key, STREAM_AUGMENT), self.epoch, self._batch, self.rank]
+        return self.augment(xb, np.random.default_rng(seq))
+
     def _train_batch(self) -> bool:
-        """One optimiser step on the next batch; False when the loss is not finite."""
-        xb, yb = self._feed.next()  # type: ignore[union-attr]
-        if self.augment is not None:
-            xb = self.augment(xb, self.data_rng)
-        if self._normalize is not None:
-            xb = self._normalize(xb)
+        """One optimiser step on the next batch; False when the loss is not finite.
+
+        Distributed, every process makes the same collective calls in this order: the BN
+        layers' forward reductions, the metrics (loss sum, correct, positions, a non-finite
+        flag), the BN layers' backward reductions (in reverse), the fused gradients. A process
+        whose share of the batch is empty joins each with zeros.
+        """
+        batch = self._feed.next()  # type: ignore[union-attr]
+        size = len(self._order) - self._batch * self.batch_size  # type: ignore[arg-type]
+        images = min(self.batch_size, size)                      # in the global batch
         if self.schedule is not None:
             self.optimizer.lr = self.schedule(self.step)
-        # A diverging run overflows inside the layers; that is reported below, once, clearly,
-        # instead of as a stream of RuntimeWarnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.net.forward(xb, train=True)
-        if not np.all(np.isfinite(scores)):
-            self._stop_nan("the network's output holds NaN or Inf")
+        loss, correct, positions, bad = 0.0, 0, 0, 0
+        dscores = None
+        if batch is not None:
+            xb, yb = batch
+            lo, _ = shard(images, self.rank, self.comm.size)
+            start = self._batch * self.batch_size + lo
+            keys = SampleKeys(self.key, self.epoch,
+                              self._order[start:start + len(xb)])  # type: ignore[index]
+            if self.augment is not None:
+                xb = self._augment(xb, keys)
+            if self._normalize is not None:
+                xb = self._normalize(xb)
+            for layer in self._dropouts:
+                layer.use_keys(keys)
+            # A diverging run overflows inside the layers; that is reported below, once,
+            # clearly, instead of as a stream of RuntimeWarnings.
+            with np.errstate(over="ignore", invalid="ignore"):
+                scores = self.net.forward(xb, train=True)
+            positions = int(yb.size)
+            if not np.all(np.isfinite(scores)):
+                bad = 1
+            else:
+                loss, dscores = softmax_cross_entropy(scores, yb)
+                if not math.isfinite(loss):
+                    bad = 2
+                else:
+                    correct = int(np.count_nonzero(scores.argmax(axis=-1) == yb))
+        else:
+            for layer in self._bns:
+                layer.forward_without_samples()
+        loss_sum = loss * positions
+        if self.distributed:
+            m = self.comm.allreduce(np.array([loss_sum if not bad else 0.0, correct, positions,
+                                              bad == 1, bad == 2], np.float64))
+            loss_sum, correct, total = float(m[0]), int(m[1]), int(m[2])
+            bad = 1 if m[3] else (2 if m[4] else 0)
+        else:
+            total = positions
+        if bad:
+            self._stop_nan("the network's output holds NaN or Inf" if bad == 1 else
+                           f"the loss is {loss if not self.distributed else 'not finite'}")
             return False
-        loss, dscores = softmax_cross_entropy(scores, yb)
-        if not math.isfinite(loss):
-            self._stop_nan(f"the loss is {loss}")
-            return False
-        self.net.backward(dscores)
+        if dscores is not None:
+            if total != positions:   # this process's share of the global batch's mean loss
+                dscores *= dscores.dtype.type(positions / total)
+            self.net.backward(dscores)
+        else:
+            for layer in reversed(self._bns):
+                layer.backward_without_samples()
+        if self._grads is not None:
+            self._grads.allreduce(self.comm, contribute=dscores is not None)
         self.optimizer.step(self.net)
         self.step += 1
         self._batch += 1
-        correct = np.count_nonzero(scores.argmax(axis=-1) == yb)
-        self._sums += (loss * yb.size, correct, yb.size, len(yb))
+        self._sums += (loss_sum, correct, total, images)
         return True
 
     def _end_epoch(self) -> dict[str, Any]:
@@ -593,43 +738,110 @@ class Trainer:
             "accuracy": float(correct / positions),
         }
         if self.val is not None:
-            vy = self._val_labels
-            scores = _predict(self.net, self.val, self.eval_batch_size, self._normalize)
-            if np.all(np.isfinite(scores)):
-                logs["val_loss"], _ = softmax_cross_entropy(scores, vy)
-            else:
-                logs["val_loss"] = float("nan")
-            pred = scores.argmax(-1)
-            logs["val_accuracy"] = float(np.count_nonzero(pred == vy) / vy.size)
+            C = int(self.net.output_shape[-1])
+            lo, hi = self.comm.shard(len(self.val))
+            res = _scores_and_sums(self.net, self.val, self._val_labels[lo:hi],  # type: ignore[index]
+                                   lo, self.eval_batch_size, self._normalize, self.comm, C)
+            logs["val_loss"] = res.loss
+            logs["val_accuracy"] = float(res.correct / res.positions)
             if self.per_pixel:  # segmentation is judged by mean IoU
-                C = int(self.net.output_shape[-1])
-                logs["val_mean_iou"] = mean_iou_from_confusion(confusion_matrix(vy, pred, C))
+                logs["val_mean_iou"] = mean_iou_from_confusion(res.confusion)
         logs["lr"] = float(self.optimizer.lr)
         logs["time_s"] = self._epoch_time
         logs["images_per_s"] = float(images / self._epoch_time) if self._epoch_time > 0 else 0.0
         return logs
 
+    # -- agreement between the processes ---------------------------------------------------------
+    def _start(self) -> None:
+        """Distributed: rank 0's weights, optimiser state and run state on every process (the
+        same start, fresh or resumed), after checking that they run the same configuration."""
+        if not self.distributed:
+            return
+        comm = self.comm
+        broadcast_network(comm, self.net)
+        broadcast_optimizer(comm, self.optimizer)
+        mine = {"epochs": self.epochs, "batch_size": self.batch_size, "n": len(self.data),
+                "val": len(self.val) if self.val is not None else 0}
+        root = comm.broadcast_object(mine)
+        if root != mine:
+            diff = ", ".join(f"{k} {mine[k]} (rank 0: {root[k]})" for k in mine
+                             if mine[k] != root[k])
+            raise ConfigError(f"rank {self.rank} runs another configuration than rank 0: "
+                              f"{diff}; start every process with the same arguments and data")
+        state = comm.broadcast_object({
+            "key": self.key, "epoch": self.epoch, "step": self.step,
+            "history": self.history.epochs, "batch": self._batch, "sums": self._sums.tolist(),
+            "time": self._epoch_time, "in_epoch": self._order is not None,
+        })
+        self.key, self.epoch, self.step = state["key"], state["epoch"], state["step"]
+        self.history = History(epochs=[dict(h) for h in state["history"]])
+        self._batch, self._epoch_time = state["batch"], state["time"]
+        self._sums = np.array(state["sums"], np.float64)
+        if state["in_epoch"]:
+            order = self._order if self._order is not None and self.rank == 0 else \
+                np.empty(len(self.data), np.int64)
+            self._order = comm.broadcast(np.ascontiguousarray(order, np.int64))
+        else:
+            self._order = None
+
+    def _stop_now(self) -> bool:
+        """Whether to stop before the next batch: this process's request, or (distributed)
+        any process's, agreed by one small allreduce so that every process stops at the same
+        batch (a signal reaches each process at its own moment)."""
+        if self.distributed:
+            if self.comm.allreduce(np.array([float(self.stop_requested)]))[0]:
+                self.stop_requested = True
+        return self.stop_requested
+
+    def _agree_epoch_end(self) -> None:
+        """Distributed, after an epoch's callbacks: a stop requested or decided (early stopping
+        from a callback) on any process applies on all."""
+        if not self.distributed:
+            return
+        codes = {"early_stop": 1.0, "nan": 2.0}
+        mine = codes.get(self.stop_reason, 3.0) if self.stop_reason else 0.0
+        flags = self.comm.allreduce(np.array([float(self.stop_requested), mine > 0,
+                                              mine == 1, mine == 2]))
+        if flags[0]:
+            self.stop_requested = True
+        if flags[1] and self.stop_reason is None:
+            self.stop_reason = "early_stop" if flags[2] else ("nan" if flags[3] else "stopped")
+            self.stop_message = "stopped by a callback on another process"
+
     def run(self) -> History:
-        """Train until ``epochs`` epochs are complete or something stops the run."""
+        """Train until ``epochs`` epochs are complete or something stops the run.
+
+        Distributed, an exception on any process ends the whole job (:func:`abort_job`): the
+        others would otherwise wait for it in their next collective call forever."""
+        try:
+            return self._run()
+        except BaseException as exc:
+            if self.distributed and not isinstance(exc, SystemExit):
+                abort_job(self.comm, exc)
+            raise
+
+    def _run(self) -> History:
+        self._start()
+        self._layers_for_run(True)
         self._emit("on_train_begin", {})
         try:
             while self.epoch < self.epochs and self.stop_reason is None:
                 if self._order is None:
-                    self._order = self.data_rng.permutation(len(self.data))
+                    self._order = epoch_order(self.key, self.epoch, len(self.data))
                     self._batch = 0
                     self._sums[:] = 0.0
                     self._epoch_time = 0.0
                 self._emit("on_epoch_begin", self.epoch, {})
                 t0 = time.perf_counter()
                 self._feed = _Prefetch(self.data, self._order, self.batch_size, self._batch,
-                                       self.prefetch)
+                                       self.prefetch, (self.rank, self.comm.size))
                 try:
                     while self._batch < self.steps_per_epoch:
+                        if self._stop_now():
+                            break
                         if not self._train_batch():
                             break
                         self._emit("on_batch_end", self._batch - 1, self._batch_logs(t0))
-                        if self.stop_requested:
-                            break
                 finally:
                     self._feed.close()
                     self._feed = None
@@ -647,6 +859,7 @@ class Trainer:
                     self._stop_nan(f"the validation loss is {logs['val_loss']}")
                     break
                 self._emit("on_epoch_end", self.epoch - 1, logs)
+                self._agree_epoch_end()
                 if self.stop_requested and self.stop_reason is None:
                     self.stop_reason = "interrupted"
             if self.stop_reason == "interrupted" and not self.stop_message:
@@ -656,9 +869,19 @@ class Trainer:
         finally:
             self.history.stop_reason = self.stop_reason
             self.history.message = self.stop_message
+            self._layers_for_run(False)
             self._emit("on_train_end", {"stop_reason": self.stop_reason})
             backend.release()               # the steps' kept buffers go back to the allocator
         return self.history
+
+    def _layers_for_run(self, start: bool) -> None:
+        """Hand the BN layers the communicator for the run (synchronised statistics), and take
+        it back at the end: a network used afterwards on its own does no collective calls."""
+        for layer in self._bns:
+            layer.comm = self.comm if start and self.distributed else None
+        if not start:
+            for layer in self._dropouts:
+                layer.use_keys(None)
 
     def _batch_logs(self, t0: float) -> dict[str, Any]:
         loss_sum, correct, positions, images = self._sums
@@ -689,6 +912,7 @@ def fit(
     config: Mapping[str, Any] | None = None,
     input_info: Mapping[str, Any] | None = None,
     prefetch: int | None = None,
+    comm: Comm | None = None,
 ) -> History:
     """Train ``net`` in place with mini-batch gradient descent on softmax cross-entropy.
 
@@ -701,7 +925,8 @@ def fit(
             ``(N, H, W)``. Each batch is gathered with one ``take(indices)``.
         val_data: the same, evaluated after every epoch (``val_loss``, ``val_accuracy``).
         epochs: total epochs (a resumed run continues up to this number).
-        batch_size: images per optimiser step; the last batch of an epoch may be smaller.
+        batch_size: images per optimiser step, over all processes (the global batch); the last
+            batch of an epoch may be smaller.
         optimizer: an :class:`~convnet.optim.Optimizer`, or a name for ``make_optimizer``
             (``"sgd"``, ``"adam"``, ``"adamw"``) with ``lr``.
         lr: learning rate (overrides the optimiser's when given).
@@ -709,10 +934,15 @@ def fit(
             ``make_schedule`` (``"constant"``, ``"step"``, ``"cosine"``, ``"onecycle"``).
         callbacks: :class:`~convnet.train.callbacks.Callback` objects (progress bar, metrics
             log, checkpoints, early stopping, signal handling), called in order.
-        seed: seeds the generator that shuffles and augments (the network's own ``seed`` sets
-            the initial weights and dropout).
-        augment: ``augment(x, rng) -> x`` applied to each batch before normalisation (e.g.
-            :class:`~convnet.data.transforms.Augmentation`).
+        seed: what the data order, each image's augmentation and each unit's dropout mask are
+            functions of, with the epoch and the image's index (:mod:`convnet.keyed_random`);
+            None: a random one (saved in checkpoints). The network's own ``seed`` sets the
+            initial weights.
+        augment: ``augment(x, keys) -> x`` applied to each batch before normalisation, e.g.
+            :class:`~convnet.data.transforms.Augmentation` (``by_sample = True``: it receives
+            the batch's :class:`~convnet.keyed_random.SampleKeys`); any other callable
+            ``augment(x, rng)`` receives a generator seeded by ``(seed, epoch, batch, rank)``,
+            so its draws depend on how many processes share the batch.
         normalizer: applied to each batch (e.g. a fitted
             :class:`~convnet.data.transforms.Normalizer`); saved in checkpoints.
         classes: class names saved in checkpoints (default: ``train_data.classes``).
@@ -721,6 +951,14 @@ def fit(
         prefetch: batches gathered ahead by a background thread while the network computes
             (default: 2 for data read from disk, 0 for arrays in memory); results do not
             depend on it.
+        comm: a :class:`~convnet.distributed.Comm` for data-parallel training: call ``fit``
+            with the same arguments on every process (``mpiexec -n N python script.py`` with
+            ``comm=convnet.distributed.MPIComm()``); each trains on its share of every batch
+            and they end with the same weights, those one process would reach up to float
+            rounding. Rank 0's weights and optimiser state are broadcast at the start; only
+            rank 0 runs the callbacks that print or write files. Give each process its share
+            of the machine's threads (``threadpoolctl.threadpool_limits(cores // processes)``;
+            ``convnet train`` does). Default: one process.
 
     Returns:
         :class:`History`; ``history.stop_reason`` says whether and why it stopped early. A NaN
@@ -742,7 +980,7 @@ def fit(
         net, train_data, val_data, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
         lr=lr, schedule=schedule, callbacks=callbacks, seed=seed, augment=augment,
         normalizer=normalizer, classes=classes, config=config, input_info=input_info,
-        prefetch=prefetch,
+        prefetch=prefetch, comm=comm,
     )
     if resume is not None:
         trainer.restore(resume)
