@@ -20,7 +20,7 @@ fi
 
 # torch==2.13.0 is the CPU build, installed from a local file on these machines.
 python -m pip install -q -e '.[test]'
-python -m ruff check src tests bench
+python -m ruff check src tests bench fuzz
 # the documentation, warnings as errors, into a throw-away folder (build/ is gitignored)
 python -m mkdocs build --strict --quiet --site-dir build/site
 python -m pytest "$@"

@@ -539,7 +539,7 @@ def test_graph_data_says_what_every_branch_is():
     assert [ln["role"] for ln in add1["lanes"]] == ["main", "identity"]
     assert [ln["role"] for ln in add2["lanes"]] == ["main", "shortcut"]
     assert add2["lanes"][1]["projection"] and not add2["lanes"][0]["projection"]
-    assert "projection inserted" in add2["lanes"][1]["text"]      # the summary's words
+    assert "projected (inserted)" in add2["lanes"][1]["text"]     # the summary's words
     assert [ln["text"] for ln in cat1["lanes"]] == [f"branch {b} of 3" for b in (1, 2, 3)]
     assert layers[by_name["conv4"]]["inserted"] == "projection"   # the 1x1 CONV with S=2
     assert layers[by_name["bn3"]]["inserted"] == "projection"
@@ -586,7 +586,7 @@ def test_graph_drawing_has_lanes_that_fork_and_merge():
     assert "lanes that fork from the block's input" in page
     table = page[page.index("<table class='layers'>"):]
     assert "<th>reads</th>" in table and "relu1 + conv1" in table and "bn2 + bn3" in table
-    assert "shortcut (projection inserted: the main branch changes the size or depth)" in table
+    assert "shortcut, projected (inserted)" in table
     assert "conv5, relu6_1, pool1" in table
 
 

@@ -61,7 +61,7 @@ def structure(net: Graph) -> list[tuple[str, int, Any]]:
             for i, branch in enumerate(it.branches):
                 if it.kind == "RES":
                     what = "main branch" if i == 0 else "shortcut" + (
-                        " (projection inserted: the main branch changes the size or depth)"
+                        ", projected (inserted)"
                         if any(ly.inserted for ly in B.flat_layers(branch)) else "")
                 else:
                     what = f"branch {i + 1} of {len(it.branches)}"
@@ -164,7 +164,9 @@ def _table(data: dict[str, Any]) -> str:
                          for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
 
     rule = "-" * len(line(header))
-    out = [f"Network: {data['spec']}", "", line(header), rule, *map(line, body), rule]
+    spec = textwrap.wrap(f"Network: {data['spec']}", 100, subsequent_indent="  ",
+                         break_on_hyphens=False, break_long_words=False)
+    out = [*spec, "", line(header), rule, *map(line, body), rule]
     totals = []
     for t in _totals_lines(data):
         totals += textwrap.wrap(t, 100, subsequent_indent="  ", break_on_hyphens=False)
