@@ -206,3 +206,21 @@ def test_bn_after_conv_and_deconv_is_folded_in_evaluation(dtype, tol):
     assert net.backward(np.ones_like(scores)).shape == x.shape
 
 
+
+
+class _ScaledBN(cn.BatchNorm):
+    """A BN subclass whose forward differs: it must not be folded by inheritance."""
+
+    def _forward(self, x, train=False):
+        return super()._forward(x, train) * 2
+
+
+def test_a_bn_subclass_is_not_folded_and_evaluates_as_itself():
+    net = cn.Sequential([cn.Conv(4, F=3, P=1), _ScaledBN(), cn.ReLU(), cn.FC(3)],
+                        input_shape=(6, 6, 2), seed=0)
+    assert not any(isinstance(s, FoldedStep) for s in net._plan.eval)
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 2)).astype(np.float32)
+    plain = x
+    for layer in net.layers:
+        plain = layer.forward(plain)
+    np.testing.assert_allclose(net.forward(x), plain, rtol=1e-6, atol=1e-6)

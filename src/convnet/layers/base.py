@@ -76,14 +76,25 @@ class PlanTraits:
             (``fuses_pool(pool)``, ``_forward_pool``, ``_backward_pool``: a CONV on Winograd tiles).
         folds_bn: in evaluation a BN after this layer folds into its weights
             (``_forward_folded(x, scale, shift)``).
+        folds_into: in evaluation this layer is an affine map per channel that folds into a
+            ``folds_bn`` layer before it (``affine() -> (scale, shift)``: a BN).
+        fresh_backward: whether backward returns input gradients nobody else holds, where it
+            differs from ``fresh_output`` (an ADD's forward makes a new array, its backward hands
+            the same gradient to every input).
     """
 
     fresh_output: bool = False
+    fresh_backward: bool | None = None
     inplace: bool = False
     monotone: bool = False
     takes_activation: tuple[str, ...] = ()
     takes_pool: bool = False
     folds_bn: bool = False
+    folds_into: bool = False
+
+    @property
+    def fresh_input_grad(self) -> bool:
+        return self.fresh_output if self.fresh_backward is None else self.fresh_backward
 
 
 NO_TRAITS = PlanTraits()

@@ -22,7 +22,7 @@ import numpy as np
 from convnet import arith
 from convnet.arith import ReceptiveField, fmt_shape
 from convnet.errors import ConfigError, ShapeError
-from convnet.layers.base import Layer, Shape
+from convnet.layers.base import Layer, PlanTraits, Shape
 
 if TYPE_CHECKING:
     from convnet.arith import LayerRow
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 class _Merge(Layer):
     arity = 0
-    #: the forward returns a new array nobody else holds; the backward's gradients are fresh
-    fresh_forward = True
-    fresh_backward = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,6 +107,8 @@ class Add(_Merge):
     foreign_names = ("SUM",)
     purpose = "element-wise sum of branches (residual)"
     example = "RES[CONV(64,F=3,P=1) -> BN]"
+    # the sum is a new array; the backward hands the same gradient to every input
+    plan_traits = PlanTraits(fresh_output=True, fresh_backward=False)
 
     def infer_merge(self, shapes: Sequence[Shape], sources: Sequence[str] = ()) -> Shape:
         first = tuple(shapes[0])
@@ -156,7 +155,8 @@ class Concat(_Merge):
     foreign_names = ("CONCATENATE",)
     purpose = "stack branches along depth"
     example = "CAT[CONV(64,F=1) | CONV(32,F=3,P=1)]"
-    fresh_backward = True
+    # the concatenation and the split are new arrays
+    plan_traits = PlanTraits(fresh_output=True)
 
     def infer_merge(self, shapes: Sequence[Shape], sources: Sequence[str] = ()) -> Shape:
         first = tuple(shapes[0])

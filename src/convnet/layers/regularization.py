@@ -11,7 +11,7 @@ import numpy as np
 from convnet import arith
 from convnet.errors import ConfigError, ShapeError
 from convnet.keyed_random import STREAM_DROPOUT, SampleKeys
-from convnet.layers.base import Layer, Shape
+from convnet.layers.base import Layer, PlanTraits, Shape
 from convnet.ops import norm as F_norm
 
 if TYPE_CHECKING:
@@ -123,6 +123,8 @@ class BatchNorm(Layer):
     aliases = ("BATCHNORM",)
     foreign_names = ("BATCHNORM2D", "BATCHNORMALIZATION")
     example = "BN"
+    # in evaluation the affine map x * scale + shift, folded into the CONV/DECONV before it
+    plan_traits = PlanTraits(folds_into=True)
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()

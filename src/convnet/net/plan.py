@@ -81,7 +81,7 @@ class LayerStep(Step):
 
     def __post_init__(self) -> None:
         t = traits(self.layer)
-        self.fresh_forward = self.fresh_backward = t.fresh_output
+        self.fresh_forward, self.fresh_backward = t.fresh_output, t.fresh_input_grad
 
     @property
     def layers(self) -> tuple[Layer, ...]:
@@ -112,8 +112,8 @@ class MergeStep(Step):
     layer: Layer = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        self.fresh_forward = bool(getattr(self.layer, "fresh_forward", False))
-        self.fresh_backward = bool(getattr(self.layer, "fresh_backward", False))
+        t = traits(self.layer)
+        self.fresh_forward, self.fresh_backward = t.fresh_output, t.fresh_input_grad
 
     @property
     def layers(self) -> tuple[Layer, ...]:
@@ -294,7 +294,7 @@ def _fold_bn(steps: list[Step], consumers: list[list[int]]) -> list[Step]:
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
-        if (isinstance(s, LayerStep) and s.layer.kind == "BN" and isinstance(prev, LayerStep)
+        if (isinstance(s, LayerStep) and traits(s.layer).folds_into and isinstance(prev, LayerStep)
                 and traits(prev.layer).folds_bn and s.inputs == (prev.node,)
                 and consumers[prev.node] == [s.node]):
             out[-1] = FoldedStep(s.node, prev.inputs, layer=prev.layer, bn=s.layer)
