@@ -1,7 +1,7 @@
 """Look inside a model: a self-contained HTML page (:mod:`~convnet.viz.page`) and PNG plots
 (:mod:`~convnet.viz.plots`).
 
->>> from convnet.viz import build_data, render_html, visualize  # doctest: +SKIP
+Usage: ``from convnet.viz import build_data, render_html, visualize``.
 """
 
 from convnet.viz.page import (
