@@ -65,6 +65,24 @@ def test_argparse_errors_exit_2(argv, message, capsys):
     assert message in _error_line(capsys)
 
 
+def test_a_zoo_network_is_built_for_the_data_sets_images(tmp_path, capsys):
+    """`--arch resnet-cifar --data fashion` trains: a zoo NAME is a design and is built for the
+    data's images (said so); spec text keeps its INPUT (refused above when it differs)."""
+    out = tmp_path / "r"
+    assert main(["train", "--arch", "resnet-cifar", "--epochs", "1", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert ("zoo network 'resnet-cifar' is made for 32x32x3 images; built for the 8x8x1 images "
+            "of digits instead (272,186 parameters)") in err
+    ckpt = load_checkpoint(out / "last.npz")
+    assert ckpt.net.input_shape == (8, 8, 1) and ckpt.net.spec.startswith("INPUT(8x8x1) -> CONV(16")
+    # a zoo design that cannot shrink that far says so, naming the layer
+    assert main(["train", "--arch", "lenet5", "--out", str(tmp_path / "l")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convnet train: error: zoo network 'lenet5' is made for 32x32x1 images "
+                          "and does not fit the 8x8x1 images of digits: conv2 (CONV K=16 F=5")
+    assert "Traceback" not in err and not (tmp_path / "l" / "last.npz").exists()
+
+
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
     """In a log (here pytest's capture: not a terminal) progress comes as plain lines, never
     carriage returns: every --progress-every seconds (0: after every batch)."""

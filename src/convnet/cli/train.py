@@ -23,6 +23,10 @@ examples:
   mpiexec -n 4 convnet train --data fashion --out runs/f4      # 4 MPI processes
   convnet train --init resnet18.onnx --data DIR       # fine-tune an imported model
 
+A zoo name given to --arch is built for the data set's images when they differ from the
+zoo's INPUT (`--arch resnet-cifar --data fashion`: ResNet-20 on 28x28x1, said so); spec text
+keeps its INPUT and a different image size is refused.
+
 --init MODEL (a checkpoint, a run directory or an ONNX file, e.g. from `convnet import` or
 torch.onnx.export) starts a new run from that model's weights and architecture. Where the data
 set has another number of classes than the model has outputs, the model's last FC is replaced
@@ -246,6 +250,13 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None,
             "file or a zoo name, e.g. --arch lenet5)"
         )
     return s
+
+
+def _is_zoo(arch: Any) -> bool:
+    """Whether ``--arch`` names a zoo network (not spec text and not a spec file)."""
+    from convnet.spec.zoo import ZOO
+
+    return isinstance(arch, str) and arch.strip().lower() in ZOO and not Path(arch).exists()
 
 
 def _data_key(data: Any) -> str:
@@ -594,6 +605,20 @@ def _prepare(args: argparse.Namespace, comm: Any) -> _Prepared:
     if init is not None:
         net = _from_init(init, train, s["seed"])
         s["arch"], s["init"] = net.spec, str(init.path)
+    if net.input_shape != train.input_shape and not (ckpt or init) and _is_zoo(s["arch"]):
+        # A zoo name is a design, not a fixed input: build it for this data set's images (a
+        # spec the user wrote stays as written and is refused below).
+        made_for = "x".join(map(str, net.input_shape))
+        try:
+            net = build(s["arch"], input_shape=train.input_shape, seed=s["seed"])
+        except ShapeError as exc:
+            raise ShapeError(f"zoo network {s['arch']!r} is made for {made_for} images and "
+                             f"does not fit the {'x'.join(map(str, train.input_shape))} images "
+                             f"of {train.name}: {exc}") from None
+        say(f"zoo network {s['arch']!r} is made for {made_for} images; built for the "
+            f"{'x'.join(map(str, train.input_shape))} images of {train.name} instead "
+            f"({net.num_params:,} parameters)")
+        s["arch"] = net.spec
     if net.input_shape != train.input_shape:
         h, w, d = train.input_shape
         raise ShapeError(
