@@ -846,3 +846,15 @@ def test_core_does_not_import_onnx_and_a_missing_extra_is_one_line(monkeypatch):
         require("onnx")
     assert str(e.value) == ("this needs the Python package 'onnx', which is not installed: "
                             "pip install 'convnet[onnx]'")
+
+
+def test_exported_file_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = export_onnx(cn.build("INPUT(4x4x1) -> FC(3)", seed=0), tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

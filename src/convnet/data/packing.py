@@ -41,6 +41,7 @@ from .shards import (
     VERSION,
     _write_json,
     is_packed,
+    read_json,
     read_npy_header,
     save_npy,
     sha256_file,
@@ -462,7 +463,7 @@ def _execute(root: Path, plan: _Plan, pool: _Pool, bar: Any, t0: float) -> PackR
     for p in root.glob("*-?????.json"):  # the shard records: the manifest holds them now
         with contextlib.suppress(OSError):
             p.unlink()
-    m = json.loads(manifest.read_text(encoding="utf-8"))
+    m = read_json(manifest)
     return PackResult(manifest, made, kept, m["skipped"],
                       {p: m["splits"][p]["count"] for p in SPLITS}, time.perf_counter() - t0)
 
@@ -486,7 +487,7 @@ def _claim(root: Path, plan: _Plan) -> dict[tuple[str, int], Any]:
                         "empty directory with -o")
     previous: Any = None
     with contextlib.suppress(OSError, ValueError):
-        previous = json.loads(job_file.read_text(encoding="utf-8"))
+        previous = read_json(job_file)
     if names and (not isinstance(previous, dict) or previous.get("job") != plan.fingerprint):
         was = previous if isinstance(previous, dict) else {}
         now = {**plan.settings, "shard_size": plan.shard_size}
@@ -505,7 +506,7 @@ def _claim(root: Path, plan: _Plan) -> dict[tuple[str, int], Any]:
                            "shard_size": plan.shard_size})
     records: dict[tuple[str, int], Any] = {}
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-        m = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        m = read_json(root / MANIFEST)
         if m.get("job") == plan.fingerprint:  # a finished pack: re-check, repair what is bad
             for part in SPLITS:
                 for k, rec in enumerate(m["splits"][part]["shards"]):
@@ -515,7 +516,7 @@ def _claim(root: Path, plan: _Plan) -> dict[tuple[str, int], Any]:
         with contextlib.suppress(OSError, ValueError):
             if mm:
                 records.setdefault((mm.group(1), int(mm.group(2))),
-                                   json.loads(p.read_text(encoding="utf-8")))
+                                   read_json(p))
     return records
 
 
