@@ -549,3 +549,32 @@ def test_shards_and_manifest_follow_the_umask(tmp_path):
         os.umask(old)
     for name in ("manifest.json", "pack-job.json", "train-x-00000.npy", "test-y-00000.npy"):
         assert stat.S_IMODE((tmp_path / "p" / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "100001x8"], "a side of at most 100,000 pixels"),
+    (["--size", "9000x9000"], "size 9000x9000: each resized image is 81,000,000 pixels, over "
+                              "the limit of 40,000,000 pixels"),
+    (["--size", "100x100", "--max-image-pixels", "5000"], "over the limit of 5,000 pixels"),
+])
+def test_cli_pack_size_is_bounded(argv, message, tmp_path, capsys):
+    _folder(tmp_path / "photos", n_per_class=2, broken=False)
+    try:
+        code = main(["pack", str(tmp_path / "photos"), "-o", str(tmp_path / "o"), *argv,
+                     "--workers", "0"])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_flags_reach_the_decoding_processes(tmp_path):
+    from convnet.safety import caps
+
+    root = _folder(tmp_path / "photos", broken=False)  # 12x10 (120 pixels) and 16x16 (256)
+    with caps(image_pixels=200):
+        result = pack(root, tmp_path / "p", workers=2)
+    reasons = [s["reason"] for s in result.skipped]
+    assert len(reasons) == 9 and all("over the limit of 200 pixels" in r for r in reasons), \
+        reasons

@@ -57,6 +57,7 @@ __all__ = [
     "fsync_dir",
     "npy_header",
     "open_regular",
+    "overrides",
     "parse_size",
     "read_capped",
     "read_regular",
@@ -167,6 +168,13 @@ def caps(**values: int | None) -> Iterator[None]:
     finally:
         _overrides.clear()
         _overrides.update(saved)
+
+
+def overrides() -> dict[str, int]:
+    """The caps set by :func:`caps` (command-line flags) right now, to hand to another process
+    (a worker decoding images, a Dask worker), which applies them with ``caps(**overrides)``:
+    the environment variables travel with the environment, these would not."""
+    return dict(_overrides)
 
 
 def too_big(where: Any, what: str, amount: int, name: str,

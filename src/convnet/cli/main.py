@@ -44,6 +44,7 @@ LIMITS = {
     "train": ("data_bytes", "image_pixels", "checkpoint_bytes"),
     "eval": ("checkpoint_bytes", "data_bytes", "image_pixels"),
     "predict": ("checkpoint_bytes", "image_pixels"),
+    "pack": ("data_bytes", "image_pixels"),
     "convert": ("checkpoint_bytes",),
     "scan": ("checkpoint_bytes", "image_pixels"),
     "visualize": ("checkpoint_bytes", "data_bytes", "image_pixels"),
