@@ -207,19 +207,24 @@ def _stamp(model: str | os.PathLike) -> tuple[str, int, int]:
 
 
 def predict_task(stamp: tuple[str, int, int], items: list[tuple[str, str | None]], fit: str,
-                 invert: bool, top_k: int) -> list[dict[str, Any]]:
+                 invert: bool, top_k: int, limits: dict[str, int] | None = None
+                 ) -> list[dict[str, Any]]:
     """A Dask task: the rows of ``items``, with the model loaded once per worker process
     (cached by path, modification time and size; a model file changed since the run began is
-    an error, not a silent mix of two models)."""
-    with _MODELS_LOCK:
-        predictor = _MODELS.get(stamp)
-        if predictor is None:
-            from convnet.errors import CheckpointError
+    an error, not a silent mix of two models). ``limits``: the caps the client runs under
+    (its --max-* flags, :func:`convnet.safety.overrides`), applied here as there."""
+    from convnet.safety import caps
 
-            if _stamp(stamp[0]) != stamp:
-                raise CheckpointError(f"{stamp[0]}: the model file changed during the run")
-            predictor = _MODELS[stamp] = Predictor(stamp[0])
-    return predictor.rows(items, fit, invert, top_k)
+    with caps(**(limits or {})):
+        with _MODELS_LOCK:
+            predictor = _MODELS.get(stamp)
+            if predictor is None:
+                from convnet.errors import CheckpointError
+
+                if _stamp(stamp[0]) != stamp:
+                    raise CheckpointError(f"{stamp[0]}: the model file changed during the run")
+                predictor = _MODELS[stamp] = Predictor(stamp[0])
+        return predictor.rows(items, fit, invert, top_k)
 
 
 # ------------------------------------------------------------------------------- engines
@@ -261,11 +266,18 @@ class _Dask:
 
         t0 = time.perf_counter()
         if self.args.scheduler:
+            from convnet.safety import excerpt
+
+            where = f"--scheduler {excerpt(self.args.scheduler, 80)}"
             try:
                 self.client = Client(self.args.scheduler, timeout="20s")
             except OSError as exc:
-                raise ConfigError(f"--scheduler {self.args.scheduler}: cannot reach a Dask "
-                                  f"scheduler there ({exc})") from None
+                raise ConfigError(f"{where}: cannot reach a Dask scheduler there "
+                                  f"({excerpt(str(exc), 200, quotes=False)})") from None
+            except (ValueError, TypeError) as exc:  # distributed's address parser
+                raise ConfigError(f"{where}: not a Dask scheduler address "
+                                  f"({excerpt(str(exc), 200, quotes=False)}); give one as "
+                                  "tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786") from None
         else:
             self.cluster = LocalCluster(n_workers=self.args.workers, processes=True,
                                         threads_per_worker=1, dashboard_address=None,
@@ -280,11 +292,14 @@ class _Dask:
 
     def rows(self, stamp: tuple[str, int, int], chunks: list[list[tuple[str, str | None]]],
              fit: str, invert: bool, top_k: int) -> Iterator[list[dict[str, Any]]]:
+        from convnet.safety import overrides
+
+        limits = overrides()  # the --max-* flags: each worker reads under them too
         window: deque[Any] = deque()
         inflight = 4 * self.workers
         for chunk in chunks:
             window.append(self.client.submit(predict_task, stamp, chunk, fit, invert, top_k,
-                                             pure=False))
+                                             limits, pure=False))
             if len(window) >= inflight:
                 yield window.popleft().result()
         while window:
