@@ -786,6 +786,40 @@ def test_size_cap_and_garbage_are_refused(tmp_path):
     assert refusal(bad).startswith("bad.onnx: not an ONNX model (the protobuf does not parse")
 
 
+def test_the_checkpoint_cap_and_regular_files_apply_to_onnx(tmp_path, monkeypatch, capsys):
+    import os
+    import threading
+
+    from convnet.cli.main import main
+    from convnet.safety import caps
+
+    path = export_onnx(cn.build("INPUT(4x4x1) -> FC(3)", seed=0), tmp_path / "m.onnx")
+    size = path.stat().st_size
+    with caps(checkpoint_bytes=100):
+        msg = refusal(path)
+    assert f"the ONNX model is {size:,} bytes, over the limit of 100 bytes" in msg
+    assert "--max-checkpoint-bytes" in msg
+    # external data counts too: 144 bytes declared beside a small protobuf
+    d = tmp_path / "ext"
+    d.mkdir()
+    (d / "w.bin").write_bytes(np.ones(36, np.float32).tobytes())
+    f = save(_external_model("w.bin"), d / "f.onnx")
+    with caps(checkpoint_bytes=f.stat().st_size + 100):
+        assert "the ONNX model with its external data is" in refusal(f)
+    # the CLI flag reaches it: one line, exit 2
+    assert main(["import", str(path), "-o", str(tmp_path / "m.npz"),
+                 "--max-checkpoint-bytes", "100"]) == 2
+    assert "over the limit of 100 bytes" in capsys.readouterr().err
+    # a FIFO (and an external data file that is one) is refused, never waited on
+    fifo = tmp_path / "p.onnx"
+    os.mkfifo(fifo)
+    box = []
+    t = threading.Thread(target=lambda: box.append(refusal(fifo)), daemon=True)
+    t.start()
+    t.join(20)
+    assert box and "FIFO" in box[0], box
+
+
 @st.composite
 def mutations(draw):
     """A small valid model with one attribute or initializer changed at random."""

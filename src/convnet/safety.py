@@ -283,7 +283,16 @@ def read_capped(stream: IO[bytes], limit: int, where: Any, what: str,
     Reads at most ``limit + 1`` bytes whatever the stream would produce (a growing file, a
     decompressor), so memory is bounded by the cap, not by the input.
     """
-    data = stream.read(limit + 1)
+    # A buffered file's read(n) reserves n bytes before it reads: ask a file for what it holds
+    # (+1 to see if it grew), so a 2 GiB cap does not mean 2 GiB reserved for a 2 KB file.
+    want = limit + 1
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        left = os.fstat(stream.fileno()).st_size - stream.tell()
+        if 0 <= left < limit:
+            want = left + 1
+    data = stream.read(want)
+    if len(data) == want and want <= limit:  # it grew while being read: the rest, capped
+        data += stream.read(limit + 1 - want)
     if len(data) > limit:
         if cap_name is not None:
             raise too_big(where, what, len(data), cap_name, error)

@@ -49,6 +49,10 @@ LIMITS = {
     "scan": ("checkpoint_bytes", "image_pixels"),
     "visualize": ("checkpoint_bytes", "data_bytes", "image_pixels"),
     "plot": ("checkpoint_bytes", "data_bytes", "image_pixels"),
+    "summary": ("checkpoint_bytes",),
+    "explain": ("checkpoint_bytes",),
+    "export": ("checkpoint_bytes",),
+    "import": ("checkpoint_bytes",),
 }
 
 
