@@ -717,6 +717,27 @@ def test_huge_declared_dims_refused_without_allocating(tmp_path):
         "for images or (n,) for vectors, with whole numbers between 1 and 100,000")
 
 
+@pytest.mark.parametrize("op, a, b", [
+    ("Add", (5000, 1), (1, 5000)),            # a broadcast of 25,000,000 values
+    ("Gather", (10, 5000), (5000,)),          # 5,000 rows of 5,000 picked from a small table
+])
+def test_a_folded_constant_is_sized_before_it_is_made(op, a, b, tmp_path):
+    dt = np.int64 if op == "Gather" else np.float32
+    inits = [tensor("w", np.ones((2, 2, 3, 3), np.float32)), tensor("a", np.ones(a, np.float32)),
+             tensor("b", np.zeros(b, dt))]
+    nodes = [helper.make_node(op, ["a", "b"], ["k"], name="big"),
+             helper.make_node("Reshape", ["x", "k"], ["r"], name="r"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    model = make_model(nodes, inits, [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])],
+                       [helper.make_tensor_value_info("y", 1, None)])
+    path = save(model, tmp_path / "f.onnx")
+    msg = []
+    peak = _peak(lambda: msg.append(refusal(path)))
+    assert msg[0] == (f"f.onnx: node 'big' ({op}): computes 25,000,000 values, more than the "
+                      "10,000,000 convnet folds; refused"), msg
+    assert peak < 20_000_000  # the inputs are 0.2 MB; the result would be 100 or 200 MB
+
+
 def test_initializer_shorter_than_its_shape_is_refused(tmp_path):
     t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 2, 3, 3],
                     raw_data=b"\0" * 100)
