@@ -105,6 +105,28 @@ def test_resume_is_bit_identical(digits, tmp_path):
     assert (tmp_path / "b" / "metrics.csv").read_text().count("\n") == 4
 
 
+@pytest.mark.parametrize("order", ["repeat", "out_of_range", "negative"])
+def test_restore_requires_the_saved_order_to_be_a_permutation(digits, tmp_path, order):
+    from convnet.errors import CheckpointError
+
+    _run(digits, tmp_path / "s", epochs=3, callbacks=[_StopAt(4)])
+    ckpt = load_checkpoint(tmp_path / "s" / "last.npz")
+    saved = ckpt.loop["order"].copy()
+    assert np.array_equal(np.sort(saved), np.arange(len(saved)))
+    bad = saved.copy()
+    if order == "repeat":
+        bad[1] = bad[0]  # one image twice, another never: a silently different epoch
+    elif order == "out_of_range":
+        bad[0] = len(saved)
+    else:
+        bad[0] = -1
+    ckpt.loop["order"] = bad
+    train, val = digits
+    trainer = Trainer(ckpt.net, train, val, epochs=3, batch_size=32, seed=5)
+    with pytest.raises(CheckpointError, match="sample order is not a permutation"):
+        trainer.restore(ckpt)
+
+
 class _PoisonAfterEpoch(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
