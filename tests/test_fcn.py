@@ -506,3 +506,16 @@ def test_scan_decodes_the_image_once(tmp_path, monkeypatch):
     a = read_image(tmp_path / "a.png", 1)
     assert len(calls) == 1
     assert a.shape == (10, 12, 1) and a[0, 1, 0] == np.float32(1) / np.float32(255)
+
+
+@pytest.mark.parametrize("name", ["fcn.png", "fcn", "fcn.npz.txt"])
+def test_convert_refuses_an_output_that_is_neither_npz_nor_onnx(tmp_path, capsys, name):
+    from convnet.cli.main import main
+
+    model = tmp_path / "m.npz"
+    cn.save(cn.build("INPUT(8x8x1) -> CONV(4,F=3) -> RELU -> FC(3)", seed=0), model)
+    assert main(["convert", str(model), "--fully-convolutional", "-o",
+                 str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a checkpoint (.npz) or an ONNX file (.onnx)" in err
+    assert not (tmp_path / name).exists()
