@@ -234,27 +234,33 @@ def open_regular(
     error: type[ConvnetError] = DataError,
     cap_name: str | None = None,
     max_bytes: int | None = None,
+    follow_symlinks: bool = True,
 ) -> IO[bytes]:
     """Open ``path`` for reading in binary mode if, and only if, it is a regular file.
 
     The file is opened with ``O_NONBLOCK`` so that a FIFO cannot hang the open, then ``fstat``
-    of the open descriptor decides (a symlink is followed; what it points at must be a regular
-    file). Its size is checked against ``max_bytes`` (or the cap ``cap_name``) before anything
-    is read. Blocking mode is restored for reading.
+    of the open descriptor decides (a symlink is followed, and what it points at must be a
+    regular file; with ``follow_symlinks=False`` a symlink is refused, ``O_NOFOLLOW``). Its
+    size is checked against ``max_bytes`` (or the cap ``cap_name``) before anything is read.
+    Blocking mode is restored for reading.
 
     Raises ``error`` (a :class:`~convnet.errors.ConvnetError` subclass) naming the file for a
     missing file, a directory, a FIFO, a device, a socket, an unreadable file or one over the cap.
     """
     p = os.fspath(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
-        | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+        | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0) \
+        | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(p, flags)
-    except FileNotFoundError:
-        raise error(f"{p}: file not found") from None
-    except IsADirectoryError:
-        raise error(f"{p}: is a directory, not a {what}") from None
     except OSError as exc:
+        if not follow_symlinks and os.path.islink(p):
+            raise error(f"{p}: is a symlink; convnet reads this {what} only as the file itself") \
+                from None
+        if isinstance(exc, FileNotFoundError):
+            raise error(f"{p}: file not found") from None
+        if isinstance(exc, IsADirectoryError):
+            raise error(f"{p}: is a directory, not a {what}") from None
         raise error(f"{p}: cannot open the {what}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
@@ -307,10 +313,12 @@ def read_regular(
     error: type[ConvnetError] = DataError,
     cap_name: str | None = None,
     max_bytes: int | None = None,
+    follow_symlinks: bool = True,
 ) -> bytes:
     """The bytes of a regular file, read with a cap (see :func:`open_regular`)."""
     limit = max_bytes if max_bytes is not None else cap(cap_name) if cap_name else None
-    with open_regular(path, what=what, error=error, cap_name=cap_name, max_bytes=max_bytes) as f:
+    with open_regular(path, what=what, error=error, cap_name=cap_name, max_bytes=max_bytes,
+                      follow_symlinks=follow_symlinks) as f:
         try:
             if limit is None:
                 return f.read()
