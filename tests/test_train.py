@@ -279,6 +279,29 @@ def test_precision_recall_f1_match_the_confusion_matrix_and_sklearn():
         precision_recall_f1(y, pred + 3, 6)
 
 
+def test_scores_from_the_confusion_matrix_are_sklearns():
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    from convnet.train.metrics import scores_from_confusion
+
+    rng = np.random.default_rng(1)
+    for trial in range(200):  # small sets: classes absent, never predicted, empty averages
+        C, n = int(rng.integers(2, 7)), int(rng.integers(1, 40))
+        y, p = rng.integers(0, C, n), rng.integers(0, C, n)
+        if trial % 3 == 0:
+            p[p == C - 1] = 0
+        if trial % 4 == 0:
+            y[y == 1] = 0
+        r = scores_from_confusion(confusion_matrix(y, p, C))
+        ref = prfs(y, p, labels=list(range(C)), average=None, zero_division=np.nan)
+        for key, want in zip(("precision", "recall", "f1", "support"), ref, strict=True):
+            np.testing.assert_allclose(r[key], want, rtol=1e-12, equal_nan=True)
+        for average in ("macro", "weighted"):
+            want = prfs(y, p, labels=list(range(C)), average=average, zero_division=np.nan)
+            got = [r[average][k] for k in ("precision", "recall", "f1")]
+            np.testing.assert_allclose(got, want[:3], rtol=1e-12, equal_nan=True)
+
+
 def test_metrics():
     cm = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 4)
     assert cm.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
