@@ -328,12 +328,28 @@ def _flat(row: dict[str, Any], k: int) -> dict[str, Any]:
     return out
 
 
-def _complete_lines(path: Path) -> None:
-    """Cut a last line that an interrupted run left half written."""
+def _complete_lines(path: Path, block: int = 1 << 16) -> None:
+    """Cut a last line that an interrupted run left half written. Reads backwards from the end
+    in ``block``-byte steps only as far as the last newline (not the whole file: a resumed
+    run's output may be gigabytes)."""
     with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
 
 
 class _Writer:
