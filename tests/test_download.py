@@ -78,6 +78,18 @@ def test_good_mirror(server, tmp_path):
     assert _Handler.hits == []
 
 
+def test_a_download_follows_the_umask(server, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = download_file("f.bin", GOOD_MD5, [f"{server}/good/"], tmp_path / "c")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
 def test_refusing_mirror_then_good(server, tmp_path):
     seen = []
     path = download_file("f.bin", GOOD_MD5, [f"{server}/refuse", f"{server}/good"], tmp_path,

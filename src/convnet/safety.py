@@ -51,6 +51,7 @@ __all__ = [
     "cap",
     "caps",
     "check_finite_scores",
+    "create_temp",
     "dumps_finite_json",
     "excerpt",
     "file_kind",
@@ -486,7 +487,7 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
     os.close(fd)
 
 
-def _create_temp(directory: str | os.PathLike[str], name: str) -> tuple[int, str]:
+def create_temp(directory: str | os.PathLike[str], name: str) -> tuple[int, str]:
     """A new file beside the target, created with mode 0o666 so that the umask decides its
     permissions (as for any file the user writes; ``tempfile.mkstemp`` would make it 0600)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
@@ -510,7 +511,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     is left as it was; the exception is raised again.
     """
     directory = os.path.dirname(os.fspath(path)) or "."
-    fd, tmp = _create_temp(directory, os.path.basename(os.fspath(path)))
+    fd, tmp = create_temp(directory, os.path.basename(os.fspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
