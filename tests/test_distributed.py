@@ -216,9 +216,62 @@ def test_local_comm_is_the_one_process_path(references):
         np.testing.assert_array_equal(_record(t)[key], v, err_msg=key)
     spec, _ = NETS["bn"]
     train, val = _data()
-    net = cn.build(spec, seed=1)
-    cn.fit(net, train, val, epochs=1, batch_size=BATCH, optimizer=SGD(lr=0.05), seed=3,
-           comm=LocalComm())
+    # cn.fit with a LocalComm is cn.fit without one, bit for bit
+    with_comm, without = cn.build(spec, seed=1), cn.build(spec, seed=1)
+    h1 = cn.fit(with_comm, train, val, epochs=1, batch_size=BATCH, optimizer=SGD(lr=0.05),
+                seed=3, comm=LocalComm())
+    h2 = cn.fit(without, train, val, epochs=1, batch_size=BATCH, optimizer=SGD(lr=0.05),
+                seed=3)
+    assert h1["loss"] == h2["loss"] and len(h1) == 1
+    for key, v in without.state_dict().items():
+        np.testing.assert_array_equal(with_comm.state_dict()[key], v, err_msg=key)
+    assert not np.array_equal(with_comm.state_dict()["conv1.W"],
+                              cn.build(spec, seed=1).state_dict()["conv1.W"])  # it trained
+
+
+class _FakeComm:
+    """Rank ``rank`` of 2, whose broadcast_object gives what rank 0 sends (``sent``)."""
+
+    def __init__(self, rank, sent=None):
+        self.rank, self.size, self.sent, self.log = rank, 2, sent, []
+
+    def broadcast_object(self, obj, root=0):
+        self.log.append(("broadcast", obj))
+        return obj if self.rank == 0 else self.sent
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_download_on_several_processes_is_rank_0_first(rank, monkeypatch):
+    import argparse
+
+    import convnet.data
+    from convnet.cli import train as train_cli
+    from convnet.errors import DataError
+
+    comm = _FakeComm(rank)
+
+    def fake_load(name, *, data_dir, download, progress, **kw):
+        comm.log.append(("load", download))
+        return ("train", "test")
+
+    monkeypatch.setattr(convnet.data, "load_dataset", fake_load)
+    monkeypatch.setattr(train_cli, "_data_options", lambda s: {})
+    args = argparse.Namespace(download=True, data_dir=None)
+    assert train_cli._load_data({"data": "fashion"}, args, comm, print) == ("train", "test")
+    # rank 0 fetches, then tells the others (the barrier); they only read, after it
+    assert comm.log == ([("load", True), ("broadcast", None)] if rank == 0 else
+                        [("broadcast", None), ("load", False)])
+    # rank 0 failing: it reports its own error, the others say that rank 0 failed
+    failing = _FakeComm(rank, sent="mirror down")
+
+    def fail(name, **kw):
+        raise DataError("mirror down")
+
+    monkeypatch.setattr(convnet.data, "load_dataset", fail)
+    with pytest.raises(DataError, match="mirror down" if rank == 0 else
+                       "rank 0 could not fetch the data set: mirror down"):
+        train_cli._load_data({"data": "fashion"}, args, failing, print)
+    assert failing.log == [("broadcast", "mirror down" if rank == 0 else None)]
 
 
 def test_a_failing_process_ends_the_job():

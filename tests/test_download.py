@@ -78,6 +78,18 @@ def test_good_mirror(server, tmp_path):
     assert _Handler.hits == []
 
 
+def test_a_download_follows_the_umask(server, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = download_file("f.bin", GOOD_MD5, [f"{server}/good/"], tmp_path / "c")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
 def test_refusing_mirror_then_good(server, tmp_path):
     seen = []
     path = download_file("f.bin", GOOD_MD5, [f"{server}/refuse", f"{server}/good"], tmp_path,
@@ -196,3 +208,48 @@ def test_load_dataset_downloads_cifar_archive(server, tmp_path, monkeypatch):
     train, test = load_dataset("cifar10", cache_dir=tmp_path / "cache", download=True)
     assert train.x.shape == (10, 32, 32, 3) and train.classes == ["airplane", "automobile"]
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "cache" / "escape.txt").exists()
+
+
+def _cifar_archive(path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, mode="w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+            obj = ({b"label_names": [b"airplane", b"automobile"]} if name == "batches.meta" else
+                   {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [0, 1]})
+            data = pickle.dumps(obj, protocol=4)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_cifar_extraction_is_atomic(tmp_path, monkeypatch):
+    from convnet.data import cifar
+    from convnet.data.registry import extract_cifar_archive
+
+    archive = _cifar_archive(tmp_path / "cifar-10-python.tar.gz")
+    target = tmp_path / "cifar10"
+    real = tarfile.TarFile.makefile
+    calls = []
+
+    def full_disk(self, tarinfo, targetpath):  # the third file finds the disk full
+        calls.append(targetpath)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, tarinfo, targetpath)
+
+    monkeypatch.setattr(tarfile.TarFile, "makefile", full_disk)
+    with pytest.raises(DataError, match="No space left on device"):
+        extract_cifar_archive(archive, target)
+    # no half folder that would be found (it holds test_batch...) and fail to load ever after
+    assert cifar.find_batch_dir(target) is None and list(target.iterdir()) == []
+    monkeypatch.setattr(tarfile.TarFile, "makefile", real)
+    assert extract_cifar_archive(archive, target) == target / "cifar-10-batches-py"
+    assert sorted(p.name for p in (target / "cifar-10-batches-py").iterdir()) == sorted(
+        [*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META])
+    assert list(target.iterdir()) == [target / "cifar-10-batches-py"]  # no temporary left
+    # a second unpack (another process, later) finds the whole folder and keeps it
+    assert extract_cifar_archive(archive, target) == target / "cifar-10-batches-py"
+    assert cifar.load_cifar10(target).train.x.shape == (10, 32, 32, 3)

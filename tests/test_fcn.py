@@ -457,3 +457,65 @@ def test_a_1x1xk_output_trains_and_evaluates_like_class_scores():
     np.testing.assert_array_equal(ra["confusion"], rb["confusion"])
     assert "mean_iou" not in ra  # per-image labels: no segmentation measures
     assert ra["accuracy"] > 0.5
+
+
+def test_scan_memory_is_checked_from_the_shapes_before_running(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from convnet.cli.main import main
+    from convnet.errors import ShapeError
+    from convnet.fcn import scan as scan_mod
+
+    net = cn.build("INPUT(8x8x1) -> CONV(16,F=3,P=1) -> RELU -> POOL -> FC(3)", seed=0)
+    total, layer, most = scan_mod.scan_memory(net, (200, 200))
+    # input 200x200x1, conv1 and relu1 200x200x16, pool1 100x100x16, the map 97x97x3
+    assert total == 4 * (200 * 200 * (1 + 16 + 16) + 100 * 100 * 16 + 97 * 97 * 3)
+    assert layer == "conv1 (200x200x16)" and most == 4 * 200 * 200 * 16
+
+    def forward(*a, **k):
+        raise AssertionError("ran before the memory check")
+
+    image = np.zeros((200, 200, 1), np.float32)
+    monkeypatch.setattr(type(maps.as_fully_convolutional(net)), "forward", forward)
+    with pytest.raises(ShapeError, match=r"scan: a 200x200 image through this network needs "
+                                         r"about 5\.[0-9]+ MiB of activations \(2\.44 MiB in "
+                                         r"conv1 \(200x200x16\) alone\), more than the limit "
+                                         r"of 1 MiB.*--max-memory"):
+        scan_mod.scan_image(net, image, max_bytes=2**20)
+    monkeypatch.undo()
+    assert scan_mod.scan_image(net, image).probs.shape == (97, 97, 3)
+    # the command line: one line, exit 2; the flag raises the limit
+    cn.save(net, tmp_path / "m.npz")
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(tmp_path / "big.png")
+    argv = ["scan", str(tmp_path / "m.npz"), str(tmp_path / "big.png"), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--max-memory", "1MiB"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("convnet scan: error: scan: a 200x200 image")
+    assert main([*argv, "--max-memory", "64MiB"]) == 0
+
+
+def test_scan_decodes_the_image_once(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import convnet.data.images as images
+    from convnet.fcn.scan import read_image
+
+    Image.fromarray(np.arange(120, dtype=np.uint8).reshape(10, 12)).save(tmp_path / "a.png")
+    real, calls = images.open_image, []
+    monkeypatch.setattr(images, "open_image", lambda p: calls.append(p) or real(p))
+    a = read_image(tmp_path / "a.png", 1)
+    assert len(calls) == 1
+    assert a.shape == (10, 12, 1) and a[0, 1, 0] == np.float32(1) / np.float32(255)
+
+
+@pytest.mark.parametrize("name", ["fcn.png", "fcn", "fcn.npz.txt"])
+def test_convert_refuses_an_output_that_is_neither_npz_nor_onnx(tmp_path, capsys, name):
+    from convnet.cli.main import main
+
+    model = tmp_path / "m.npz"
+    cn.save(cn.build("INPUT(8x8x1) -> CONV(4,F=3) -> RELU -> FC(3)", seed=0), model)
+    assert main(["convert", str(model), "--fully-convolutional", "-o",
+                 str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a checkpoint (.npz) or an ONNX file (.onnx)" in err
+    assert not (tmp_path / name).exists()

@@ -717,6 +717,27 @@ def test_huge_declared_dims_refused_without_allocating(tmp_path):
         "for images or (n,) for vectors, with whole numbers between 1 and 100,000")
 
 
+@pytest.mark.parametrize("op, a, b", [
+    ("Add", (5000, 1), (1, 5000)),            # a broadcast of 25,000,000 values
+    ("Gather", (10, 5000), (5000,)),          # 5,000 rows of 5,000 picked from a small table
+])
+def test_a_folded_constant_is_sized_before_it_is_made(op, a, b, tmp_path):
+    dt = np.int64 if op == "Gather" else np.float32
+    inits = [tensor("w", np.ones((2, 2, 3, 3), np.float32)), tensor("a", np.ones(a, np.float32)),
+             tensor("b", np.zeros(b, dt))]
+    nodes = [helper.make_node(op, ["a", "b"], ["k"], name="big"),
+             helper.make_node("Reshape", ["x", "k"], ["r"], name="r"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    model = make_model(nodes, inits, [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])],
+                       [helper.make_tensor_value_info("y", 1, None)])
+    path = save(model, tmp_path / "f.onnx")
+    msg = []
+    peak = _peak(lambda: msg.append(refusal(path)))
+    assert msg[0] == (f"f.onnx: node 'big' ({op}): computes 25,000,000 values, more than the "
+                      "10,000,000 convnet folds; refused"), msg
+    assert peak < 20_000_000  # the inputs are 0.2 MB; the result would be 100 or 200 MB
+
+
 def test_initializer_shorter_than_its_shape_is_refused(tmp_path):
     t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 2, 3, 3],
                     raw_data=b"\0" * 100)
@@ -786,6 +807,40 @@ def test_size_cap_and_garbage_are_refused(tmp_path):
     assert refusal(bad).startswith("bad.onnx: not an ONNX model (the protobuf does not parse")
 
 
+def test_the_checkpoint_cap_and_regular_files_apply_to_onnx(tmp_path, monkeypatch, capsys):
+    import os
+    import threading
+
+    from convnet.cli.main import main
+    from convnet.safety import caps
+
+    path = export_onnx(cn.build("INPUT(4x4x1) -> FC(3)", seed=0), tmp_path / "m.onnx")
+    size = path.stat().st_size
+    with caps(checkpoint_bytes=100):
+        msg = refusal(path)
+    assert f"the ONNX model is {size:,} bytes, over the limit of 100 bytes" in msg
+    assert "--max-checkpoint-bytes" in msg
+    # external data counts too: 144 bytes declared beside a small protobuf
+    d = tmp_path / "ext"
+    d.mkdir()
+    (d / "w.bin").write_bytes(np.ones(36, np.float32).tobytes())
+    f = save(_external_model("w.bin"), d / "f.onnx")
+    with caps(checkpoint_bytes=f.stat().st_size + 100):
+        assert "the ONNX model with its external data is" in refusal(f)
+    # the CLI flag reaches it: one line, exit 2
+    assert main(["import", str(path), "-o", str(tmp_path / "m.npz"),
+                 "--max-checkpoint-bytes", "100"]) == 2
+    assert "over the limit of 100 bytes" in capsys.readouterr().err
+    # a FIFO (and an external data file that is one) is refused, never waited on
+    fifo = tmp_path / "p.onnx"
+    os.mkfifo(fifo)
+    box = []
+    t = threading.Thread(target=lambda: box.append(refusal(fifo)), daemon=True)
+    t.start()
+    t.join(20)
+    assert box and "FIFO" in box[0], box
+
+
 @st.composite
 def mutations(draw):
     """A small valid model with one attribute or initializer changed at random."""
@@ -846,3 +901,15 @@ def test_core_does_not_import_onnx_and_a_missing_extra_is_one_line(monkeypatch):
         require("onnx")
     assert str(e.value) == ("this needs the Python package 'onnx', which is not installed: "
                             "pip install 'convnet[onnx]'")
+
+
+def test_exported_file_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = export_onnx(cn.build("INPUT(4x4x1) -> FC(3)", seed=0), tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

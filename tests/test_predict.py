@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import convnet as cn
+from convnet.cli import predict as predict_cli
 from convnet.cli.main import main
 from convnet.data import FASHION_CLASSES, load_dataset
 from convnet.data.fitting import fit_array, input_check, load_photo
@@ -223,3 +224,42 @@ def test_paths_globs_and_errors(model, folder, tmp_path, capsys, monkeypatch):
     assert main(["predict", str(model), str(root), "--workers", "2", "--scheduler",
                  "tcp://localhost:8786"]) == 2
     assert "not both" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("text, kept", [
+    (b"", b""), (b"a\n", b"a\n"), (b"half", b""), (b"a\nb\nhal", b"a\nb\n"),
+    (b"x" * 700 + b"\n" + b"y" * 2000, b"x" * 700 + b"\n"),   # the newline blocks back
+    (b"z" * 3000, b""),
+], ids=["empty", "whole", "half", "half-after-two", "blocks-back", "no-newline"])
+def test_complete_lines_cuts_only_a_half_last_line_reading_from_the_end(tmp_path, monkeypatch,
+                                                                        text, kept):
+    import builtins
+
+    f = tmp_path / "out.csv"
+    f.write_bytes(text)
+    read = []
+    real_open = builtins.open
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            data = self.fh.read(n)
+            read.append(len(data) if n is not None and n >= 0 else -1)
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    predict_cli._complete_lines(f, block=256)
+    monkeypatch.undo()
+    assert f.read_bytes() == kept
+    assert -1 not in read and all(n <= 256 for n in read)  # never the whole file at once

@@ -62,3 +62,46 @@ def test_dask_local_cluster_equals_one_process(tmp_path, capsys):
                      "--scheduler", c.scheduler_address]) == 1
     assert [(r["path"], r["class_1"], r["error"]) for r in _rows(sched)] == \
         [(r["path"], r["class_1"], r["error"]) for r in a]
+
+
+@pytest.mark.parametrize("address", ["badaddr", "::::"])
+def test_a_bad_scheduler_address_is_one_error_line(address, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    cn.save(cn.build("INPUT(8x8x1) -> FC(3)", seed=0), model, classes=list("abc"))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    code = main(["predict", str(model), str(tmp_path / "a.png"), "--scheduler", address])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        err.strip().splitlines()[0]] and "not a Dask scheduler address" in err
+    assert "tcp://HOST:PORT" in err
+
+
+def test_the_max_flags_travel_with_each_dask_task(tmp_path):
+    from convnet.safety import caps
+
+    model = tmp_path / "m.npz"
+    cn.save(cn.build("INPUT(8x8x1) -> FC(3)", seed=0), model, classes=list("abc"))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    submitted = []
+
+    class Client:  # records what a worker process would be sent
+        def submit(self, fn, *args, **kwargs):
+            submitted.append((fn, args))
+            return type("F", (), {"result": lambda self: []})()
+
+        def scheduler_info(self):
+            return {"workers": {"w": {}}}
+
+    dask = predict_cli._Dask(None)
+    dask.client = Client()
+    stamp = predict_cli._stamp(model)
+    chunk = [(str(tmp_path / "a.png"), None)]
+    with caps(image_pixels=50):
+        list(dask.rows(stamp, [chunk], "pad", False, 1))
+    fn, args = submitted[0]
+    # the worker (another process: no override of its own) applies the client's caps
+    predict_cli._MODELS.clear()
+    rows = fn(*args)
+    predict_cli._MODELS.clear()
+    assert "over the limit of 50 pixels" in rows[0]["error"], rows

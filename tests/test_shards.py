@@ -470,3 +470,111 @@ def test_cli_pack_errors_are_one_line(argv, message, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------- hostile packed directories
+def _run_with_timeout(fn, seconds=20):
+    """``fn()``'s exception (or None) in a daemon thread: a hang fails the test, never blocks."""
+    import threading
+
+    box = {}
+
+    def run():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["exc"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "hung (reading a FIFO?)"
+    return box.get("exc")
+
+
+def test_shard_header_sizes_never_wrap(tmp_path):
+    # 2**40 x 2**40 x 8 x 1 uint8 is 2**83 bytes: int64 arithmetic wraps it to 0, which a file
+    # holding only the header then "matches"
+    from convnet.data.shards import read_npy_header
+
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776, " \
+             "1099511627776, 8, 1), }"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    f = tmp_path / "train-x-00000.npy"
+    f.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    with pytest.raises(DataError, match=r"train-x-00000\.npy: .*9,671,406,556,917,033,397,"
+                                        r"649,536 bytes.* truncated"):
+        read_npy_header(f)
+    # and a pickled shard is refused by the shared header reader, never loaded
+    np.save(tmp_path / "obj.npy", np.array([{}, 1], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="pickled object array"):
+        read_npy_header(tmp_path / "obj.npy")
+
+
+def test_manifest_is_read_under_a_cap(packed, tmp_path, monkeypatch):
+    root, _, _ = packed
+    d = _copy(root, tmp_path / "m")
+    monkeypatch.setenv("CONVNET_MAX_MANIFEST_BYTES", "1000")
+    with pytest.raises(DataError, match=r"manifest\.json: the manifest is [\d,]+ bytes, over the "
+                                        r"limit of 1,000 bytes.*CONVNET_MAX_MANIFEST_BYTES"):
+        open_packed(d)
+    monkeypatch.delenv("CONVNET_MAX_MANIFEST_BYTES")
+    (d / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match=r"manifest\.json: (JSON nested too deeply|not a "
+                                        r"convnet-shards)"):
+        open_packed(d)
+
+
+@pytest.mark.parametrize("name", ["train-x-00001.npy", "train-y-00000.npy", "manifest.json"])
+def test_a_fifo_in_a_packed_directory_is_refused_not_waited_on(packed, tmp_path, name):
+    import os
+
+    root, _, _ = packed
+    d = _copy(root, tmp_path / "f")
+    (d / name).unlink()
+    os.mkfifo(d / name)
+    exc = _run_with_timeout(lambda: open_packed(d, verify="none").train.take(np.arange(40, 45)))
+    assert isinstance(exc, DataError) and "FIFO" in str(exc) and name in str(exc), exc
+
+
+def test_shards_and_manifest_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    u8, y = _uint8_set(20)
+    old = os.umask(0o022)
+    try:
+        pack_arrays(tmp_path / "p", (u8[:15], y[:15]), (u8[15:], y[15:]), CLASSES, shard_size=8)
+    finally:
+        os.umask(old)
+    for name in ("manifest.json", "pack-job.json", "train-x-00000.npy", "test-y-00000.npy"):
+        assert stat.S_IMODE((tmp_path / "p" / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "100001x8"], "a side of at most 100,000 pixels"),
+    (["--size", "9000x9000"], "size 9000x9000: each resized image is 81,000,000 pixels, over "
+                              "the limit of 40,000,000 pixels"),
+    (["--size", "100x100", "--max-image-pixels", "5000"], "over the limit of 5,000 pixels"),
+])
+def test_cli_pack_size_is_bounded(argv, message, tmp_path, capsys):
+    _folder(tmp_path / "photos", n_per_class=2, broken=False)
+    try:
+        code = main(["pack", str(tmp_path / "photos"), "-o", str(tmp_path / "o"), *argv,
+                     "--workers", "0"])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_flags_reach_the_decoding_processes(tmp_path):
+    from convnet.safety import caps
+
+    root = _folder(tmp_path / "photos", broken=False)  # 12x10 (120 pixels) and 16x16 (256)
+    with caps(image_pixels=200):
+        result = pack(root, tmp_path / "p", workers=2)
+    reasons = [s["reason"] for s in result.skipped]
+    assert len(reasons) == 9 and all("over the limit of 200 pixels" in r for r in reasons), \
+        reasons

@@ -105,6 +105,28 @@ def test_resume_is_bit_identical(digits, tmp_path):
     assert (tmp_path / "b" / "metrics.csv").read_text().count("\n") == 4
 
 
+@pytest.mark.parametrize("order", ["repeat", "out_of_range", "negative"])
+def test_restore_requires_the_saved_order_to_be_a_permutation(digits, tmp_path, order):
+    from convnet.errors import CheckpointError
+
+    _run(digits, tmp_path / "s", epochs=3, callbacks=[_StopAt(4)])
+    ckpt = load_checkpoint(tmp_path / "s" / "last.npz")
+    saved = ckpt.loop["order"].copy()
+    assert np.array_equal(np.sort(saved), np.arange(len(saved)))
+    bad = saved.copy()
+    if order == "repeat":
+        bad[1] = bad[0]  # one image twice, another never: a silently different epoch
+    elif order == "out_of_range":
+        bad[0] = len(saved)
+    else:
+        bad[0] = -1
+    ckpt.loop["order"] = bad
+    train, val = digits
+    trainer = Trainer(ckpt.net, train, val, epochs=3, batch_size=32, seed=5)
+    with pytest.raises(CheckpointError, match="sample order is not a permutation"):
+        trainer.restore(ckpt)
+
+
 class _PoisonAfterEpoch(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -255,6 +277,29 @@ def test_precision_recall_f1_match_the_confusion_matrix_and_sklearn():
     assert lines[7].startswith("macro average") and lines[8].endswith(" 300")
     with pytest.raises(ShapeError, match="predictions range"):
         precision_recall_f1(y, pred + 3, 6)
+
+
+def test_scores_from_the_confusion_matrix_are_sklearns():
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    from convnet.train.metrics import scores_from_confusion
+
+    rng = np.random.default_rng(1)
+    for trial in range(200):  # small sets: classes absent, never predicted, empty averages
+        C, n = int(rng.integers(2, 7)), int(rng.integers(1, 40))
+        y, p = rng.integers(0, C, n), rng.integers(0, C, n)
+        if trial % 3 == 0:
+            p[p == C - 1] = 0
+        if trial % 4 == 0:
+            y[y == 1] = 0
+        r = scores_from_confusion(confusion_matrix(y, p, C))
+        ref = prfs(y, p, labels=list(range(C)), average=None, zero_division=np.nan)
+        for key, want in zip(("precision", "recall", "f1", "support"), ref, strict=True):
+            np.testing.assert_allclose(r[key], want, rtol=1e-12, equal_nan=True)
+        for average in ("macro", "weighted"):
+            want = prfs(y, p, labels=list(range(C)), average=average, zero_division=np.nan)
+            got = [r[average][k] for k in ("precision", "recall", "f1")]
+            np.testing.assert_allclose(got, want[:3], rtol=1e-12, equal_nan=True)
 
 
 def test_metrics():

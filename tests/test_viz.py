@@ -288,6 +288,14 @@ def test_plot_errors_teach(run_dir, tmp_path, capsys):
         plots.plot_curves([])
 
 
+@pytest.mark.parametrize("name", ["f.jpg", "f.npz", "f"])
+def test_plot_refuses_an_output_that_is_not_png(run_dir, tmp_path, capsys, name):
+    assert main(["plot", str(run_dir), "--what", "filters", "-o", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "plot writes PNG images" in err
+    assert not (tmp_path / name).exists()
+
+
 def test_colormap_is_the_page_scale():
     lo, hi, stops = plots.layer_scale(np.array([-2.0, 1.0]))
     assert (lo, hi) == (-2.0, 2.0) and stops is plots.DIVERGING

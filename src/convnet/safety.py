@@ -27,13 +27,15 @@ every cap with its default, its environment variable and its command-line flag.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import math
 import os
 import re
+import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -44,13 +46,19 @@ from convnet.errors import ConfigError, ConvnetError, DataError, InputError
 __all__ = [
     "CAPS",
     "Cap",
+    "NpyHeader",
+    "atomic_write",
     "cap",
     "caps",
     "check_finite_scores",
+    "create_temp",
     "dumps_finite_json",
     "excerpt",
     "file_kind",
+    "fsync_dir",
+    "npy_header",
     "open_regular",
+    "overrides",
     "parse_size",
     "read_capped",
     "read_regular",
@@ -96,6 +104,9 @@ CAPS: dict[str, Cap] = {c.name: c for c in (
         "member of the CIFAR archive), checked from its header before it is read"),
     Cap("pickle_objects", 5_000_000, "CONVNET_MAX_PICKLE_OBJECTS", None, "objects",
         "objects one CIFAR batch (a pickle) may create while it is read"),
+    Cap("manifest_bytes", 64 * 2**20, "CONVNET_MAX_MANIFEST_BYTES", None, "bytes",
+        "bytes of a packed data set's manifest.json (about 100,000 shards), checked before it "
+        "is read"),
 )}
 
 _overrides: dict[str, int] = {}
@@ -160,6 +171,13 @@ def caps(**values: int | None) -> Iterator[None]:
         _overrides.update(saved)
 
 
+def overrides() -> dict[str, int]:
+    """The caps set by :func:`caps` (command-line flags) right now, to hand to another process
+    (a worker decoding images, a Dask worker), which applies them with ``caps(**overrides)``:
+    the environment variables travel with the environment, these would not."""
+    return dict(_overrides)
+
+
 def too_big(where: Any, what: str, amount: int, name: str,
             error: type[ConvnetError] = DataError) -> ConvnetError:
     """The error for ``amount`` over cap ``name``: what, where, the numbers, and how to raise it."""
@@ -217,27 +235,33 @@ def open_regular(
     error: type[ConvnetError] = DataError,
     cap_name: str | None = None,
     max_bytes: int | None = None,
+    follow_symlinks: bool = True,
 ) -> IO[bytes]:
     """Open ``path`` for reading in binary mode if, and only if, it is a regular file.
 
     The file is opened with ``O_NONBLOCK`` so that a FIFO cannot hang the open, then ``fstat``
-    of the open descriptor decides (a symlink is followed; what it points at must be a regular
-    file). Its size is checked against ``max_bytes`` (or the cap ``cap_name``) before anything
-    is read. Blocking mode is restored for reading.
+    of the open descriptor decides (a symlink is followed, and what it points at must be a
+    regular file; with ``follow_symlinks=False`` a symlink is refused, ``O_NOFOLLOW``). Its
+    size is checked against ``max_bytes`` (or the cap ``cap_name``) before anything is read.
+    Blocking mode is restored for reading.
 
     Raises ``error`` (a :class:`~convnet.errors.ConvnetError` subclass) naming the file for a
     missing file, a directory, a FIFO, a device, a socket, an unreadable file or one over the cap.
     """
     p = os.fspath(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
-        | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+        | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0) \
+        | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(p, flags)
-    except FileNotFoundError:
-        raise error(f"{p}: file not found") from None
-    except IsADirectoryError:
-        raise error(f"{p}: is a directory, not a {what}") from None
     except OSError as exc:
+        if not follow_symlinks and os.path.islink(p):
+            raise error(f"{p}: is a symlink; convnet reads this {what} only as the file itself") \
+                from None
+        if isinstance(exc, FileNotFoundError):
+            raise error(f"{p}: file not found") from None
+        if isinstance(exc, IsADirectoryError):
+            raise error(f"{p}: is a directory, not a {what}") from None
         raise error(f"{p}: cannot open the {what}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
@@ -266,7 +290,16 @@ def read_capped(stream: IO[bytes], limit: int, where: Any, what: str,
     Reads at most ``limit + 1`` bytes whatever the stream would produce (a growing file, a
     decompressor), so memory is bounded by the cap, not by the input.
     """
-    data = stream.read(limit + 1)
+    # A buffered file's read(n) reserves n bytes before it reads: ask a file for what it holds
+    # (+1 to see if it grew), so a 2 GiB cap does not mean 2 GiB reserved for a 2 KB file.
+    want = limit + 1
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        left = os.fstat(stream.fileno()).st_size - stream.tell()
+        if 0 <= left < limit:
+            want = left + 1
+    data = stream.read(want)
+    if len(data) == want and want <= limit:  # it grew while being read: the rest, capped
+        data += stream.read(limit + 1 - want)
     if len(data) > limit:
         if cap_name is not None:
             raise too_big(where, what, len(data), cap_name, error)
@@ -281,10 +314,12 @@ def read_regular(
     error: type[ConvnetError] = DataError,
     cap_name: str | None = None,
     max_bytes: int | None = None,
+    follow_symlinks: bool = True,
 ) -> bytes:
     """The bytes of a regular file, read with a cap (see :func:`open_regular`)."""
     limit = max_bytes if max_bytes is not None else cap(cap_name) if cap_name else None
-    with open_regular(path, what=what, error=error, cap_name=cap_name, max_bytes=max_bytes) as f:
+    with open_regular(path, what=what, error=error, cap_name=cap_name, max_bytes=max_bytes,
+                      follow_symlinks=follow_symlinks) as f:
         try:
             if limit is None:
                 return f.read()
@@ -361,3 +396,130 @@ def dumps_finite_json(data: Any, where: str, **kwargs: Any) -> str:
             "of 3e38); check or retrain the model"
         )
     return json.dumps(data, allow_nan=False, **kwargs)
+
+
+# -------------------------------------------------------------------------------- .npy headers
+MAX_NDIM = 32  # dimensions of one array (checkpoints, shards, pickles)
+_NPY_MAGIC = b"\x93NUMPY"
+# An element type convnet reads: bool, integers, floats, or text (U). Never objects, records.
+_DESCR = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248]|U[0-9]{1,9})")
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` header declares, validated; nothing of the data read.
+
+    Attributes:
+        dtype, shape, fortran: as the header says (``shape`` in Python ints).
+        header_bytes: magic, version, length and header dict: where the data starts.
+    """
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran: bool
+    header_bytes: int
+
+    @property
+    def size(self) -> int:
+        """Elements, in Python integers (never wraps)."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+def npy_header(stream: IO[bytes], where: str, error: type[ConvnetError] = DataError
+               ) -> NpyHeader:
+    """Parse and validate the ``.npy`` header at the start of ``stream`` without NumPy's reader
+    (which evaluates the header and multiplies the shape in int64).
+
+    ``where`` starts every message (``"x.npz: member 'param/W'"``, ``"train-x-00000.npy"``).
+    Raises ``error`` for a bad magic, a truncated or malformed header, a pickled object array,
+    a record or any element type but bool, integers, floats and text, or more than
+    :data:`MAX_NDIM` dimensions. The caller compares :attr:`NpyHeader.nbytes` with what the
+    file holds.
+    """
+    head = stream.read(8)
+    if len(head) < 8 or head[:6] != _NPY_MAGIC or head[6] not in (1, 2, 3) or head[7] != 0:
+        raise error(f"{where} is not a .npy array (bad magic {excerpt(head[:8])})")
+    size_len = 2 if head[6] == 1 else 4
+    raw_len = stream.read(size_len)
+    if len(raw_len) < size_len:
+        raise error(f"{where}: truncated .npy header")
+    hlen = int.from_bytes(raw_len, "little")
+    if hlen > 10_000:  # NumPy's own limit
+        raise error(f"{where}: .npy header of {hlen:,} bytes (at most 10,000)")
+    text = stream.read(hlen)
+    if len(text) < hlen:
+        raise error(f"{where}: truncated .npy header")
+    try:
+        header = ast.literal_eval(text.decode("utf-8" if head[6] == 3 else "latin-1"))
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, ValueError, RecursionError, ...
+        raise error(f"{where}: malformed .npy header "
+                    f"({type(exc).__name__}: {excerpt(text, 60)})") from None
+    ok = (isinstance(header, dict) and set(header) == {"descr", "fortran_order", "shape"}
+          and isinstance(header["descr"], str) and _DESCR.fullmatch(header["descr"])
+          and isinstance(header["fortran_order"], bool) and isinstance(header["shape"], tuple)
+          and len(header["shape"]) <= MAX_NDIM
+          and all(type(d) is int and d >= 0 for d in header["shape"]))
+    if not ok and isinstance(header, dict) and isinstance(header.get("descr"), str | list) \
+            and "O" in str(header.get("descr")):
+        raise error(f"{where} holds a pickled object array; convnet never executes code on "
+                    "load, so this file is refused")
+    if not ok:
+        raise error(f"{where}: .npy header {excerpt(text.strip(), 80)} is not "
+                    "{'descr': a numeric or text type, 'fortran_order': bool, 'shape': a "
+                    "tuple of whole numbers} (object arrays, records and pickles are refused)")
+    return NpyHeader(np.dtype(header["descr"]), header["shape"], header["fortran_order"],
+                     8 + size_len + hlen)
+
+
+# ------------------------------------------------------------------------------- atomic writes
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename in ``directory`` durable; best effort (not possible on every platform)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
+
+
+def create_temp(directory: str | os.PathLike[str], name: str) -> tuple[int, str]:
+    """A new file beside the target, created with mode 0o666 so that the umask decides its
+    permissions (as for any file the user writes; ``tempfile.mkstemp`` would make it 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {os.path.join(directory, name)}")
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
+    """``write(file)`` into a new temporary file beside ``path``, fsync, rename over ``path``,
+    fsync the directory: a reader sees the old file or the whole new one, never a part.
+
+    The file gets the permissions the umask gives any new file (0644 for the usual umask 022),
+    as every file convnet writes (checkpoints, shards, manifests, ONNX exports). On any failure,
+    including KeyboardInterrupt, the temporary file is removed and the previous file (if any)
+    is left as it was; the exception is raised again.
+    """
+    directory = os.path.dirname(os.fspath(path)) or "."
+    fd, tmp = create_temp(directory, os.path.basename(os.fspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.fully_convolutional:
         raise ConfigError("say what to convert to: --fully-convolutional (FC -> CONV)")
     hw = _parse_hw(args.image) if args.image else None
+    if args.out is not None and not str(args.out).lower().endswith((".npz", ".onnx")):
+        raise ConfigError(f"-o {args.out}: convert writes a checkpoint (.npz) or an ONNX file "
+                          "(.onnx); give a file name ending in one of them")
     saved = _is_saved_model(args.model)
     if not saved and args.out:
         raise ConfigError(

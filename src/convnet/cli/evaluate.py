@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from convnet.data import load_dataset
     from convnet.train.checkpoint import load_checkpoint
     from convnet.train.loop import evaluate
-    from convnet.train.metrics import format_confusion, format_scores, precision_recall_f1
+    from convnet.train.metrics import format_confusion, format_scores, scores_from_confusion
 
     ckpt = load_checkpoint(args.model)
     net = ckpt.net
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     cm = r["confusion"]
     if "mean_iou" in r:
         return _report_segmentation(ckpt, ds, args, r, classes)
-    scores = precision_recall_f1(ds.y, r["predictions"], C)
+    scores = scores_from_confusion(cm)  # the matrix evaluate() counted, not the labels again
     if args.json:
         out = {
             "model": str(ckpt.path), "data": ds.name, "split": args.split, "count": r["count"],

@@ -44,10 +44,15 @@ LIMITS = {
     "train": ("data_bytes", "image_pixels", "checkpoint_bytes"),
     "eval": ("checkpoint_bytes", "data_bytes", "image_pixels"),
     "predict": ("checkpoint_bytes", "image_pixels"),
+    "pack": ("data_bytes", "image_pixels"),
     "convert": ("checkpoint_bytes",),
     "scan": ("checkpoint_bytes", "image_pixels"),
     "visualize": ("checkpoint_bytes", "data_bytes", "image_pixels"),
     "plot": ("checkpoint_bytes", "data_bytes", "image_pixels"),
+    "summary": ("checkpoint_bytes",),
+    "explain": ("checkpoint_bytes",),
+    "export": ("checkpoint_bytes",),
+    "import": ("checkpoint_bytes",),
 }
 
 

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from convnet.viz import plots
     from convnet.viz.page import evaluate_test, load_model
 
+    if args.output is not None and not str(args.output).lower().endswith(".png"):
+        raise ConfigError(f"-o {args.output}: plot writes PNG images; give a file name ending "
+                          f"in .png (e.g. {args.what}.png)")
     info = load_model(args.model, seed=args.seed)
     net = info.net
     if args.what == "confusion" and len(net.output_shape) != 1:

@@ -207,19 +207,24 @@ def _stamp(model: str | os.PathLike) -> tuple[str, int, int]:
 
 
 def predict_task(stamp: tuple[str, int, int], items: list[tuple[str, str | None]], fit: str,
-                 invert: bool, top_k: int) -> list[dict[str, Any]]:
+                 invert: bool, top_k: int, limits: dict[str, int] | None = None
+                 ) -> list[dict[str, Any]]:
     """A Dask task: the rows of ``items``, with the model loaded once per worker process
     (cached by path, modification time and size; a model file changed since the run began is
-    an error, not a silent mix of two models)."""
-    with _MODELS_LOCK:
-        predictor = _MODELS.get(stamp)
-        if predictor is None:
-            from convnet.errors import CheckpointError
+    an error, not a silent mix of two models). ``limits``: the caps the client runs under
+    (its --max-* flags, :func:`convnet.safety.overrides`), applied here as there."""
+    from convnet.safety import caps
 
-            if _stamp(stamp[0]) != stamp:
-                raise CheckpointError(f"{stamp[0]}: the model file changed during the run")
-            predictor = _MODELS[stamp] = Predictor(stamp[0])
-    return predictor.rows(items, fit, invert, top_k)
+    with caps(**(limits or {})):
+        with _MODELS_LOCK:
+            predictor = _MODELS.get(stamp)
+            if predictor is None:
+                from convnet.errors import CheckpointError
+
+                if _stamp(stamp[0]) != stamp:
+                    raise CheckpointError(f"{stamp[0]}: the model file changed during the run")
+                predictor = _MODELS[stamp] = Predictor(stamp[0])
+        return predictor.rows(items, fit, invert, top_k)
 
 
 # ------------------------------------------------------------------------------- engines
@@ -261,11 +266,18 @@ class _Dask:
 
         t0 = time.perf_counter()
         if self.args.scheduler:
+            from convnet.safety import excerpt
+
+            where = f"--scheduler {excerpt(self.args.scheduler, 80)}"
             try:
                 self.client = Client(self.args.scheduler, timeout="20s")
             except OSError as exc:
-                raise ConfigError(f"--scheduler {self.args.scheduler}: cannot reach a Dask "
-                                  f"scheduler there ({exc})") from None
+                raise ConfigError(f"{where}: cannot reach a Dask scheduler there "
+                                  f"({excerpt(str(exc), 200, quotes=False)})") from None
+            except (ValueError, TypeError) as exc:  # distributed's address parser
+                raise ConfigError(f"{where}: not a Dask scheduler address "
+                                  f"({excerpt(str(exc), 200, quotes=False)}); give one as "
+                                  "tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786") from None
         else:
             self.cluster = LocalCluster(n_workers=self.args.workers, processes=True,
                                         threads_per_worker=1, dashboard_address=None,
@@ -280,11 +292,14 @@ class _Dask:
 
     def rows(self, stamp: tuple[str, int, int], chunks: list[list[tuple[str, str | None]]],
              fit: str, invert: bool, top_k: int) -> Iterator[list[dict[str, Any]]]:
+        from convnet.safety import overrides
+
+        limits = overrides()  # the --max-* flags: each worker reads under them too
         window: deque[Any] = deque()
         inflight = 4 * self.workers
         for chunk in chunks:
             window.append(self.client.submit(predict_task, stamp, chunk, fit, invert, top_k,
-                                             pure=False))
+                                             limits, pure=False))
             if len(window) >= inflight:
                 yield window.popleft().result()
         while window:
@@ -313,12 +328,28 @@ def _flat(row: dict[str, Any], k: int) -> dict[str, Any]:
     return out
 
 
-def _complete_lines(path: Path) -> None:
-    """Cut a last line that an interrupted run left half written."""
+def _complete_lines(path: Path, block: int = 1 << 16) -> None:
+    """Cut a last line that an interrupted run left half written. Reads backwards from the end
+    in ``block``-byte steps only as far as the last newline (not the whole file: a resumed
+    run's output may be gigabytes)."""
     with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
 
 
 class _Writer:

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from convnet.cli.args import positive_int
+from convnet.cli.args import positive_int, size
 from convnet.errors import ConfigError
 
 
@@ -46,17 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write heat_<k>_<class>.png per class, at the image's size")
     parser.add_argument("--no-crop", action="store_true",
                         help="refuse an image the strides do not fit instead of cropping it")
+    parser.add_argument("--max-memory", type=size, default=None, metavar="SIZE",
+                        help="the most activations the scan may hold, e.g. 8GiB (default 4GiB; "
+                             "checked from the shapes before it runs)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from convnet.fcn.scan import read_image, scan_image, summary_text, write_scan
+    from convnet.fcn.scan import SCAN_MEMORY, read_image, scan_image, summary_text, write_scan
     from convnet.train import load
 
     net = load(args.model)
     if len(net.input_shape) != 3:
         raise ConfigError(f"{args.model}: a network on vectors cannot scan an image")
     image = read_image(args.image, net.input_shape[2])
-    scan = scan_image(net, image, getattr(net, "normalizer", None), crop=not args.no_crop)
+    scan = scan_image(net, image, getattr(net, "normalizer", None), crop=not args.no_crop,
+                      max_bytes=args.max_memory or SCAN_MEMORY)
     K = scan.probs.shape[-1]
     classes = getattr(net, "classes", None) or [str(k) for k in range(K)]
     top = args.top if args.top is not None else (K if K <= 20 else 10)

@@ -537,8 +537,38 @@ class _Prepared:
     classes: list[str]
 
 
+def _load_data(s: dict[str, Any], args: argparse.Namespace, comm: Any,
+               say: Callable[..., None]) -> Any:
+    """The data set. With --download on several processes, rank 0 alone fetches (and
+    unpacks) it while the others wait, then they read what it wrote: N processes writing
+    the same files at once would each see the others' half-written files."""
+    from convnet.data import load_dataset
+    from convnet.errors import ConvnetError, DataError
+
+    def load(download: bool) -> Any:
+        return load_dataset(s["data"], data_dir=args.data_dir, download=download,
+                            progress=say, **_data_options(s))
+
+    if not args.download or comm.size == 1:
+        return load(args.download)
+    splits: Any = None
+    failure: BaseException | None = None
+    if comm.rank == 0:
+        try:
+            splits = load(True)
+        except (ConvnetError, OSError) as exc:
+            failure = exc
+    # also the barrier: no other process reads before rank 0 has finished writing
+    problem = comm.broadcast_object(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    if problem is not None:
+        raise DataError(f"rank 0 could not fetch the data set: {problem}")
+    return splits if splits is not None else load(False)
+
+
 def _prepare(args: argparse.Namespace, comm: Any) -> _Prepared:
-    from convnet.data import Normalizer, load_dataset, train_val_split
+    from convnet.data import Normalizer, train_val_split
     from convnet.distributed import default_threads
     from convnet.spec import build
     from convnet.train import callbacks as cbs
@@ -599,8 +629,7 @@ def _prepare(args: argparse.Namespace, comm: Any) -> _Prepared:
     # before any data is read.
     net = ckpt.net if ckpt else None if init else build(s["arch"], seed=s["seed"])
     optimizer = _make_optimizer(s)
-    splits = load_dataset(s["data"], data_dir=args.data_dir, download=args.download,
-                          progress=say, **_data_options(s))
+    splits = _load_data(s, args, comm, say)
     train, test = splits
     if init is not None:
         net = _from_init(init, train, s["seed"])

@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from convnet.errors import DataError
-from convnet.safety import CAPS, cap, open_regular
+from convnet.safety import CAPS, cap, create_temp, open_regular
 
 #: Published MD5s of the distributed (gzip) files.
 #: MNIST: as listed by torchvision and the ossci mirror. Fashion-MNIST: the table of its README
@@ -175,7 +174,7 @@ def download_file(
         url = mirror.rstrip("/") + "/" + filename
         if progress:
             progress(f"downloading {url}")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=directory)
+        fd, tmp_name = create_temp(directory, filename)  # umask permissions, not mkstemp's 0600
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as tmp:

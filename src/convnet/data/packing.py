@@ -31,6 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from convnet.errors import DataError
+from convnet.safety import cap, caps, overrides, too_big
 
 from .dataset import stratified_split
 from .shards import (
@@ -41,6 +42,7 @@ from .shards import (
     VERSION,
     _write_json,
     is_packed,
+    read_json,
     read_npy_header,
     save_npy,
     sha256_file,
@@ -130,11 +132,24 @@ def _parse_size(size: Any) -> tuple[int, int] | None:
         if not m:
             raise DataError(f"size {size!r}: expected HxW (e.g. 96x96) or one number")
         h = int(m.group(1))
-        return (h, int(m.group(2) or h))
-    pair = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
+        pair: tuple[int, ...] = (h, int(m.group(2) or h))
+    else:
+        pair = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
     if len(pair) != 2 or min(pair) < 1:
         raise DataError(f"size {size!r}: expected (H, W) of positive whole numbers")
+    from convnet.net.blocks import MAX_DIM
+
+    if max(pair) > MAX_DIM:
+        raise DataError(f"size {'x'.join(map(str, pair))}: a side of at most {MAX_DIM:,} pixels "
+                        "(the largest side any network takes)")
     return pair  # type: ignore[return-value]
+
+
+def _check_pixels(hw: tuple[int, int]) -> None:
+    """The size to resize to must fit the ``image_pixels`` cap (each image is made that big)."""
+    if hw[0] * hw[1] > cap("image_pixels"):
+        raise too_big(f"size {hw[0]}x{hw[1]}", "each resized image", hw[0] * hw[1],
+                      "image_pixels")
 
 
 def _plan_arrays(source: str, *, size: tuple[int, int] | None, grayscale: bool | None,
@@ -210,6 +225,12 @@ def _decode(paths: list[str], hw: tuple[int, int], channels: int
     return out, failed
 
 
+def _with_caps(limits: dict[str, int], fn: Callable[..., Any], *args: Any) -> Any:
+    """Worker: ``fn(*args)`` under the caps of the process that asked."""
+    with caps(**limits):
+        return fn(*args)
+
+
 class _Pool:
     """Worker processes (spawned: safe whatever threads the parent runs) or in-process."""
 
@@ -238,12 +259,13 @@ class _Pool:
             for task in tasks:
                 yield fn(*task)
             return
+        limits = overrides()  # the --max-* flags: a worker applies them as this process does
         from concurrent.futures.process import BrokenProcessPool
 
         window: deque[Any] = deque()
         try:
             for task in tasks:
-                window.append(ex.submit(fn, *task))
+                window.append(ex.submit(_with_caps, limits, fn, *task))
                 if len(window) >= 2 * self.workers:
                     yield window.popleft().result()
             while window:
@@ -405,6 +427,8 @@ def pack(
     root = Path(out)
     src_path = Path(str(source)).expanduser()
     hw = _parse_size(size)
+    if hw is not None:
+        _check_pixels(hw)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
     if shard_size is not None and shard_size < 1:
@@ -462,7 +486,7 @@ def _execute(root: Path, plan: _Plan, pool: _Pool, bar: Any, t0: float) -> PackR
     for p in root.glob("*-?????.json"):  # the shard records: the manifest holds them now
         with contextlib.suppress(OSError):
             p.unlink()
-    m = json.loads(manifest.read_text(encoding="utf-8"))
+    m = read_json(manifest)
     return PackResult(manifest, made, kept, m["skipped"],
                       {p: m["splits"][p]["count"] for p in SPLITS}, time.perf_counter() - t0)
 
@@ -486,7 +510,7 @@ def _claim(root: Path, plan: _Plan) -> dict[tuple[str, int], Any]:
                         "empty directory with -o")
     previous: Any = None
     with contextlib.suppress(OSError, ValueError):
-        previous = json.loads(job_file.read_text(encoding="utf-8"))
+        previous = read_json(job_file)
     if names and (not isinstance(previous, dict) or previous.get("job") != plan.fingerprint):
         was = previous if isinstance(previous, dict) else {}
         now = {**plan.settings, "shard_size": plan.shard_size}
@@ -505,7 +529,7 @@ def _claim(root: Path, plan: _Plan) -> dict[tuple[str, int], Any]:
                            "shard_size": plan.shard_size})
     records: dict[tuple[str, int], Any] = {}
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-        m = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        m = read_json(root / MANIFEST)
         if m.get("job") == plan.fingerprint:  # a finished pack: re-check, repair what is bad
             for part in SPLITS:
                 for k, rec in enumerate(m["splits"][part]["shards"]):
@@ -515,7 +539,7 @@ def _claim(root: Path, plan: _Plan) -> dict[tuple[str, int], Any]:
         with contextlib.suppress(OSError, ValueError):
             if mm:
                 records.setdefault((mm.group(1), int(mm.group(2))),
-                                   json.loads(p.read_text(encoding="utf-8")))
+                                   read_json(p))
     return records
 
 

@@ -18,7 +18,9 @@ from disk batch by batch).
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -222,8 +224,38 @@ def _cifar_named(
 
 
 def extract_cifar_archive(archive: str | os.PathLike, directory: str | os.PathLike) -> Path:
-    """Unpack the CIFAR-10 batch files (and only them) from ``cifar-10-python.tar.gz``."""
+    """Unpack the CIFAR-10 batch files (and only them) from ``cifar-10-python.tar.gz`` into
+    ``directory/cifar-10-batches-py``, atomically: they are unpacked into a temporary folder
+    beside it, which is renamed into place only once every file is there. An interrupted or
+    failed unpack leaves no half folder (which would be found and fail to load every time),
+    and a process unpacking the same archive at the same time finds the whole folder or
+    none."""
     archive, directory = Path(archive), Path(directory)
+    final = directory / cifar.BATCH_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cifar.BATCH_DIR}.", suffix=".tmp", dir=directory))
+    try:
+        _extract_cifar(archive, tmp)
+        if final.is_dir() and not final.is_symlink() and \
+                not all((final / n).is_file() for n in _CIFAR_FILES):
+            shutil.rmtree(final)  # a half folder an old convnet left: replaced by the whole one
+        try:
+            os.replace(tmp / cifar.BATCH_DIR, final)
+        except OSError:
+            if not all((final / n).is_file() for n in _CIFAR_FILES):
+                raise  # not another process's complete unpack: a real failure
+    except OSError as exc:
+        raise DataError(f"{archive}: cannot unpack into {directory}: "
+                        f"{excerpt(str(exc), 120)[1:-1]}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+_CIFAR_FILES = (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META)
+
+
+def _extract_cifar(archive: Path, directory: Path) -> None:
     wanted = {f"{cifar.BATCH_DIR}/{n}" for n in
               (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META)}
     limit = cap("data_bytes")
@@ -247,7 +279,6 @@ def extract_cifar_archive(archive: str | os.PathLike, directory: str | os.PathLi
             tar.extractall(directory, members=members, filter="data")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{archive}: cannot unpack: {excerpt(str(exc), 120)[1:-1]}") from None
-    return directory / cifar.BATCH_DIR
 
 
 def load_dataset(

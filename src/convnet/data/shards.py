@@ -62,13 +62,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import mmap
 import os
 import re
 import shlex
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -76,6 +76,7 @@ from typing import IO, Any
 import numpy as np
 
 from convnet.errors import DataError
+from convnet.safety import atomic_write, npy_header, open_regular, read_regular
 
 from .dataset import DataSplits, iter_ranges, random_split, stratified_split
 
@@ -95,21 +96,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     buf = bytearray(_HASH_BLOCK)
     view = memoryview(buf)
-    with open(path, "rb") as f:
+    with open_regular(path, what="file") as f:
         while n := f.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    # makes a rename durable; best effort (not possible on every platform)
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    with contextlib.suppress(OSError):
-        os.fsync(fd)
-    os.close(fd)
 
 
 class _HashingWriter:
@@ -123,22 +113,6 @@ class _HashingWriter:
         return self.f.write(data)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """``write(file)`` into a temporary file beside ``path``, fsync, rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> str:
     """Write ``array`` as a .npy file atomically; return the SHA-256 of the file's bytes."""
     path = Path(path)
@@ -150,49 +124,65 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> str:
         np.lib.format.write_array(hw, array, allow_pickle=False)  # type: ignore[arg-type]
         digest.append(hw.digest.hexdigest())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return digest[0]
 
 
 def _write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=1) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file of a packed directory (the manifest, the job file, a shard record): a
+    regular file under the ``manifest_bytes`` cap, decoded as UTF-8. Raises :class:`DataError`
+    naming the file."""
+    file = Path(path)
+    raw = read_regular(file, what="manifest", cap_name="manifest_bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: not valid JSON at line {exc.lineno}, column {exc.colno} "
+                        f"({exc.msg}; {len(raw):,} bytes: truncated or damaged?)") from None
+    except RecursionError:
+        raise DataError(f"{file}: JSON nested too deeply") from None
 
 
 def read_npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, int]:
     """``(shape, dtype, data offset)`` of a .npy file from its header; checks the file size.
 
-    Raises :class:`DataError` naming the file for anything that is not a plain C-ordered
-    numeric array whose data is all there (a pickled object array is refused, never loaded).
+    The header is parsed by :func:`convnet.safety.npy_header` (the checkpoints' reader; sizes in
+    Python integers) from a regular file (:func:`convnet.safety.open_regular`: a FIFO or a
+    device is refused, never waited on). Raises :class:`DataError` naming the file for anything
+    that is not a plain C-ordered numeric array whose data is all there (a pickled object array
+    is refused, never loaded).
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read = {1: np.lib.format.read_array_header_1_0,
-                    2: np.lib.format.read_array_header_2_0}.get(major)
-            if read is None:
-                raise ValueError(f".npy format version {major} is not 1 or 2")
-            shape, fortran, dtype = read(f)
-            offset = f.tell()
+        with open_regular(path, what=".npy shard") as f:
+            h = npy_header(f, str(path))
             size = os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        raise DataError(f"{path}: shard file missing; re-run the pack command (it resumes and "
-                        "makes only what is missing)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except DataError as exc:
+        if not path.exists() and not path.is_symlink():
+            raise DataError(f"{path}: shard file missing; re-run the pack command (it resumes "
+                            "and makes only what is missing)") from None
+        raise exc from None
+    except OSError as exc:
         raise DataError(f"{path}: not a readable .npy shard ({exc})") from None
-    if dtype.hasobject or fortran:
+    if h.dtype.kind not in "biuf" or h.fortran:
         raise DataError(f"{path}: a shard must be a C-ordered numeric array, found "
-                        f"{'Fortran-ordered ' if fortran else ''}{dtype}")
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                        f"{'Fortran-ordered ' if h.fortran else ''}{h.dtype}")
+    need = h.header_bytes + h.nbytes  # Python integers: a hostile shape cannot wrap
     if size != need:
         raise DataError(
-            f"{path}: {size:,} bytes but its header announces {'x'.join(map(str, shape))} "
-            f"{dtype} = {need:,} bytes with the header: "
+            f"{path}: {size:,} bytes but its header announces {'x'.join(map(str, h.shape))} "
+            f"{h.dtype} = {need:,} bytes with the header: "
             f"{'truncated' if size < need else 'trailing bytes'}; re-run the pack command to "
             "re-make it"
         )
-    return tuple(int(s) for s in shape), dtype, offset
+    return h.shape, h.dtype, h.header_bytes
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -237,12 +227,12 @@ class _Shard:
             self.verify()
             with self._lock:
                 if self._array is None:
-                    with open(self.path, "rb") as f:
-                        if int(np.prod(self.shape)) == 0:
-                            self._array = np.zeros(self.shape, self.dtype)
-                            return self._array
+                    count = math.prod(self.shape)
+                    if count == 0:
+                        self._array = np.zeros(self.shape, self.dtype)
+                        return self._array
+                    with open_regular(self.path, what=".npy shard") as f:
                         self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                    count = int(np.prod(self.shape))
                     self._array = np.frombuffer(self._mm, self.dtype, count, self.offset) \
                         .reshape(self.shape)
         return self._array
@@ -250,8 +240,8 @@ class _Shard:
     def read(self) -> np.ndarray:
         """The whole shard as an array in memory (labels), verified."""
         self.verify()
-        arr = np.load(self.path, allow_pickle=False)
-        return arr
+        with open_regular(self.path, what=".npy shard") as f:
+            return np.load(f, allow_pickle=False)
 
     def release(self) -> None:
         """Hand the mapped pages back (they stay in the page cache; see the module notes)."""
@@ -466,7 +456,7 @@ class ShardedDataset:
         from . import images
 
         limit = images.IN_MEMORY_LIMIT if max_bytes is None else max_bytes
-        need = len(self) * int(np.prod(self.input_shape)) * 4
+        need = len(self) * math.prod(self.input_shape) * 4
         if need > limit:
             raise DataError(
                 f"{self.root} ({self.part}): {len(self):,} images take {need / 1e9:.2f} GB as "
@@ -499,18 +489,22 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     root = Path(path)
     file = root / MANIFEST
     redo = "re-run the pack command (it keeps the shards that verify)"
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not file.exists() and not file.is_symlink():
         raise DataError(f"{root}: no {MANIFEST}: not a packed data set (make one with "
-                        f"convnet pack SOURCE -o {shlex.quote(str(root))})") from None
-    except (OSError, UnicodeDecodeError) as exc:
+                        f"convnet pack SOURCE -o {shlex.quote(str(root))})")
+    raw = read_regular(file, what="manifest", cap_name="manifest_bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise DataError(f"{file}: cannot read: {exc}") from None
     try:
         m = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}: not valid JSON at line {exc.lineno}, column {exc.colno} "
                         f"({exc.msg}; {len(text):,} bytes: truncated or damaged?); {redo}") \
+            from None
+    except RecursionError:
+        raise DataError(f"{file}: JSON nested too deeply (a manifest nests 6 levels); {redo}") \
             from None
 
     def bad(what: str) -> DataError:

@@ -67,10 +67,6 @@ class Comm:
     def __init__(self) -> None:
         self.stats = CommStats()
 
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
-
     def shard(self, n: int) -> tuple[int, int]:
         """This process's ``(start, stop)`` among ``n`` items (:func:`shard`)."""
         return shard(n, self.rank, self.size)

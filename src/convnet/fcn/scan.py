@@ -62,23 +62,66 @@ def largest_fit(net: Sequential, hw: Pair) -> Pair:
 
 
 def read_image(path: str | os.PathLike, depth: int) -> np.ndarray:
-    """An image file at its own size as ``(H, W, depth)`` float32 in ``[0, 1]``."""
-    from convnet.data import load_image
-    from convnet.data.images import open_image
+    """An image file at its own size as ``(H, W, depth)`` float32 in ``[0, 1]`` (decoded once:
+    :func:`~convnet.data.images.open_image` checks and decodes it, the conversion reuses it)."""
+    from convnet.data.images import _convert, open_image
 
-    h, w = open_image(Path(path)).size[::-1]  # the one place images are opened and checked
-    image, _ = load_image(path, (h, w, depth))
+    img = open_image(Path(path))  # the one place images are opened and checked
+    image, _ = _convert(img, (img.height, img.width), depth, Path(path))
     return image
 
 
+#: the default limit on the activations one scan may hold (``scan_image(max_bytes=...)``,
+#: ``convnet scan --max-memory``): a 40-megapixel photo through VGG16's first CONV alone
+#: makes 10 GB of activations
+SCAN_MEMORY = 4 * 2**30
+
+
+def scan_memory(net: Sequential, hw: Pair) -> tuple[int, str, int]:
+    """``(bytes, layer, bytes of that layer)``: the activations a scan of an ``hw`` image holds
+    (the input and every layer's output, float32 or the network's dtype, as
+    :func:`convnet.arith.activation_bytes` counts them), and the largest one, from the shapes
+    alone: nothing is allocated."""
+    from convnet import arith
+
+    fcn = maps.as_fully_convolutional(net)
+    shapes = maps.check_input_size(fcn, (*hw, fcn.input_shape[2]))
+    item = np.dtype(getattr(fcn, "dtype", np.float32)).itemsize
+    sizes = [arith.activation_bytes(s, itemsize=item) for s in shapes]
+    big = int(np.argmax(sizes))
+    names = [ly.name for ly in fcn.layers]
+    name = f"{names[big]} ({fmt_shape(shapes[big])})" if len(names) == len(shapes) \
+        else fmt_shape(shapes[big])
+    total = arith.activation_bytes((*hw, fcn.input_shape[2]), itemsize=item) + sum(sizes)
+    return total, name, sizes[big]
+
+
+def check_scan_memory(net: Sequential, hw: Pair, max_bytes: int = SCAN_MEMORY) -> None:
+    """:class:`ShapeError` when a scan of an ``hw`` image would hold more than ``max_bytes``
+    of activations (:func:`scan_memory`), before anything runs."""
+    from convnet import arith
+
+    total, layer, most = scan_memory(net, hw)
+    if total > max_bytes:
+        raise ShapeError(
+            f"scan: a {hw[0]}x{hw[1]} image through this network needs about "
+            f"{arith.fmt_bytes(total)} of activations ({arith.fmt_bytes(most)} in {layer} "
+            f"alone), more than the limit of {arith.fmt_bytes(max_bytes)}: scan a smaller "
+            "image (resize or cut it), or raise the limit (convnet scan --max-memory SIZE, "
+            "scan_image(..., max_bytes=...)) if this computer has the memory"
+        )
+
+
 def scan_image(net: Sequential, image: np.ndarray, normalizer: dict | None = None,
-               crop: bool = True) -> Scan:
+               crop: bool = True, max_bytes: int = SCAN_MEMORY) -> Scan:
     """Score every crop of ``image`` in one pass of ``net``'s fully convolutional form.
 
     ``image`` ``(H, W, D)`` in ``[0, 1]``; ``normalizer`` ``{"mean", "std"}`` as saved with the
     model. With ``crop`` an image whose size the strides do not fit is cut to the largest size
     that fits (bottom and right edges dropped, said in ``notes``); otherwise that is a
-    :class:`ShapeError` listing the sizes that fit.
+    :class:`ShapeError` listing the sizes that fit. A scan whose activations would exceed
+    ``max_bytes`` (:func:`scan_memory`, from the shapes) is refused with an
+    :class:`ShapeError` before it runs.
 
     Shape:
         ``scores``, ``probs``: ``(rows, cols, K)``, ``rows = (H - H0)/T + 1``.
@@ -94,6 +137,7 @@ def scan_image(net: Sequential, image: np.ndarray, normalizer: dict | None = Non
             notes.append(f"cropped {image.shape[0]}x{image.shape[1]} -> {H}x{W} (the largest "
                          f"size the strides fit; bottom/right edges dropped)")
             image = image[:H, :W]
+    check_scan_memory(fcn, image.shape[:2], max_bytes)
     x = image[None]
     if normalizer is not None:
         x = (x - np.asarray(normalizer["mean"], np.float32)) / np.asarray(normalizer["std"],

@@ -29,10 +29,8 @@ into the model's normaliser.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from convnet.errors import ConfigError
 from convnet.interop import require
 from convnet.interop.mapping import MIN_OPSET, SLOTS, Node, Val, export_nodes
 from convnet.net.graph import Graph
+from convnet.safety import atomic_write
 
 #: a protobuf holds at most 2 GiB; past this much weight the tensors go to a side file
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -270,17 +269,8 @@ def export_onnx(
         if check:
             onnx.checker.check_model(str(path), full_check=True)
         return path
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    data = model.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))  # umask permissions, as every file we write
     return path
 
 

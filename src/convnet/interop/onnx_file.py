@@ -27,6 +27,7 @@ from convnet.errors import CheckpointError
 from convnet.interop import require
 from convnet.interop.mapping import NotRepresentable
 from convnet.net.graph import MAX_PARAMS
+from convnet.safety import cap, open_regular, read_capped, too_big
 
 #: the largest ONNX protobuf read (a protobuf cannot be larger than 2 GiB anyway)
 MAX_BYTES = 2**31 - 1
@@ -46,25 +47,41 @@ def refuse(path: Any, msg: str) -> CheckpointError:
 
 def load_model(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> Any:
     """The ``ModelProto`` at ``path``, read without its external data, after the file-level
-    checks: a regular file no larger than ``max_bytes`` that parses as ONNX, with a graph.
+    checks: a regular file (:func:`convnet.safety.open_regular`: a FIFO or a device is refused
+    before a byte is read) no larger than ``max_bytes`` nor the ``checkpoint_bytes`` cap
+    (``--max-checkpoint-bytes``), which also bounds the external data its tensors declare,
+    that parses as ONNX, with a graph.
 
     Raises :class:`~convnet.errors.CheckpointError` naming the file."""
     onnx = require("onnx")
     p = Path(path)
-    if not p.is_file():
-        raise refuse(p, "no such ONNX file" if not p.exists() else "not a regular file")
-    size = p.stat().st_size
-    if size > max_bytes:
-        raise refuse(p, f"{size:,} bytes, more than the {max_bytes:,} an ONNX protobuf may "
-                         "have here; a larger model keeps its weights as external data beside "
-                         "the .onnx file")
+    limit = cap("checkpoint_bytes")
+    with open_regular(p, what="ONNX model", error=CheckpointError) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise refuse(p, f"{size:,} bytes, more than the {max_bytes:,} an ONNX protobuf may "
+                            "have here; a larger model keeps its weights as external data "
+                            "beside the .onnx file")
+        if size > limit:
+            raise too_big(p, "the ONNX model", size, "checkpoint_bytes", CheckpointError)
+        data = read_capped(f, min(max_bytes, limit), p, "the ONNX model", CheckpointError)
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as exc:   # protobuf's DecodeError and friends
         raise refuse(p, f"not an ONNX model (the protobuf does not parse: "
                          f"{type(exc).__name__})") from None
+    del data
     if not model.HasField("graph") or not model.graph.node:
         raise refuse(p, "an ONNX model without a graph (or with no node)")
+    external = 0
+    for t in model.graph.initializer:
+        if t.data_location == 1:   # EXTERNAL: what would be read beside the file
+            item = np.dtype(DTYPES[t.data_type]).itemsize if t.data_type in DTYPES else 1
+            external += math.prod(max(int(d), 0) for d in t.dims) * item
+    total = size + external
+    if total > limit:
+        raise too_big(p, "the ONNX model with its external data", total, "checkpoint_bytes",
+                      CheckpointError)
     return model
 
 
@@ -137,7 +154,8 @@ def tensor_array(t: Any, where: str, base: Path) -> np.ndarray:
     dtype, dims, count = check_tensor(t, where, base)
     if t.data_location == 1:
         target, offset, _ = _external(t, base, where)
-        arr = np.fromfile(target, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
+        with open_regular(target, what="external data file", error=CheckpointError) as f:
+            arr = np.fromfile(f, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
         return arr.reshape(dims).astype(dtype)
     return numpy_helper.to_array(t)
 

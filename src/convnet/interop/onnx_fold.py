@@ -133,4 +133,26 @@ FOLD: dict[str, Any] = {
 }
 
 
-__all__ = ["BATCH", "FOLD", "MAX_FOLDED", "Batch", "resolve_reshape"]
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+
+
+def folded_size(op: str, args: list[Any], attrs: dict[str, Any]) -> int:
+    """How many values ``FOLD[op](args, attrs)`` would make, from the shapes alone (nothing is
+    allocated), so a constant too large to fold is refused before it exists: a broadcast of
+    ``(10**6, 1) + (1, 10**6)`` or a Gather of a large table by a large index would otherwise
+    allocate 10**12 values first. Raises ValueError for shapes the operator refuses."""
+    shapes = [np.shape(a) for a in args if a is not None]
+    if op in _ELEMENTWISE:
+        return math.prod(np.broadcast_shapes(*shapes))
+    if op == "Gather" and len(shapes) >= 2:
+        data, idx = shapes[0], shapes[1]
+        if not data:
+            raise ValueError("Gather from a scalar")
+        axis = int(attrs.get("axis", 0)) % len(data)
+        return math.prod((*data[:axis], *idx, *data[axis + 1:]))
+    # the others (Identity, Cast, Unsqueeze, Squeeze, Concat, Slice, Reshape, Transpose) make at
+    # most as many values as their arguments hold
+    return sum(math.prod(s) for s in shapes)
+
+
+__all__ = ["BATCH", "FOLD", "MAX_FOLDED", "Batch", "folded_size", "resolve_reshape"]

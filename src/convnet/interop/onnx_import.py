@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from convnet import arith
-from convnet.errors import ConvnetError
+from convnet.errors import CheckpointError, ConvnetError
 from convnet.interop import require
 from convnet.interop.assemble import Assembler, channel_vector
 from convnet.interop.mapping import SLOTS, Node, NotRepresentable, Val
@@ -56,7 +56,14 @@ from convnet.interop.onnx_file import (
     tensor_array,
     topological_order,
 )
-from convnet.interop.onnx_fold import BATCH, FOLD, MAX_FOLDED, Batch, resolve_reshape
+from convnet.interop.onnx_fold import (
+    BATCH,
+    FOLD,
+    MAX_FOLDED,
+    Batch,
+    folded_size,
+    resolve_reshape,
+)
 from convnet.net.graph import MAX_PARAMS, Graph
 
 ALIAS_OPS = ("Identity", "Dropout", "Transpose")
@@ -353,11 +360,18 @@ class _Walk:
                                    "not evaluate (it folds Shape arithmetic: "
                                    f"{', '.join(sorted(FOLD))})")
         try:
+            size = folded_size(op, args, attrs)  # from the shapes: checked before allocating
+            if size > MAX_FOLDED:
+                raise CheckpointError(f"{where}: computes {size:,} values, more than the "
+                                      f"{MAX_FOLDED:,} convnet folds; refused")
             res = np.asarray(out(args, attrs))
         except (ValueError, IndexError, TypeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
             raise NotRepresentable(f"{where}: cannot evaluate it ({exc})") from None
         if res.size > MAX_FOLDED:
-            raise refuse(self.path, f"{where}: computes {res.size:,} values; refused")
+            raise CheckpointError(f"{where}: computes {res.size:,} values, more than the "
+                                  f"{MAX_FOLDED:,} convnet folds; refused")
         return res
 
     # ---------------------------------------------------------- the normalisation prefix

@@ -206,15 +206,6 @@ class Layer:
                                 p.name if name != p.name else ""))
         return tuple(args)
 
-    @classmethod
-    def signature_text(cls) -> str:
-        """``CONV(K, F=3, S=1, ...)``: how help texts and errors show the arguments."""
-        args = cls.spec_args()
-        if not args:
-            return f"{cls.kind} (takes no arguments)"
-        parts = [a.name if a.required else f"{a.name}={a.default}" for a in args]
-        return f"{cls.kind}({', '.join(parts)})"
-
     def macs(self) -> int:
         """Multiply-accumulates for one image, from the shapes (0 for layers without weights:
         pooling, activations, BN and DROPOUT do a handful of comparisons or additions per

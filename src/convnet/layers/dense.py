@@ -174,10 +174,6 @@ class FC(Layer):
     def count_params(self, input_shape: Shape | None = None) -> int:
         return arith.fc_params(self.n_in(input_shape), self.K, self.bias)
 
-    def flatten_text(self) -> str:
-        """``6x5x5 -> 150`` style description of the flattening this layer does."""
-        return f"{fmt_shape(self.input_shape)} -> {self.n_in()}"
-
     def _init_params(self, rng: np.random.Generator, init: str) -> None:
         n = self.n_in()
         self.params["W"] = init_weights(rng, (n, self.K), fan_in=n, fan_out=self.K, init=init,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
-from convnet.arith import fmt_shape
+from convnet.arith import conv_fits, conv_output_size, fmt_shape
 from convnet.errors import ConfigError, ShapeError
 from convnet.layers.base import Layer, Shape
 
@@ -214,15 +214,16 @@ def projection(shape: Shape, target: Shape, has_bn: bool) -> list[Layer]:
                          f"{fmt_shape(target)}; a shortcut can only be projected between volumes")
     strides, floor = [], False
     for side, want in zip(shape[:2], target[:2], strict=True):
-        # a 1x1 CONV with stride s maps a side to floor((side - 1)/s) + 1: the smallest s that
-        # gives the main branch's size
-        fits = [s for s in range(1, side + 1) if (side - 1) // s + 1 == want]
+        # a 1x1 CONV with stride s maps a side to floor((side - 1)/s) + 1 (the CONV formula,
+        # floored): the smallest s that gives the main branch's size
+        fits = [s for s in range(1, side + 1)
+                if conv_output_size(side, 1, s, floor=True) == want]
         if not fits:
             raise ShapeError(
                 f"RES[...]: the main branch maps {fmt_shape(shape)} to {fmt_shape(target)}; no 1x1 "
                 f"CONV maps a side of {side} to {want} (floor((W - 1)/S) + 1 = {want} has no "
                 "stride S): write the shortcut yourself, RES[main | shortcut]")
-        floor = floor or (side - 1) % fits[0] != 0
+        floor = floor or not conv_fits(side, 1, fits[0])
         strides.append(fits[0])
     conv = Conv(K=target[2], F=1, S=(strides[0], strides[1]), bias=not has_bn, floor=floor)
     conv.inserted = "projection"

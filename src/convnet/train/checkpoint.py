@@ -34,13 +34,11 @@ arrays' sizes against the architecture) before anything is allocated, built or u
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import math
 import os
 import re
-import secrets
 import struct
 import zipfile
 import zlib
@@ -54,7 +52,15 @@ import numpy as np
 from convnet.data.transforms import Normalizer
 from convnet.errors import CheckpointError, ConvnetError
 from convnet.net.graph import Graph
-from convnet.safety import cap, excerpt, open_regular, too_big
+from convnet.safety import (  # noqa: F401 - MAX_NDIM: checkpoint.MAX_NDIM stays importable
+    MAX_NDIM,
+    atomic_write,
+    cap,
+    excerpt,
+    npy_header,
+    open_regular,
+    too_big,
+)
 
 __all__ = [
     "FORMAT",
@@ -113,34 +119,6 @@ class Checkpoint:
 
 
 # ------------------------------------------------------------------------------------- writing
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows), hence best effort.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _create_temp(directory: Path, name: str) -> tuple[int, Path]:
-    """A new file beside the target, created with mode 0o666 so that the umask decides its
-    permissions (as for any file the user writes; ``tempfile.mkstemp`` would make it 0600)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
-        | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {directory / name}")
-
-
 def atomic_savez(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``arrays`` as an npz at ``path`` atomically (temp file, fsync, rename, fsync dir).
 
@@ -153,25 +131,15 @@ def atomic_savez(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray])
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory: give a file name, e.g. {path / 'model.npz'}")
     directory = path.parent if str(path.parent) else Path(".")
-    tmp = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(directory, path.name)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno is not None:
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    except OSError as exc:
+        if exc.errno is not None:
             kept = "the previous file is kept" if path.exists() else "nothing was written"
             raise OSError(exc.errno, f"{exc.strerror or exc} while writing the checkpoint "
                                      f"({kept})", str(path)) from exc
         raise
-    _fsync_dir(directory)
     return path
 
 
@@ -291,12 +259,8 @@ MAX_TEXT_CHARS = {"format": 64, "dtype": 16, "spec": 1_000_000, "meta": 16_000_0
 MAX_JSON_DEPTH = 32            # nesting of meta / rng (convnet writes at most 6)
 MAX_INFLATION = 32             # decompressed total / size on disk, beyond the allowance below
 _INFLATION_ALLOWANCE = 64 * 2**20
-MAX_NDIM = 32                  # dimensions of one array
 MAX_NAME = 1_000               # characters of a class name
-_NPY_MAGIC = b"\x93NUMPY"
 _KEY = re.compile(r"[A-Za-z0-9_.\-/]{1,256}")
-# A member's element type: bool, integers, floats, or text (U). Never objects, records, bytes.
-_DESCR = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248]|U[0-9]{1,9})")
 
 
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
@@ -337,43 +301,13 @@ def _bad(path: Path, problem: str) -> CheckpointError:
 
 
 def _npy_header(stream: Any, key: str, info: zipfile.ZipInfo, path: Path) -> _Member:
-    """Parse and validate a member's ``.npy`` header; the data's declared size must be exactly
-    what the zip directory says the member holds (so nothing past it is ever read)."""
-    head = stream.read(8)
-    if len(head) < 8 or head[:6] != _NPY_MAGIC or head[6] not in (1, 2, 3) or head[7] != 0:
-        raise _bad(path, f"member {key!r} is not a .npy array (bad magic {excerpt(head[:8])})")
-    size_len = 2 if head[6] == 1 else 4
-    raw_len = stream.read(size_len)
-    if len(raw_len) < size_len:
-        raise _bad(path, f"member {key!r}: truncated .npy header")
-    hlen = int.from_bytes(raw_len, "little")
-    if hlen > 10_000:  # NumPy's own limit
-        raise _bad(path, f"member {key!r}: .npy header of {hlen:,} bytes (at most 10,000)")
-    text = stream.read(hlen)
-    if len(text) < hlen:
-        raise _bad(path, f"member {key!r}: truncated .npy header")
-    try:
-        header = ast.literal_eval(text.decode("utf-8" if head[6] == 3 else "latin-1"))
-    except Exception as exc:  # noqa: BLE001 - SyntaxError, ValueError, RecursionError, ...
-        raise _bad(path, f"member {key!r}: malformed .npy header "
-                         f"({type(exc).__name__}: {excerpt(text, 60)})") from None
-    ok = (isinstance(header, dict) and set(header) == {"descr", "fortran_order", "shape"}
-          and isinstance(header["descr"], str) and _DESCR.fullmatch(header["descr"])
-          and isinstance(header["fortran_order"], bool) and isinstance(header["shape"], tuple)
-          and len(header["shape"]) <= MAX_NDIM
-          and all(type(d) is int and d >= 0 for d in header["shape"]))
-    if not ok and isinstance(header, dict) and isinstance(header.get("descr"), str | list) \
-            and "O" in str(header.get("descr")):
-        raise _bad(path, f"member {key!r} holds a pickled object array; convnet checkpoints "
-                         "never execute code on load, so this file is refused")
-    if not ok:
-        raise _bad(path, f"member {key!r}: .npy header {excerpt(text.strip(), 80)} is not "
-                         "{'descr': a numeric or text type, 'fortran_order': bool, 'shape': a "
-                         "tuple of whole numbers} (object arrays, records and pickles are refused)")
-    dtype = np.dtype(header["descr"])
-    m = _Member(info, dtype, header["shape"], header["fortran_order"], 8 + size_len + hlen)
+    """Parse and validate a member's ``.npy`` header (:func:`convnet.safety.npy_header`); the
+    data's declared size must be exactly what the zip directory says the member holds (so
+    nothing past it is ever read)."""
+    h = npy_header(stream, f"{path}: member {key!r}", CheckpointError)
+    m = _Member(info, h.dtype, h.shape, h.fortran, h.header_bytes)
     if m.header_bytes + m.nbytes != info.file_size:
-        raise _bad(path, f"member {key!r}: its header declares {m.shape} of {dtype} = "
+        raise _bad(path, f"member {key!r}: its header declares {m.shape} of {m.dtype} = "
                          f"{m.nbytes:,} bytes, but the archive says the member holds "
                          f"{info.file_size - m.header_bytes:,}")
     return m

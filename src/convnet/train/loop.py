@@ -629,6 +629,18 @@ class Trainer:
                     f"{ckpt.config.get('batch_size')}; this run has {len(self.data)} images in "
                     f"batches of {self.batch_size}: resume with the same data and batch size"
                 )
+            n = len(self.data)
+            if n and (order.min() < 0 or order.max() >= n
+                      or int(np.bincount(order, minlength=n).max()) != 1):
+                raise CheckpointError(
+                    f"{path}: its interrupted epoch's sample order is not a permutation of the "
+                    f"{n:,} images (each index 0..{n - 1} exactly once): the checkpoint is "
+                    "damaged or was edited; resume from an earlier checkpoint, or start the "
+                    "epoch again from the last epoch's checkpoint"
+                )
+            if not np.all(np.isfinite(sums)) or not np.isfinite(t):
+                raise CheckpointError(f"{path}: its interrupted epoch's running sums are not "
+                                      "finite: the checkpoint is damaged")
             self._order, self._batch, self._sums, self._epoch_time = order, batch, sums, t
 
     # -- the loop --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "mean_iou_from_confusion",
     "per_class_accuracy",
     "precision_recall_f1",
+    "scores_from_confusion",
 ]
 
 
@@ -162,22 +163,47 @@ def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
     >>> r["precision"].round(3).tolist(), r["recall"].tolist(), round(r["macro"]["f1"], 3)
     ([1.0, 0.667], [0.5, 1.0], 0.733)
     """
-    from sklearn.metrics import precision_recall_fscore_support
+    return scores_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
 
-    t = np.asarray(y_true).reshape(-1).astype(np.int64)
-    p = np.asarray(y_pred).reshape(-1).astype(np.int64)
-    confusion_matrix(t, p, num_classes)  # the same checks (and messages) on shapes and ranges
-    labels = list(range(int(num_classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        t, p, labels=labels, average=None, zero_division=np.nan)
-    out: dict[str, Any] = {"precision": np.asarray(precision, np.float64),
-                           "recall": np.asarray(recall, np.float64),
-                           "f1": np.asarray(f1, np.float64),
-                           "support": np.asarray(support, np.int64)}
+
+def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+    """:func:`precision_recall_f1` from a confusion matrix (rows: true class, columns:
+    predicted), computed once from its diagonal and its sums, as scikit-learn's
+    ``precision_recall_fscore_support(..., zero_division=np.nan)`` gives them:
+
+    - ``precision = tp / column sum``, ``recall = tp / row sum`` (the support),
+      ``F1 = 2 tp / (2 tp + fp + fn)``; NaN where the denominator is 0;
+    - ``macro``: the mean over the classes where the value is defined; ``weighted``: those
+      values weighted by their support (0 when all of it is 0, NaN when no class has one).
+
+    >>> r = scores_from_confusion(np.array([[1, 1], [0, 2]]))
+    >>> r["precision"].round(3).tolist(), r["recall"].tolist(), round(r["macro"]["f1"], 3)
+    ([1.0, 0.667], [0.5, 1.0], 0.733)
+    """
+    cm = np.asarray(cm, np.int64)
+    tp = np.diag(cm).astype(np.float64)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    denom = (2 * tp + (predicted - tp) + (support - tp))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: dict[str, Any] = {
+            "precision": np.where(predicted > 0, tp / predicted, np.nan),
+            "recall": np.where(support > 0, tp / support, np.nan),
+            "f1": np.where(denom > 0, 2 * tp / denom, np.nan),
+            "support": support.astype(np.int64),
+        }
     for average in ("macro", "weighted"):
-        pa, ra, fa, _ = precision_recall_fscore_support(t, p, labels=labels, average=average,
-                                                        zero_division=np.nan)
-        out[average] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
+        avg = {}
+        for key in ("precision", "recall", "f1"):
+            v = out[key]
+            ok = ~np.isnan(v)
+            if not ok.any():
+                avg[key] = float("nan")
+            elif average == "macro":
+                avg[key] = float(np.mean(v[ok]))
+            else:
+                w = support[ok]
+                avg[key] = float(np.sum(v[ok] * w) / w.sum()) if w.sum() > 0 else 0.0
+        out[average] = avg
     return out
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from convnet.errors import ConfigError
-from convnet.safety import excerpt, file_kind
+from convnet.safety import excerpt, read_regular
 
 __all__ = ["HOST", "PageServer", "check_port", "serve"]
 
@@ -47,21 +46,12 @@ def check_port(port: Any) -> int:
 
 
 def _read_page(path: Path) -> bytes:
-    """The page's bytes: a regular file, not a symlink (``O_NOFOLLOW``), not a FIFO."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
-        | getattr(os, "O_CLOEXEC", 0)
+    """The page's bytes: a regular file, not a symlink (``O_NOFOLLOW``), not a FIFO
+    (:func:`convnet.safety.read_regular`)."""
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        why = "it is a symlink" if path.is_symlink() else exc.strerror or str(exc)
-        raise ConfigError(f"{path}: cannot serve the page: {why}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: cannot serve the page: it is {file_kind(st.st_mode)}, "
-                              "not a regular file")
-        os.set_blocking(f.fileno(), True)
-        return f.read()
+        return read_regular(path, what="page", error=ConfigError, follow_symlinks=False)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot serve the page: {exc}") from None
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
