@@ -54,6 +54,7 @@ from convnet.errors import CheckpointError, ConvnetError
 from convnet.net.graph import Graph
 from convnet.safety import (  # noqa: F401 - MAX_NDIM: checkpoint.MAX_NDIM stays importable
     MAX_NDIM,
+    NpyHeader,
     atomic_write,
     cap,
     excerpt,
@@ -278,22 +279,11 @@ def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
 
 
 @dataclass(frozen=True)
-class _Member:
-    """One ``.npy`` member as its header declares it (validated, nothing of its data read)."""
+class _Member(NpyHeader):
+    """One ``.npy`` member: its zip entry and what its header declares (validated, nothing of
+    its data read)."""
 
     info: zipfile.ZipInfo
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    fortran: bool
-    header_bytes: int  # magic, version, length and header dict: where the data starts
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
 
 
 def _bad(path: Path, problem: str) -> CheckpointError:
@@ -305,7 +295,7 @@ def _npy_header(stream: Any, key: str, info: zipfile.ZipInfo, path: Path) -> _Me
     data's declared size must be exactly what the zip directory says the member holds (so
     nothing past it is ever read)."""
     h = npy_header(stream, f"{path}: member {key!r}", CheckpointError)
-    m = _Member(info, h.dtype, h.shape, h.fortran, h.header_bytes)
+    m = _Member(h.dtype, h.shape, h.fortran, h.header_bytes, info)
     if m.header_bytes + m.nbytes != info.file_size:
         raise _bad(path, f"member {key!r}: its header declares {m.shape} of {m.dtype} = "
                          f"{m.nbytes:,} bytes, but the archive says the member holds "
