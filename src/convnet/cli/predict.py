@@ -3,11 +3,11 @@
 PATH is an image file, a folder (searched recursively for image files) or a glob pattern
 ("photos/**/*.jpg"), as many as you like. Images are read and classified a batch at a time, so
 memory stays flat however many there are. Without --out each image's classes are printed; with
---out FILE they are written as CSV (or JSON lines for .jsonl, Parquet for .parquet when pyarrow
-is installed): path, class_1, prob_1, ..., class_k, prob_k, warning, error; with a progress bar
-(images/s and ETA) on stderr. An image that cannot be read gets its reason in the error column
-(and the exit status is 1) instead of stopping the run; --resume continues a run whose output
-file exists, skipping the images already in it.
+--out FILE they are written as CSV (or JSON lines for .jsonl, Parquet for .parquet with the
+[parquet] extra, pyarrow): path, class_1, prob_1, ..., class_k, prob_k, warning, error; with a
+progress bar (images/s and ETA) on stderr. An image that cannot be read gets its reason in the
+error column (and the exit status is 1) instead of stopping the run; --resume continues a run
+whose output file exists, skipping the images already in it.
 
 Fitting: each image is fitted to the model's input keeping its proportions (--fit pad, the
 default: the whole image scaled in, the rest filled with its own background, as the training
@@ -476,8 +476,8 @@ def run(args: argparse.Namespace) -> int:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise ConfigError(f"--out {out}: writing Parquet needs pyarrow, which is not "
-                                  "installed (pip install pyarrow), or use .csv or .jsonl"
-                                  ) from None
+                                  "installed (pip install 'convnet[parquet]'), or use .csv or "
+                                  ".jsonl") from None
         if out.exists() and not args.resume:
             raise ConfigError(f"{out} exists: add --resume to continue that run (skipping the "
                               "images already in it), or choose another --out")
