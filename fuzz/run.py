@@ -9,13 +9,14 @@ the bytes as the arrays of a zip made with valid CRCs, so mutations reach the sc
 ``idx`` (convnet.data.idx.read_idx, plain and gzip), ``cifar`` (the restricted unpickler and
 read_batch) and ``spec`` (the architecture language: parse, then build without weights, as text
 only). Each runs under atheris (libFuzzer) in its own process for its share of the time, from a
-corpus of valid files made here (``fuzz/corpus/<reader>/``, grown by the fuzzer). An input that
-makes a reader raise anything but a ``ConvnetError``, crash, run past 30 s or use more than 2 GB
-is a finding: it is saved under ``fuzz/crashes/<reader>/`` and the reader restarts, until its
-time is used. The caps are lowered to 64 MiB in the workers so that a file just under a cap
-cannot pass for a memory blow-up.
+corpus of valid files made here (``fuzz/corpus/<reader>/``, grown by the fuzzer; ``--dir DIR``
+puts corpus/ and crashes/ under DIR instead). An input that makes a reader raise anything but a
+``ConvnetError``, crash, run past 30 s or use more than 2 GB is a finding: it is saved under
+``fuzz/crashes/<reader>/`` and the reader restarts, until its time is used. The caps are lowered
+to 64 MiB in the workers so that a file just under a cap cannot pass for a memory blow-up.
 
-The report gives, per reader, the inputs tried, the findings and the coverage reached.
+The report gives, per reader, the inputs tried, the findings and the coverage reached. It needs
+atheris (``pip install 'convnet[fuzz]'``); without it the script exits with status 2.
 """
 
 from __future__ import annotations
@@ -196,9 +197,9 @@ def _worker(reader: str, seconds: int, corpus: Path, crashes: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the driver
-def _fuzz(reader: str, seconds: float) -> dict:
-    corpus = HERE / "corpus" / reader
-    crashes = HERE / "crashes" / reader
+def _fuzz(reader: str, seconds: float, base: Path = HERE) -> dict:
+    corpus = base / "corpus" / reader
+    crashes = base / "crashes" / reader
     if not corpus.is_dir() or not any(corpus.iterdir()):
         _seed_corpus(reader, corpus)
     stats = {"runs": 0, "findings": [], "cov": 0, "ft": 0, "corpus": 0, "restarts": 0}
@@ -206,7 +207,8 @@ def _fuzz(reader: str, seconds: float) -> dict:
     while (left := int(deadline - time.monotonic())) >= 5:
         before = set(crashes.glob("*")) if crashes.is_dir() else set()
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", reader, "--seconds", str(left)],
+            [sys.executable, __file__, "--worker", reader, "--seconds", str(left),
+             "--dir", str(base)],
             capture_output=True, text=True, errors="replace")
         out = proc.stdout + proc.stderr
         runs = re.findall(r"stat::number_of_executed_units: (\d+)", out) or \
@@ -236,16 +238,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", nargs="+", choices=READERS, default=list(READERS))
     parser.add_argument("--worker", choices=READERS, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=int, default=60, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, default=HERE,
+                        help="where the corpus/ and crashes/ folders go (default: fuzz/)")
     args, _ = parser.parse_known_args(argv)
+    try:
+        import atheris  # noqa: F401
+    except ImportError:  # a missing fuzzer is a setup error, not a finding
+        print("fuzz/run.py: error: atheris is not installed: pip install 'convnet[fuzz]' "
+              "(atheris==2.3.0)", file=sys.stderr)
+        return 2
     if args.worker:
-        _worker(args.worker, args.seconds, HERE / "corpus" / args.worker,
-                HERE / "crashes" / args.worker)
+        _worker(args.worker, args.seconds, args.dir / "corpus" / args.worker,
+                args.dir / "crashes" / args.worker)
         return 0
     share = args.minutes * 60 / len(args.readers)
     results = {}
     for reader in args.readers:
         print(f"fuzzing {reader} for {share:.0f} s ...", flush=True)
-        results[reader] = r = _fuzz(reader, share)
+        results[reader] = r = _fuzz(reader, share, args.dir)
         print(f"  {reader}: {r['runs']:,} inputs, {len(r['findings'])} finding(s), coverage "
               f"{r['cov']} edges / {r['ft']} features, corpus {r['corpus']}", flush=True)
         for f in r["findings"]:

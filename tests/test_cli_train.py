@@ -113,6 +113,7 @@ def test_eval_prints_accuracy_per_class_and_confusion(model_dir, capsys):
     assert "accuracy" in out and "per class:" in out and "confusion matrix:" in out
     assert re.search(r"^ *precision +recall +F1 +support$", out, re.M)
     assert re.search(r"^macro average +[\d.]+% +[\d.]+% +[\d.]+% +359$", out, re.M)
+    assert "classes never predicted count as precision 0" in out
     assert main(["eval", str(model_dir / "last.npz"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     cm = np.array(r["confusion"])
@@ -134,8 +135,9 @@ def test_eval_prints_accuracy_per_class_and_confusion(model_dir, capsys):
             assert row["f1"] == pytest.approx(2 * p * rc / (p + rc) if p + rc else 0.0)
         else:
             assert row["precision"] is None  # undefined, not 0: JSON null
-    defined = [row["precision"] for row in r["per_class"] if row["precision"] is not None]
-    assert r["macro"]["precision"] == pytest.approx(np.mean(defined))
+    # a class never predicted counts as precision 0 in the averages (scikit-learn's default)
+    assert r["macro"]["precision"] == pytest.approx(
+        np.mean([row["precision"] or 0.0 for row in r["per_class"]]))
     assert r["macro"]["recall"] == pytest.approx(np.mean(tp / true))
     assert r["weighted"]["recall"] == pytest.approx(r["accuracy"])  # support-weighted recall
     bad = model_dir.parent / "not.npz"

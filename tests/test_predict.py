@@ -226,6 +226,53 @@ def test_paths_globs_and_errors(model, folder, tmp_path, capsys, monkeypatch):
     assert "not both" in _error_line(capsys)
 
 
+def test_parquet_round_trip_equals_the_csv(model, folder, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    root, _ = folder
+    csv_out, pq_out = tmp_path / "p.csv", tmp_path / "p.parquet"
+    assert main(["predict", str(model), str(root), "--out", str(csv_out), "--top-k", "2"]) == 1
+    assert main(["predict", str(model), str(root), "--out", str(pq_out), "--top-k", "2"]) == 1
+    assert "predicted 14 images into" in capsys.readouterr().err
+    assert not (tmp_path / ".p.parquet.partial").exists()  # renamed into place when complete
+    table = pq.read_table(pq_out)
+    assert table.column_names == ["path", "class_1", "prob_1", "class_2", "prob_2", "warning",
+                                  "error"]
+    assert str(table.schema.field("prob_1").type) == "double"
+    rows = _rows(csv_out)
+    got = table.to_pylist()
+    assert len(got) == len(rows) == 15
+    for want, row in zip(rows, got, strict=True):
+        for c, v in want.items():
+            if c.startswith("prob_") and v != "":
+                assert row[c] == pytest.approx(float(v), rel=1e-9, abs=1e-12), (c, row)
+            else:  # CSV writes a missing value (None) as ""
+                assert (row[c] if row[c] is not None else "") == v, (c, row)
+    # --resume of a complete Parquet file adds nothing and keeps every row
+    assert main(["predict", str(model), str(root), "--out", str(pq_out), "--top-k", "2",
+                 "--resume"]) == 0
+    assert pq.read_table(pq_out).to_pylist() == got
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", None])
+def test_non_finite_scores_name_the_model_and_leave_no_output(tmp_path, capsys, suffix):
+    """issue 20: weights of 3e38 overflow float32; the error names the model, prints no
+    progress line, and leaves no header-only file that a re-run would have to --resume."""
+    net = cn.build("INPUT(8x8x1) -> FC(3)", seed=0)
+    net.layers[0].params["W"][...] = 3e38
+    model = cn.save(net, tmp_path / "huge.npz")
+    img = tmp_path / "img.png"
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(img)
+    out = ["--out", str(tmp_path / f"h{suffix}")] if suffix else []
+    for _ in range(2):  # the same error again: nothing was left behind
+        assert main(["predict", str(model), str(img), *out]) == 2
+        out_text, err = capsys.readouterr()
+        assert out_text == "" and err.count("\n") == 1, err
+        assert err.startswith(f"convnet predict: error: {model}: the network's scores are not "
+                              "finite")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.npz", "img.png"]
+
+
 @pytest.mark.parametrize("text, kept", [
     (b"", b""), (b"a\n", b"a\n"), (b"half", b""), (b"a\nb\nhal", b"a\nb\n"),
     (b"x" * 700 + b"\n" + b"y" * 2000, b"x" * 700 + b"\n"),   # the newline blocks back

@@ -578,3 +578,35 @@ def test_max_flags_reach_the_decoding_processes(tmp_path):
     reasons = [s["reason"] for s in result.skipped]
     assert len(reasons) == 9 and all("over the limit of 200 pixels" in r for r in reasons), \
         reasons
+
+
+def test_cli_pack_of_a_fake_cifar10_folder(tmp_path, capsys):
+    """issue 17: `convnet pack` of a CIFAR-10 python-batches folder (5 train batches of 6
+    images, a test batch of 6): the shards hold the batches' pixels and labels, in order."""
+    from test_data import _make_cifar  # the CIFAR batch writer of the data tests
+
+    d, batches = _make_cifar(tmp_path / "cifar", n=6, names=("airplane", "automobile", "bird"))
+    out = tmp_path / "packed"
+    assert main(["pack", str(d), "-o", str(out), "--shard-size", "8", "--workers", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "packed 30 train + 6 test images 32x32x3 of 3 classes into 5 shards" in said, said
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["classes"] == ["airplane", "automobile", "bird"]
+    train, test = load_dataset(out)
+    assert isinstance(train, ShardedDataset) and (len(train), len(test)) == (30, 6)
+    assert train.classes == ["airplane", "automobile", "bird"]
+    want_x = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
+    want_y = np.concatenate([batches[f"data_batch_{i}"][1] for i in range(1, 6)])
+    for split, x, y in ((train, want_x, want_y), (test, *batches["test_batch"])):
+        got_x, got_y = split.take(np.arange(len(split)))
+        np.testing.assert_allclose(got_x * 255, x, atol=1e-3)
+        np.testing.assert_array_equal(got_y, y)
+        np.testing.assert_array_equal(split.y, y)
+    # the same as loading the batches into memory
+    mem_train, _ = load_dataset("cifar10", data_dir=d)
+    np.testing.assert_array_equal(train.take(np.arange(30))[0], mem_train.x)
+    # run again on the finished pack: every shard re-checked, nothing re-made
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["pack", str(d), "-o", str(out), "--shard-size", "8", "--workers", "0"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix == ".npy"} == \
+        {k: v for k, v in before.items() if k.endswith(".npy")}

@@ -296,10 +296,39 @@ def test_scores_from_the_confusion_matrix_are_sklearns():
         ref = prfs(y, p, labels=list(range(C)), average=None, zero_division=np.nan)
         for key, want in zip(("precision", "recall", "f1", "support"), ref, strict=True):
             np.testing.assert_allclose(r[key], want, rtol=1e-12, equal_nan=True)
+        # the averages: scikit-learn's default convention, zero_division=0 over the classes
+        # in the labels or the predictions (a never-predicted class counts as precision 0)
         for average in ("macro", "weighted"):
-            want = prfs(y, p, labels=list(range(C)), average=average, zero_division=np.nan)
+            want = prfs(y, p, average=average, zero_division=0)
             got = [r[average][k] for k in ("precision", "recall", "f1")]
-            np.testing.assert_allclose(got, want[:3], rtol=1e-12, equal_nan=True)
+            np.testing.assert_allclose(got, want[:3], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("y, p, C", [
+    ([0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 2, 2], 3),        # class 1 never predicted
+    ([0, 1, 2, 3, 3, 3], [0, 0, 0, 3, 3, 3], 5),        # 1 and 2 never predicted, 4 absent
+    ([0, 0, 0, 1], [1, 1, 2, 1], 3),                    # 0 never predicted, 2 never true
+    ([2, 2, 2], [2, 2, 2], 4),                          # one class only
+])
+def test_never_predicted_classes_count_as_precision_0(y, p, C):
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    from convnet.train.metrics import format_scores, precision_recall_f1
+
+    y, p = np.array(y), np.array(p)
+    r = precision_recall_f1(y, p, C)
+    never = [c for c in range(C) if c in y and c not in p]
+    assert all(np.isnan(r["precision"][c]) for c in never)  # n/a in the class's own row
+    for average in ("macro", "weighted"):
+        want = prfs(y, p, average=average, zero_division=0)[:3]
+        got = [r[average][k] for k in ("precision", "recall", "f1")]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    present = sorted(set(y) | set(p))
+    defined = [r["precision"][c] for c in present if c not in never]
+    assert r["macro"]["precision"] == pytest.approx(sum(defined) / len(present))
+    if never:  # the old convention (leave them out) would have given more
+        assert r["macro"]["precision"] < np.mean(defined)
+    assert "n/a" in format_scores(r, [str(c) for c in range(C)]) or not never
 
 
 def test_metrics():

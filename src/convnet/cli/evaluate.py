@@ -11,7 +11,9 @@ The normalisation saved with the model is applied.
 A class's precision is the share of the images called by its name that are of it; its recall
 (its per-class accuracy) the share of its images called by its name; F1 their harmonic mean.
 The macro average is the plain mean over classes, the weighted one weighs each class by its
-number of images (support).
+number of images (support). As in scikit-learn (zero_division=0), the averages run over the
+classes that occur in the labels or the predictions, and a class never predicted counts as
+precision 0 in them (its own row shows n/a).
 
 --json prints one JSON object instead. For a classifier:
 
@@ -25,8 +27,8 @@ number of images (support).
    "confusion": [[COUNT, ...], ...]}         (rows: true class, columns: predicted)
 
 Fractions are in [0, 1]; a value that is undefined (a class never predicted has no precision)
-is null. For a segmentation model: model, data, split, images, pixels, pixel_accuracy, loss,
-mean_iou, classes, iou (per class), confusion.
+is null, and counts as 0 in macro and weighted. For a segmentation model: model, data, split,
+images, pixels, pixel_accuracy, loss, mean_iou, classes, iou (per class), confusion.
 
 examples:
   convnet eval runs/digits-20250101-120000
@@ -124,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         "recall: the share of a class's images given its name (its per-class accuracy);",
         "precision: the share of the images given a name that are of that class; F1: their "
         "harmonic mean.",
+        "averages: classes never predicted count as precision 0 (n/a in their row), as in "
+        "scikit-learn",
+        "(zero_division=0); a class in neither the labels nor the predictions is left out.",
         "",
         "confusion matrix:", format_confusion(cm, classes),
     ]

@@ -3,11 +3,11 @@
 PATH is an image file, a folder (searched recursively for image files) or a glob pattern
 ("photos/**/*.jpg"), as many as you like. Images are read and classified a batch at a time, so
 memory stays flat however many there are. Without --out each image's classes are printed; with
---out FILE they are written as CSV (or JSON lines for .jsonl, Parquet for .parquet when pyarrow
-is installed): path, class_1, prob_1, ..., class_k, prob_k, warning, error; with a progress bar
-(images/s and ETA) on stderr. An image that cannot be read gets its reason in the error column
-(and the exit status is 1) instead of stopping the run; --resume continues a run whose output
-file exists, skipping the images already in it.
+--out FILE they are written as CSV (or JSON lines for .jsonl, Parquet for .parquet with the
+[parquet] extra, pyarrow): path, class_1, prob_1, ..., class_k, prob_k, warning, error; with a
+progress bar (images/s and ETA) on stderr. An image that cannot be read gets its reason in the
+error column (and the exit status is 1) instead of stopping the run; --resume continues a run
+whose output file exists, skipping the images already in it.
 
 Fitting: each image is fitted to the model's input keeping its proportions (--fit pad, the
 default: the whole image scaled in, the rest filled with its own background, as the training
@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import json
 import os
 import sys
@@ -162,10 +163,12 @@ class Predictor:
         """Fill in the top-k classes and probabilities of the rows :meth:`load` made."""
         from convnet.errors import ConfigError
         from convnet.ops.loss import softmax
+        from convnet.safety import check_finite_scores
 
         if not len(x):
             return rows
-        scores = self.scores(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, naming the model
+            scores = check_finite_scores(self.scores(x), str(self.ckpt.path))
         C = self.net.output_shape[-1]
         if scores.ndim > 2 and all(d == 1 for d in scores.shape[1:-1]):
             # a network without FC ending in a 1x1xK volume: its K scores are the class scores
@@ -476,8 +479,8 @@ def run(args: argparse.Namespace) -> int:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise ConfigError(f"--out {out}: writing Parquet needs pyarrow, which is not "
-                                  "installed (pip install pyarrow), or use .csv or .jsonl"
-                                  ) from None
+                                  "installed (pip install 'convnet[parquet]'), or use .csv or "
+                                  ".jsonl") from None
         if out.exists() and not args.resume:
             raise ConfigError(f"{out} exists: add --resume to continue that run (skipping the "
                               "images already in it), or choose another --out")
@@ -509,16 +512,21 @@ def _run_rows(predictor: Predictor, results: Iterator[list[dict[str, Any]]], out
     """Write (or print) the rows as they come; the summary; the exit status."""
     from convnet.data.progress import Progress
 
+    t0 = time.perf_counter()
+    # The first batch is classified before the output file is made or the bar drawn: a model
+    # that cannot classify (non-finite scores, score maps) fails with its one error line and
+    # leaves no header-only file behind that a re-run would have to --resume.
+    results = iter(results)
+    first = next(results, None)
     writer = None
     if out is not None and fmt:
         writer = _Writer(out, fmt, k, append=out.exists() and out.stat().st_size > 0)
     width = max(len(c) for c in predictor.classes)
     failed, warned, examples = 0, 0, []  # a few warnings to show, the rest counted
     complete = False
-    t0 = time.perf_counter()
     bar = Progress(count, "predict", enabled=writer is not None or count >= _MIN_BAR)
     try:
-        for rows in results:
+        for rows in itertools.chain([first] if first is not None else [], results):
             failed += sum(1 for r in rows if r["error"])
             for r in rows:
                 if r["warning"]:

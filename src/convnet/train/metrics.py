@@ -152,8 +152,11 @@ def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
     A class's precision is the share of the positions predicted as it that truly are it; its
     recall the share of its positions predicted as it (its per-class accuracy); F1 their
     harmonic mean. A class never predicted has no precision, one absent from the labels no
-    recall: those are NaN, and the averages leave them out. ``macro`` is the plain mean over
-    classes; ``weighted`` weighs each class by its ``support`` (its number of true positions).
+    recall: those are NaN per class. The averages follow scikit-learn's default
+    (``zero_division=0``): they run over the classes that occur in the labels or the
+    predictions, and count such an undefined value as 0, so a classifier cannot raise its macro
+    precision by never naming a hard class. ``macro`` is the plain mean over those classes;
+    ``weighted`` weighs each class by its ``support`` (its number of true positions).
 
     Returns:
         ``{"precision", "recall", "f1"}``: ``(C,)`` float64 arrays; ``"support"``: ``(C,)``
@@ -169,16 +172,22 @@ def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
 def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
     """:func:`precision_recall_f1` from a confusion matrix (rows: true class, columns:
     predicted), computed once from its diagonal and its sums, as scikit-learn's
-    ``precision_recall_fscore_support(..., zero_division=np.nan)`` gives them:
+    ``precision_recall_fscore_support`` gives them:
 
-    - ``precision = tp / column sum``, ``recall = tp / row sum`` (the support),
-      ``F1 = 2 tp / (2 tp + fp + fn)``; NaN where the denominator is 0;
-    - ``macro``: the mean over the classes where the value is defined; ``weighted``: those
-      values weighted by their support (0 when all of it is 0, NaN when no class has one).
+    - per class, as with ``zero_division=np.nan``: ``precision = tp / column sum``,
+      ``recall = tp / row sum`` (the support), ``F1 = 2 tp / (2 tp + fp + fn)``; NaN where the
+      denominator is 0 (never predicted; absent from the labels);
+    - the averages as with scikit-learn's default, ``zero_division=0`` (and no ``labels``):
+      over the classes present in the labels or the predictions, an undefined value counting
+      as 0; ``macro`` is their mean, ``weighted`` their mean weighted by the support (0 when
+      all of it is 0). NaN when no class is present (an empty matrix).
 
     >>> r = scores_from_confusion(np.array([[1, 1], [0, 2]]))
     >>> r["precision"].round(3).tolist(), r["recall"].tolist(), round(r["macro"]["f1"], 3)
     ([1.0, 0.667], [0.5, 1.0], 0.733)
+    >>> r = scores_from_confusion(np.array([[2, 0, 0], [1, 0, 0], [0, 0, 0]]))  # 1: never named
+    >>> r["precision"].round(3).tolist()[:2], round(r["macro"]["precision"], 3)
+    ([0.667, nan], 0.333)
     """
     cm = np.asarray(cm, np.int64)
     tp = np.diag(cm).astype(np.float64)
@@ -191,18 +200,18 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
             "f1": np.where(denom > 0, 2 * tp / denom, np.nan),
             "support": support.astype(np.int64),
         }
+    present = (predicted + support) > 0  # scikit-learn's labels: those in y_true or y_pred
+    w = support[present]
     for average in ("macro", "weighted"):
         avg = {}
         for key in ("precision", "recall", "f1"):
-            v = out[key]
-            ok = ~np.isnan(v)
-            if not ok.any():
+            v = np.nan_to_num(out[key][present], nan=0.0)  # zero_division=0
+            if not present.any():
                 avg[key] = float("nan")
             elif average == "macro":
-                avg[key] = float(np.mean(v[ok]))
+                avg[key] = float(np.mean(v))
             else:
-                w = support[ok]
-                avg[key] = float(np.sum(v[ok] * w) / w.sum()) if w.sum() > 0 else 0.0
+                avg[key] = float(np.sum(v * w) / w.sum()) if w.sum() > 0 else 0.0
         out[average] = avg
     return out
 
