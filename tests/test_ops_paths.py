@@ -230,6 +230,25 @@ def test_direct_depth1_path_equals_the_reference(case):
     _check_path(ConvPath.DIRECT_DEPTH1, case)
 
 
+@FAST
+@given(case=conv_cases(S=(1, 1)))
+def test_direct_small_path_equals_the_reference(case):
+    """The thin-input kernel (any window, dilation and padding, stride 1, depth 1-4) on its
+    wide grid, forward and weight gradient, against the reference."""
+    assert _jit.HAVE_NUMBA, "numba is a dependency"
+    _check_path(ConvPath.DIRECT_SMALL, case)
+
+
+def test_direct_small_path_applies_only_to_thin_stride_1_inputs():
+    with force_path(ConvPath.DIRECT_SMALL):
+        assert choose_path((2, 9, 9, 8), (4, 5, 5, 8), (1, 1), (0, 0), (1, 1), (5, 5),
+                           np.float32) is ConvPath.DIRECT_SMALL
+        assert choose_path((2, 9, 9, 9), (4, 5, 5, 9), (1, 1), (0, 0), (1, 1), (5, 5),
+                           np.float32) is ConvPath.IM2COL          # 9 channels
+        assert choose_path((2, 9, 9, 3), (4, 3, 3, 3), (2, 2), (0, 0), (1, 1), (4, 4),
+                           np.float32) is ConvPath.IM2COL          # stride 2
+
+
 # ----------------------------------------------------------- every InputGradPath, forced
 def _check_input_grad(path, case, a=(0, 0), applies=True):
     """conv2d_input_grad, and the transposed convolution whose forward it is, on ``path``
@@ -392,8 +411,11 @@ def test_pool_kernels_equal_the_reference(compiled, N, H, Wd, D, F, S, data, dty
     ((4, 8, 16, 32), (48, 3, 3, 32), 1, 2, 2, ConvPath.SUBIMAGES),      # dilated "same"
     ((4, 8, 16, 32), (48, 3, 3, 32), 1, 1, 2, ConvPath.IM2COL),         # dilated, not "same"
     ((128, 28, 28, 1), (32, 3, 3, 1), 1, 1, 1, ConvPath.DIRECT_DEPTH1),  # grayscale 1st layer
-    ((128, 28, 28, 1), (6, 3, 3, 1), 1, 1, 1, ConvPath.IM2COL),         # fewer than 8 filters
-    ((128, 32, 32, 3), (32, 5, 5, 3), 1, 2, 1, ConvPath.IM2COL),
+    ((128, 28, 28, 1), (6, 3, 3, 1), 1, 1, 1, ConvPath.DIRECT_SMALL),   # fewer than 8 filters
+    ((128, 32, 32, 3), (32, 5, 5, 3), 1, 2, 1, ConvPath.IM2COL),        # 32 filters: GEMM
+    ((128, 32, 32, 1), (3, 5, 5, 1), 1, 0, 1, ConvPath.DIRECT_SMALL),   # seed004's layers
+    ((128, 14, 14, 3), (6, 5, 5, 3), 1, 0, 1, ConvPath.DIRECT_SMALL),
+    ((128, 32, 32, 3), (6, 5, 5, 3), 2, 0, 1, ConvPath.IM2COL),         # stride 2
 ])
 def test_choose_path_at_the_measured_thresholds(x_shape, W_shape, S, P, d, want):
     S, P, d = (S, S), (P, P), (d, d)
@@ -414,7 +436,7 @@ def test_choose_input_grad_path_at_the_measured_thresholds(dout_shape, W_shape, 
 
 def test_force_path_applies_only_where_the_path_can_compute_and_nests():
     deep = ((128, 32, 32, 32), (32, 3, 3, 32), (1, 1), (1, 1), (1, 1), (32, 32))
-    five = ((2, 9, 9, 3), (4, 5, 5, 3), (1, 1), (0, 0), (1, 1), (5, 5))
+    five = ((2, 9, 9, 3), (16, 5, 5, 3), (1, 1), (0, 0), (1, 1), (5, 5))   # GEMM usually
     with force_path(ConvPath.IM2COL):
         assert choose_path(*deep) is ConvPath.IM2COL                  # every fast path off
         with force_path(ConvPath.WINOGRAD, fused_backward=False):

@@ -13,6 +13,8 @@ path                 where it applies (shapes)                         where it 
 ``SUBIMAGES``        dilated 3x3 stride-1 "same" (P = d, sizes          as Winograd, on the
                      divisible by d): Winograd on the d*d sub-images   sub-images
 ``DIRECT_DEPTH1``    3x3 on one input channel, Numba, float32/64       >= 8 filters
+``DIRECT_SMALL``     stride 1, any window and dilation, <= 8 input     <= 8 filters
+                     channels, Numba, float32/64
 ``IM2COL``           everything (gather + GEMM: the general path)      otherwise
 ==================== ================================================= =======================
 
@@ -43,9 +45,9 @@ from convnet.ops import _jit, winograd
 Pair = tuple[int, int]
 
 __all__ = [
-    "COL2IM_PLANES_BELOW", "DEPTH1_MIN_FILTERS", "FLIP_MIN_DEPTH", "WINOGRAD_MIN_CHANNELS",
-    "WINOGRAD_MIN_TILES", "ConvPath", "InputGradPath", "choose_input_grad_path", "choose_path",
-    "force_path",
+    "COL2IM_PLANES_BELOW", "DEPTH1_MIN_FILTERS", "FLIP_MIN_DEPTH", "SMALL_MAX_DEPTH",
+    "SMALL_MAX_FILTERS", "WINOGRAD_MIN_CHANNELS", "WINOGRAD_MIN_TILES", "ConvPath",
+    "InputGradPath", "choose_input_grad_path", "choose_path", "force_path",
 ]
 
 
@@ -63,6 +65,9 @@ class ConvPath(enum.Enum):
     #: The compiled direct 3x3 kernel of a one-channel input
     #: (:func:`convnet.ops.conv_fast.conv3x3_depth1`).
     DIRECT_DEPTH1 = "direct_depth1"
+    #: The compiled direct kernel of a thin input (at most :data:`SMALL_MAX_DEPTH` channels)
+    #: and any window (:func:`convnet.ops.conv_fast.conv_small`).
+    DIRECT_SMALL = "direct_small"
 
 
 class InputGradPath(enum.Enum):
@@ -99,6 +104,14 @@ WINOGRAD_MIN_TILES = 25
 #: it wants enough of them. Measured at 32 filters (28x28x1 -> 32, one thread): batch 1 0.07 ->
 #: 0.02-0.04 ms, batch 128 2.2-2.4 -> 1.6-2.0 ms against im2col + GEMM.
 DEPTH1_MIN_FILTERS = 8
+#: Largest input depth for which a convolution can run as the compiled thin-input kernel
+#: (:func:`convnet.ops._jit.conv_small_kernel`, ``ConvPath.DIRECT_SMALL``) ...
+SMALL_MAX_DEPTH = 8
+#: ... and largest filter count for which it is chosen: it makes one filter at a time, so its
+#: cost grows with K where the GEMM's improves. Measured at batch 128 (the kernel on one
+#: thread, against im2col + GEMM on two): 32x32x1 -> 3 (5x5) 0.61 against 3.2 ms; 14x14x3 -> 6
+#: (5x5) 0.78 against 2.6; but 32x32x3 -> 16 (3x3) 8.5 against 5.0 and -> 32 15.2 against 10.9.
+SMALL_MAX_FILTERS = 8
 #: Smallest input depth for which the input gradient runs as a flipped convolution rather than
 #: GEMM + col2im (stride 1 only); measured faster at 32 and 64, slower at 1: cifar10's 32x32x32
 #: layer at batch 128 46 ms against 85 ms (one thread); with D = 1 (a first layer) the GEMM is
@@ -189,9 +202,9 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
     """The path of the convolution of an ``x_shape`` input by ``W_shape`` filters on the grid
     ``out_hw``: its forward pass, its weight gradient and its backward all take it.
 
-    The first path of the ladder WINOGRAD, SUBIMAGES, DIRECT_DEPTH1 that applies to the shapes
-    and pays (the thresholds above), else IM2COL; or the first path :func:`force_path` names
-    that applies.
+    The first path of the ladder WINOGRAD, SUBIMAGES, DIRECT_DEPTH1, DIRECT_SMALL that applies
+    to the shapes and pays (the thresholds above), else IM2COL; or the first path
+    :func:`force_path` names that applies.
 
     Shape:
         x_shape ``(N, H, W, D)``, W_shape ``(K, Fh, Fw, D)``, ``out_hw`` the output grid (it can
@@ -212,10 +225,13 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
                      and tuple(out_hw) == (H, W_) and H % dh == 0 and W_ % dw == 0)
     depth1_fits = (three and D == 1 and _jit.HAVE_NUMBA
                    and np.dtype(dtype) in (np.float32, np.float64))
+    small_fits = (one and D <= SMALL_MAX_DEPTH and _jit.HAVE_NUMBA
+                  and np.dtype(dtype) in (np.float32, np.float64))
     for forced in _forced.conv or ():
         if (forced is ConvPath.IM2COL or (forced is ConvPath.WINOGRAD and winograd_fits)
                 or (forced is ConvPath.SUBIMAGES and subimages_fit)
-                or (forced is ConvPath.DIRECT_DEPTH1 and depth1_fits)):
+                or (forced is ConvPath.DIRECT_DEPTH1 and depth1_fits)
+                or (forced is ConvPath.DIRECT_SMALL and small_fits)):
             return forced
     if winograd_fits and _winograd_pays(D, K, N, out_hw):
         return ConvPath.WINOGRAD
@@ -223,6 +239,8 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
         return ConvPath.SUBIMAGES
     if depth1_fits and K >= DEPTH1_MIN_FILTERS:
         return ConvPath.DIRECT_DEPTH1
+    if small_fits and K <= SMALL_MAX_FILTERS:
+        return ConvPath.DIRECT_SMALL
     return ConvPath.IM2COL
 
 
