@@ -312,6 +312,16 @@ def test_flipped_path_declines_rows_only_output_padding_reaches():
 
 
 @FAST
+@given(case=conv_cases(S=(1, 1)), data=st.data())
+def test_direct_small_input_grad_path_equals_the_reference(case, data):
+    """The thin-input kernel's input gradient (any window, padding and dilation; output
+    padding too, whose rows no window reaches: zeros), and the transposed convolution whose
+    forward it is."""
+    a = tuple(data.draw(st.integers(0, dd - 1)) for dd in case["d"])
+    _check_input_grad(InputGradPath.DIRECT_SMALL, case, a)
+
+
+@FAST
 @given(case=conv_cases(F=(1, 1), S=(1, 1), P=(0, 0), d=(1, 1)))
 def test_gemm_input_grad_path_equals_the_reference(case):
     _check_input_grad(InputGradPath.GEMM, case)
@@ -428,7 +438,9 @@ def test_choose_path_at_the_measured_thresholds(x_shape, W_shape, S, P, d, want)
     ((8, 16, 16, 64), (64, 3, 3, 32), (16, 16), 1, 1, InputGradPath.FLIPPED),
     ((8, 16, 16, 64), (64, 3, 3, 8), (16, 16), 1, 1, InputGradPath.COL2IM),     # D = 8 < 16
     ((8, 8, 8, 64), (64, 3, 3, 32), (16, 16), 2, 1, InputGradPath.COL2IM),      # stride 2
-    ((8, 28, 28, 6), (6, 5, 5, 3), (32, 32), 1, 0, InputGradPath.COL2IM_PLANES),  # D = 3
+    ((8, 28, 28, 6), (6, 5, 5, 3), (32, 32), 1, 0, InputGradPath.DIRECT_SMALL),   # D = 3
+    ((8, 28, 28, 16), (16, 5, 5, 3), (32, 32), 1, 0, InputGradPath.COL2IM_PLANES),  # K = 16
+    ((8, 14, 14, 6), (6, 5, 5, 3), (32, 32), 2, 0, InputGradPath.COL2IM_PLANES),  # stride 2
 ])
 def test_choose_input_grad_path_at_the_measured_thresholds(dout_shape, W_shape, hw, S, P, want):
     assert choose_input_grad_path(dout_shape, W_shape, hw, (S, S), (P, P), (1, 1)) is want

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "conv3x3_depth1_pool_wgrad_kernel",
-           "conv3x3_depth1_wgrad_kernel", "conv_small_kernel",
+           "conv3x3_depth1_wgrad_kernel", "conv_small_dx_kernel", "conv_small_kernel",
            "conv_small_wgrad_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
            "maxpool_backward_kernel", "maxpool_forward_kernel", "relu_backward_kernel",
            "sgd_kernel", "spin_until"]
@@ -387,6 +387,33 @@ if HAVE_NUMBA:
                                 s += g[p] * src[p]
                             acc[k, (i * Fw + j) * D + d] += s
 
+    @njit(cache=True, nogil=True, fastmath={"contract"})
+    def conv_small_dx_kernel(gW, L, dh, dw, W, dxp):  # pragma: no cover - compiled
+        """The input gradient of :func:`conv_small_kernel`, on the same wide grid: every tap
+        of every filter adds ``w * g_k`` (``L`` contiguous values) into the flattened padded
+        input-gradient plane of its channel, shifted by the tap. ``gW``: the output gradient
+        planar on the wide grid ``(N, K, >= L)``, ZEROS in the columns ``ow >= Wo`` (they would
+        land on real pixels); ``W``: ``(K, Fh, Fw, D)``; ``dxp``: ``(N, D, Hp, Wp)``, written
+        (zeroed first) here."""
+        N, K = gW.shape[0], gW.shape[1]
+        _, Fh, Fw, D = W.shape
+        Wp = dxp.shape[3]
+        zero = dxp.dtype.type(0)
+        for n in range(N):
+            for d in range(D):
+                dd = dxp[n, d].ravel()
+                for p in range(dd.shape[0]):
+                    dd[p] = zero
+                for k in range(K):
+                    g = gW[n, k]
+                    for i in range(Fh):
+                        for j in range(Fw):
+                            off = i * dh * Wp + j * dw
+                            w = W[k, i, j, d]
+                            dst = dd[off:off + L]
+                            for p in range(L):
+                                dst[p] += g[p] * w
+
     @njit(cache=True, nogil=True)
     def sgd_kernel(p, g, v, lr, mu, wd, nesterov, first):  # pragma: no cover - compiled
         """One SGD step (:class:`convnet.optim.SGD`) for one parameter, in one pass over its
@@ -421,7 +448,7 @@ else:  # pragma: no cover
     maxpool_forward_kernel = maxpool_backward_kernel = None
     conv3x3_depth1_kernel = conv3x3_depth1_wgrad_kernel = None
     conv3x3_depth1_pool_wgrad_kernel = None
-    conv_small_kernel = conv_small_wgrad_kernel = None
+    conv_small_kernel = conv_small_wgrad_kernel = conv_small_dx_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
     sgd_kernel = relu_backward_kernel = None
 

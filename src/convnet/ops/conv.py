@@ -395,7 +395,10 @@ def conv2d_input_grad(
     N, Ho, Wo, K = dout.shape
     _, Fh, Fw, D = W.shape
     W2d = W.reshape(K, -1)
-    path = choose_input_grad_path(dout.shape, W.shape, input_hw, stride, pad, dilation)
+    path = choose_input_grad_path(dout.shape, W.shape, input_hw, stride, pad, dilation,
+                                  dout.dtype)
+    if path is InputGradPath.DIRECT_SMALL:
+        return fast.small_input_grad(dout, W, tuple(input_hw), pad, dilation)
     if path is InputGradPath.GEMM:
         # every pixel its own window: one GEMM, split by rows over the threads
         return _threads.matmul(dout.reshape(-1, K), W2d).reshape(N, Ho, Wo, D)

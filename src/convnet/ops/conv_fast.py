@@ -314,6 +314,43 @@ def conv_small(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair,
     return out
 
 
+def _wide_gradient(dout: np.ndarray, Wp: int) -> tuple[np.ndarray, int]:
+    """``dout`` planar on the wide grid ``(N, K, Ho*Wp)`` (zeros in the columns ``>= Wo``, in
+    this thread's scratch) and the run length ``L`` of the small kernels."""
+    N, Ho, Wo, K = dout.shape
+    gW = scratch("small_gW", (N, K, Ho, Wp), dout.dtype)
+    gW[..., Wo:] = 0
+    np.copyto(gW[..., :Wo], dout.transpose(0, 3, 1, 2))
+    return gW.reshape(N, K, Ho * Wp), (Ho - 1) * Wp + Wo
+
+
+def small_input_grad(dout: np.ndarray, W: np.ndarray, input_hw: Pair, pad: Pair,
+                     dilation: Pair) -> np.ndarray:
+    """The input gradient of the stride-1 convolution of a thin input by few filters (and the
+    forward of such a transposed convolution) by the compiled kernel
+    (:func:`convnet.ops._jit.conv_small_dx_kernel`) on the wide grid, then cropped to the input
+    and transposed to NHWC. Same contract as :func:`convnet.ops.conv.conv2d_input_grad`."""
+    N, Ho, Wo, K = dout.shape
+    _, Fh, Fw, D = W.shape
+    (ph, pw), (H, W_) = pad, input_hw
+    need = ((Ho - 1) + effective_extent(Fh, dilation[0]),
+            (Wo - 1) + effective_extent(Fw, dilation[1]))
+    gW, L = _wide_gradient(dout, need[1])
+    dxp = scratch("small_dxp", (N, D, *need), dout.dtype)
+    Wc = np.ascontiguousarray(W, dtype=dout.dtype)
+    parts = _small_split(N, N * Ho * Wo * W.size)
+    _threads.map_blocks(
+        lambda n0, n1: _jit.conv_small_dx_kernel(gW[n0:n1], L, dilation[0], dilation[1], Wc,
+                                                 dxp[n0:n1]), parts, len(parts))
+    dx = _arena.empty((N, H, W_, D), dout.dtype)
+    # input rows/cols r sit at r + P in the padded grid; those past ``need`` get no gradient
+    h, w = max(0, min(H, need[0] - ph)), max(0, min(W_, need[1] - pw))
+    if h < H or w < W_:
+        dx[...] = 0
+    np.copyto(dx[:, :h, :w], dxp[:, :, ph:ph + h, pw:pw + w].transpose(0, 2, 3, 1))
+    return dx
+
+
 def small_weight_grad(x: np.ndarray, dout: np.ndarray, F: Pair, pad: Pair,
                       dilation: Pair, has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """``dW`` ``(K, Fh, Fw, D)`` and ``db`` of :func:`conv_small` by the compiled kernel
@@ -323,12 +360,7 @@ def small_weight_grad(x: np.ndarray, dout: np.ndarray, F: Pair, pad: Pair,
     N, Ho, Wo, K = dout.shape
     D = x.shape[3]
     xpT = _small_planar(x, F, (1, 1), pad, dilation, (Ho, Wo))
-    Wp = xpT.shape[3]
-    gW = scratch("small_gW", (N, K, Ho, Wp), dout.dtype)
-    gW[..., Wo:] = 0
-    np.copyto(gW[..., :Wo], dout.transpose(0, 3, 1, 2))
-    gW = gW.reshape(N, K, Ho * Wp)
-    L = (Ho - 1) * Wp + Wo
+    gW, L = _wide_gradient(dout, xpT.shape[3])
     T = F[0] * F[1] * D
 
     def part(n0: int, n1: int) -> np.ndarray:

@@ -83,6 +83,9 @@ class InputGradPath(enum.Enum):
     COL2IM = "col2im"
     #: The same sums on transposed buffers: the slice-adds run along image rows (a thin ``dx``).
     COL2IM_PLANES = "col2im_planes"
+    #: Stride 1, a thin ``dx`` (at most :data:`SMALL_MAX_DEPTH` channels) from few filters: the
+    #: compiled kernel on the wide grid (:func:`convnet.ops.conv_fast.small_input_grad`).
+    DIRECT_SMALL = "direct_small"
 
 
 # ------------------------------------------------------------------------------ thresholds
@@ -246,11 +249,12 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
 
 def choose_input_grad_path(dout_shape: tuple[int, ...], W_shape: tuple[int, ...],
                            input_hw: Pair, stride: Pair, pad: Pair,
-                           dilation: Pair) -> InputGradPath:
+                           dilation: Pair, dtype: np.dtype | type = np.float32) -> InputGradPath:
     """The path of :func:`convnet.ops.conv.conv2d_input_grad` for an output gradient of
     ``dout_shape`` ``(N, Ho, Wo, K)``, filters ``W_shape`` ``(K, Fh, Fw, D)`` and an input grid
-    ``input_hw``: GEMM (1x1), FLIPPED (stride 1, deep enough ``dx``), COL2IM_PLANES (thin
-    ``dx``), else COL2IM; or the path :func:`force_path` names, where it applies."""
+    ``input_hw``: GEMM (1x1), DIRECT_SMALL (stride 1, thin ``dx`` from at most
+    :data:`SMALL_MAX_FILTERS` filters), FLIPPED (stride 1, deep enough ``dx``), COL2IM_PLANES
+    (thin ``dx``), else COL2IM; or the path :func:`force_path` names, where it applies."""
     _, Ho, Wo, _ = dout_shape
     _, Fh, Fw, D = W_shape
     one = tuple(stride) == (1, 1)
@@ -263,13 +267,18 @@ def choose_input_grad_path(dout_shape: tuple[int, ...], W_shape: tuple[int, ...]
     flipped_fits = (one and pad[0] < ext[0] and pad[1] < ext[1]
                     and (Ho + ext[0] - 1 - 2 * pad[0], Wo + ext[1] - 1 - 2 * pad[1])
                     == tuple(input_hw))
+    small_fits = (one and D <= SMALL_MAX_DEPTH and _jit.HAVE_NUMBA
+                  and np.dtype(dtype) in (np.float32, np.float64))
     forced = _forced.input_grad
     if forced is not None and (forced in (InputGradPath.COL2IM, InputGradPath.COL2IM_PLANES)
                                or (forced is InputGradPath.GEMM and gemm_fits)
-                               or (forced is InputGradPath.FLIPPED and flipped_fits)):
+                               or (forced is InputGradPath.FLIPPED and flipped_fits)
+                               or (forced is InputGradPath.DIRECT_SMALL and small_fits)):
         return forced
     if gemm_fits:
         return InputGradPath.GEMM
+    if small_fits and dout_shape[3] <= SMALL_MAX_FILTERS:
+        return InputGradPath.DIRECT_SMALL
     if flipped_fits and D >= FLIP_MIN_DEPTH:
         return InputGradPath.FLIPPED
     if D < COL2IM_PLANES_BELOW:
