@@ -463,3 +463,52 @@ def test_force_path_applies_only_where_the_path_can_compute_and_nests():
     with pytest.raises(RuntimeError), force_path(ConvPath.IM2COL):
         raise RuntimeError("a test failed")
     assert choose_path(*deep) is ConvPath.WINOGRAD                    # restored on error
+
+
+# ------------------------------------------------------------ depthwise paths and RELU6
+@FAST
+@given(case=conv_cases(K=1), dtype=st.sampled_from([np.float64, np.float32]))
+def test_depthwise_direct_path_equals_the_numpy_taps(case, dtype):
+    """DepthwisePath.DIRECT (compiled, one pass, both gradients together) against TAPS (the
+    plain NumPy path) on any window, stride, dilation and padding, with and without dx."""
+    from convnet.ops import grouped as G
+    from convnet.ops.conv_paths import DepthwisePath, choose_depthwise_path
+
+    rng = np.random.default_rng(case["seed"])
+    D = case["D"]
+    x = rng.standard_normal((case["N"], *case["hw"], D)).astype(dtype)
+    W = (rng.standard_normal((D, *case["F"], 1)) * 0.5).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype) if case["bias"] else None
+    S, P, d = _args(case)
+    runs = {}
+    for path in (DepthwisePath.TAPS, DepthwisePath.DIRECT):
+        with force_path(depthwise=path):
+            assert choose_depthwise_path(1, dtype) is path
+            out, cache = G.grouped_conv2d_forward(x, W, b, S, P, d, D)
+            dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+            grads = G.grouped_conv2d_backward(dout, cache)
+            no_dx = G.grouped_conv2d_backward(dout, cache, need_dx=False)
+            runs[path] = [out.copy(), *grads, *no_dx]
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for got, want in zip(runs[DepthwisePath.DIRECT], runs[DepthwisePath.TAPS], strict=True):
+        _close(got, want, tol, "depthwise DIRECT against TAPS")
+    with force_path(depthwise=DepthwisePath.DIRECT):
+        assert choose_depthwise_path(2, dtype) is DepthwisePath.TAPS      # multiplier 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu6_backward_kernel_equals_the_numpy_select(dtype):
+    from convnet.ops import activations as A
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 8, (3, 5, 4, 7)).astype(dtype)
+    x[0, 0, 0, :3] = [0, 6, np.nextafter(dtype(6), dtype(0))]       # the ends and just inside
+    out, cache = A.relu6_forward(x)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[1, 1, 1, 1] = np.inf                                             # where the unit is off
+    x[1, 1, 1, 1] = -1
+    out, cache = A.relu6_forward(x)
+    want = np.where((cache > 0) & (cache < 6), g, dtype(0))
+    got = A.relu6_backward(g, cache)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)

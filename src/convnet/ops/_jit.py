@@ -53,6 +53,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "conv3x3_depth1_pool_wgrad_kernel",
            "conv3x3_depth1_wgrad_kernel", "conv_small_dx_kernel", "conv_small_kernel",
+           "depthwise_backward_kernel", "depthwise_kernel", "relu6_backward_kernel",
            "conv_small_wgrad_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
            "maxpool_backward_kernel", "maxpool_forward_kernel", "relu_backward_kernel",
            "sgd_kernel", "spin_until"]
@@ -414,6 +415,81 @@ if HAVE_NUMBA:
                             for p in range(L):
                                 dst[p] += g[p] * w
 
+    @njit(cache=True, nogil=True, fastmath={"contract"})
+    def depthwise_kernel(xp, Sh, Sw, dh, dw, Wt, b, out):  # pragma: no cover - compiled
+        """A depthwise convolution (one filter per slice, multiplier 1) on NHWC arrays:
+        ``out[n, oh, ow, :] = b + sum over taps of xp[n, tap, :] * Wt[i, j, :]``, one
+        accumulator vector per output pixel over the contiguous depth (SIMD), written once;
+        where the NumPy path makes ``Fh*Fw`` passes over the whole output with a temporary.
+
+        ``xp``: padded input ``(N, Hp, Wp, D)``; ``Wt``: ``(Fh, Fw, D)``; ``b``: ``(D,)``;
+        ``out``: ``(N, Ho, Wo, D)``."""
+        N, Ho, Wo, D = out.shape
+        Fh, Fw = Wt.shape[0], Wt.shape[1]
+        acc = np.empty(D, out.dtype)
+        for n in range(N):
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    for d in range(D):
+                        acc[d] = b[d]
+                    for i in range(Fh):
+                        xr = xp[n, oh * Sh + i * dh]
+                        for j in range(Fw):
+                            xv = xr[ow * Sw + j * dw]
+                            wv = Wt[i, j]
+                            for d in range(D):
+                                acc[d] += xv[d] * wv[d]
+                    o = out[n, oh, ow]
+                    for d in range(D):
+                        o[d] = acc[d]
+
+    @njit(cache=True, nogil=True, fastmath={"contract"})
+    def depthwise_backward_kernel(xp, Sh, Sw, dh, dw, Wt, g, need_dx, dxp, acc):  # pragma: no cover
+        """The gradients of :func:`depthwise_kernel` in one pass over the output gradient
+        ``g`` ``(N, Ho, Wo, D)``: ``acc[i, j, :] += xp[tap, :] * g`` (float64 ``(Fh, Fw, D)``,
+        each image summed in the data's type first) and, with ``need_dx``, ``dxp[tap, :] += g *
+        Wt[i, j, :]`` into the padded input gradient ``dxp`` (zeroed here)."""
+        N, Ho, Wo, D = g.shape
+        Fh, Fw = Wt.shape[0], Wt.shape[1]
+        part = np.empty((Fh, Fw, D), g.dtype)
+        zero = g.dtype.type(0)
+        for n in range(N):
+            part[:] = zero
+            if need_dx:
+                dxp[n] = zero
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    gv = g[n, oh, ow]
+                    for i in range(Fh):
+                        r = oh * Sh + i * dh
+                        xr = xp[n, r]
+                        for j in range(Fw):
+                            c = ow * Sw + j * dw
+                            xv = xr[c]
+                            pv = part[i, j]
+                            for d in range(D):
+                                pv[d] += xv[d] * gv[d]
+                            if need_dx:
+                                dv = dxp[n, r, c]
+                                wv = Wt[i, j]
+                                for d in range(D):
+                                    dv[d] += gv[d] * wv[d]
+            for i in range(Fh):
+                for j in range(Fw):
+                    for d in range(D):
+                        acc[i, j, d] += part[i, j, d]
+
+    @njit(cache=True, nogil=True)
+    def relu6_backward_kernel(dout, out, dx):  # pragma: no cover - compiled
+        """``dx = dout where 0 < out < 6, else 0``, flat arrays, one pass (``dx`` may be
+        ``dout``): the select of :func:`relu_backward_kernel` with both ends; NumPy needs two
+        comparisons, an AND and a ``where``, each a pass with a temporary."""
+        zero = dout.dtype.type(0)
+        six = dout.dtype.type(6)
+        for i in range(dout.shape[0]):
+            o = out[i]
+            dx[i] = dout[i] if (o > zero) & (o < six) else zero
+
     @njit(cache=True, nogil=True)
     def sgd_kernel(p, g, v, lr, mu, wd, nesterov, first):  # pragma: no cover - compiled
         """One SGD step (:class:`convnet.optim.SGD`) for one parameter, in one pass over its
@@ -449,6 +525,7 @@ else:  # pragma: no cover
     conv3x3_depth1_kernel = conv3x3_depth1_wgrad_kernel = None
     conv3x3_depth1_pool_wgrad_kernel = None
     conv_small_kernel = conv_small_wgrad_kernel = conv_small_dx_kernel = None
+    depthwise_kernel = depthwise_backward_kernel = relu6_backward_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
     sgd_kernel = relu_backward_kernel = None
 

@@ -142,6 +142,18 @@ def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def relu6_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    """``dout`` where ``0 < out < 6``, 0 elsewhere (0 at both ends, like PyTorch's hardtanh)."""
+    """``dout`` where ``0 < out < 6``, 0 elsewhere (0 at both ends, like PyTorch's hardtanh).
+
+    Compiled, one pass (:func:`convnet.ops._jit.relu6_backward_kernel`), ranges of images over
+    the worker threads; without Numba (or for other dtypes and layouts) ``np.where``."""
     zero = dout.dtype.type(0)
-    return np.where((cache > 0) & (cache < 6), dout, zero)
+    compiled = (_jit.HAVE_NUMBA and dout.ndim > 0 and dout.dtype in (np.float32, np.float64)
+                and cache.dtype == dout.dtype and dout.flags.c_contiguous
+                and cache.flags.c_contiguous)
+    if not compiled:
+        return np.where((cache > 0) & (cache < 6), dout, zero)
+    dx = _arena.empty(dout.shape, dout.dtype)
+    _threads.split_rows(
+        lambda a, b: _jit.relu6_backward_kernel(dout[a:b].reshape(-1), cache[a:b].reshape(-1),
+                                                dx[a:b].reshape(-1)), len(dout), dout.size)
+    return dx

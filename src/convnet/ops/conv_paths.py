@@ -47,7 +47,8 @@ Pair = tuple[int, int]
 __all__ = [
     "COL2IM_PLANES_BELOW", "DEPTH1_MIN_FILTERS", "FLIP_MIN_DEPTH", "SMALL_MAX_DEPTH",
     "SMALL_MAX_FILTERS", "WINOGRAD_MIN_CHANNELS", "WINOGRAD_MIN_TILES", "ConvPath",
-    "InputGradPath", "choose_input_grad_path", "choose_path", "force_path",
+    "DepthwisePath", "InputGradPath", "choose_depthwise_path", "choose_input_grad_path",
+    "choose_path", "force_path",
 ]
 
 
@@ -68,6 +69,17 @@ class ConvPath(enum.Enum):
     #: The compiled direct kernel of a thin input (at most :data:`SMALL_MAX_DEPTH` channels)
     #: and any window (:func:`convnet.ops.conv_fast.conv_small`).
     DIRECT_SMALL = "direct_small"
+
+
+class DepthwisePath(enum.Enum):
+    """How a depthwise convolution (``DWCONV``, groups = depth) is computed
+    (:mod:`convnet.ops.grouped`)."""
+
+    #: NumPy: one strided pass per filter tap over the whole output (any multiplier).
+    TAPS = "taps"
+    #: Compiled kernels, one pass over the output, vectorised over the depth
+    #: (:func:`convnet.ops._jit.depthwise_kernel`): multiplier 1, float32/64.
+    DIRECT = "direct"
 
 
 class InputGradPath(enum.Enum):
@@ -133,6 +145,7 @@ class _Forced:
     input_grad: InputGradPath | None = None
     fused_backward: bool | None = None
     block_bytes: int | None = None
+    depthwise: DepthwisePath | None = None
 
 
 _forced = _Forced()
@@ -142,7 +155,8 @@ _forced = _Forced()
 def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
                input_grad: InputGradPath | None = None,
                fused_backward: bool | None = None,
-               block_bytes: int | None = None) -> Iterator[None]:
+               block_bytes: int | None = None,
+               depthwise: DepthwisePath | None = None) -> Iterator[None]:
     """A scope in which the convolutions take the given paths wherever they apply, whatever
     the measured thresholds say (elsewhere the usual choice): for tests and measurements.
 
@@ -156,6 +170,7 @@ def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
             :func:`~convnet.ops.conv.conv2d_input_grad`, instead of both in one pass.
         block_bytes: the size of the im2col and Winograd blocks (1: one image per block),
             instead of :data:`convnet.ops._blocks.BLOCK_BYTES` and the activation cap.
+        depthwise: the :class:`DepthwisePath` of every depthwise convolution it applies to.
 
     Process-wide, like the BLAS thread count (the worker threads see it too); scopes nest, an
     inner one overriding only what it names.
@@ -170,7 +185,8 @@ def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
     if isinstance(conv, ConvPath):
         conv = (conv,)
     given = {"conv": None if conv is None else tuple(conv), "input_grad": input_grad,
-             "fused_backward": fused_backward, "block_bytes": block_bytes}
+             "fused_backward": fused_backward, "block_bytes": block_bytes,
+             "depthwise": depthwise}
     _forced = dataclasses.replace(before, **{k: v for k, v in given.items() if v is not None})
     try:
         yield
@@ -245,6 +261,17 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
     if small_fits and K <= SMALL_MAX_FILTERS:
         return ConvPath.DIRECT_SMALL
     return ConvPath.IM2COL
+
+
+def choose_depthwise_path(multiplier: int, dtype: np.dtype | type) -> DepthwisePath:
+    """DIRECT wherever it applies (multiplier 1, float32/64, Numba): it is one pass over the
+    output where TAPS makes ``Fh*Fw`` (measured in bench/README.md, "Round 2"); or the path
+    :func:`force_path` names, where it applies."""
+    direct_fits = (multiplier == 1 and _jit.HAVE_NUMBA
+                   and np.dtype(dtype) in (np.float32, np.float64))
+    if _forced.depthwise is DepthwisePath.TAPS:
+        return DepthwisePath.TAPS
+    return DepthwisePath.DIRECT if direct_fits else DepthwisePath.TAPS
 
 
 def choose_input_grad_path(dout_shape: tuple[int, ...], W_shape: tuple[int, ...],
