@@ -512,3 +512,30 @@ def test_relu6_backward_kernel_equals_the_numpy_select(dtype):
     got = A.relu6_backward(g, cache)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------- batch normalisation kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 6, 5), (2, 33, 17, 24), (1, 1, 1, 3)])
+def test_compiled_batchnorm_equals_the_numpy_passes(dtype, shape, monkeypatch):
+    """The compiled training kernels (forward: sums, centring, normalise; backward: sums, dx)
+    against the NumPy passes, running statistics included."""
+    from convnet.ops import norm as Nm
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    D = shape[-1]
+    gamma, beta = rng.uniform(0.5, 1.5, D).astype(dtype), rng.standard_normal(D).astype(dtype)
+    runs = []
+    for use in (False, True):
+        monkeypatch.setattr(Nm, "USE_COMPILED", use)
+        assert Nm.compiled(x) is use
+        rm, rv = np.zeros(D, dtype), np.ones(D, dtype)
+        out, cache = Nm.batchnorm_forward(x, gamma, beta, rm, rv, 0.1, 1e-5, True)
+        runs.append([out, *Nm.batchnorm_backward(dout, cache), rm, rv])
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for got, want, name in zip(runs[1], runs[0], ("out", "dx", "dgamma", "dbeta", "rm", "rv"),
+                               strict=True):
+        assert got.dtype == dtype, name
+        _close(got, want, tol, f"compiled BN: {name}")

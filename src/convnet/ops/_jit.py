@@ -51,7 +51,9 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "conv3x3_depth1_kernel", "conv3x3_depth1_pool_wgrad_kernel",
+__all__ = ["HAVE_NUMBA", "bn_center_kernel", "bn_dx_kernel", "bn_grad_sums_kernel",
+           "bn_normalise_kernel", "bn_sums_kernel", "conv3x3_depth1_kernel",
+           "conv3x3_depth1_pool_wgrad_kernel",
            "conv3x3_depth1_wgrad_kernel", "conv_small_dx_kernel", "conv_small_kernel",
            "depthwise_backward_kernel", "depthwise_kernel", "relu6_backward_kernel",
            "conv_small_wgrad_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
@@ -491,6 +493,60 @@ if HAVE_NUMBA:
             dx[i] = dout[i] if (o > zero) & (o < six) else zero
 
     @njit(cache=True, nogil=True)
+    def bn_sums_kernel(x, acc):  # pragma: no cover - compiled
+        """``acc[d] += sum over rows of x[:, d]`` (``x`` ``(M, D)``, ``acc`` float64): the
+        per-channel sums of batch normalisation, accumulated in float64, one pass."""
+        M, D = x.shape
+        for r in range(M):
+            row = x[r]
+            for d in range(D):
+                acc[d] += row[d]
+
+    @njit(cache=True, nogil=True)
+    def bn_center_kernel(x, mean, xhat, acc):  # pragma: no cover - compiled
+        """``xhat = x - mean`` and ``acc[d] += sum of xhat[:, d]**2`` (float64), one pass."""
+        M, D = x.shape
+        for r in range(M):
+            row, h = x[r], xhat[r]
+            for d in range(D):
+                v = row[d] - mean[d]
+                h[d] = v
+                acc[d] += v * v
+
+    @njit(cache=True, nogil=True, fastmath={"contract"})
+    def bn_normalise_kernel(xhat, out, inv, gamma, beta):  # pragma: no cover - compiled
+        """``xhat *= inv`` (kept for the backward) and ``out = xhat * gamma + beta``, one
+        pass."""
+        M, D = xhat.shape
+        for r in range(M):
+            h, o = xhat[r], out[r]
+            for d in range(D):
+                v = h[d] * inv[d]
+                h[d] = v
+                o[d] = v * gamma[d] + beta[d]
+
+    @njit(cache=True, nogil=True)
+    def bn_grad_sums_kernel(dout, xhat, acc_g, acc_b):  # pragma: no cover - compiled
+        """``acc_g += sum of dout * xhat`` and ``acc_b += sum of dout`` per channel (float64),
+        one pass: the sums of batch normalisation's backward (``dgamma``, ``dbeta``)."""
+        M, D = dout.shape
+        for r in range(M):
+            g, h = dout[r], xhat[r]
+            for d in range(D):
+                acc_g[d] += g[d] * h[d]
+                acc_b[d] += g[d]
+
+    @njit(cache=True, nogil=True, fastmath={"contract"})
+    def bn_dx_kernel(dout, xhat, dx, slope, mean_d, scale):  # pragma: no cover - compiled
+        """``dx = (dout - xhat * slope - mean_d) * scale`` per channel, one pass (``dx`` may
+        be ``dout``)."""
+        M, D = dout.shape
+        for r in range(M):
+            g, h, o = dout[r], xhat[r], dx[r]
+            for d in range(D):
+                o[d] = (g[d] - h[d] * slope[d] - mean_d[d]) * scale[d]
+
+    @njit(cache=True, nogil=True)
     def sgd_kernel(p, g, v, lr, mu, wd, nesterov, first):  # pragma: no cover - compiled
         """One SGD step (:class:`convnet.optim.SGD`) for one parameter, in one pass over its
         flat arrays: ``g' = p * wd + g`` (when ``wd``), ``v = g'`` on the first step else
@@ -526,6 +582,8 @@ else:  # pragma: no cover
     conv3x3_depth1_pool_wgrad_kernel = None
     conv_small_kernel = conv_small_wgrad_kernel = conv_small_dx_kernel = None
     depthwise_kernel = depthwise_backward_kernel = relu6_backward_kernel = None
+    bn_sums_kernel = bn_center_kernel = bn_normalise_kernel = None
+    bn_grad_sums_kernel = bn_dx_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None
     sgd_kernel = relu_backward_kernel = None
 
