@@ -539,3 +539,25 @@ def test_compiled_batchnorm_equals_the_numpy_passes(dtype, shape, monkeypatch):
                                strict=True):
         assert got.dtype == dtype, name
         _close(got, want, tol, f"compiled BN: {name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_in_place_equals_the_copying_kernel_and_the_select(dtype):
+    """The in-place RELU backward (its own kernel, so that it vectorises) against the
+    three-array kernel and np.where: an Inf gradient where the unit was off gives 0."""
+    from convnet.ops import activations as A
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 9, 9, 16)).astype(dtype)
+    out, cache = A.relu_forward(x)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[0, 0, 0, :2] = np.inf
+    cache[0, 0, 0, :2] = [0, 1]
+    want = np.where(cache > 0, g, dtype(0))
+    copy = A.relu_backward(g, cache)
+    assert copy is not g
+    buf = g.copy()
+    inplace = A.relu_backward(buf, cache, inplace=True)
+    assert inplace is buf
+    np.testing.assert_array_equal(copy, want)
+    np.testing.assert_array_equal(inplace, want)

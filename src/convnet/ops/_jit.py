@@ -56,6 +56,7 @@ __all__ = ["HAVE_NUMBA", "bn_center_kernel", "bn_dx_kernel", "bn_grad_sums_kerne
            "conv3x3_depth1_pool_wgrad_kernel",
            "conv3x3_depth1_wgrad_kernel", "conv_small_dx_kernel", "conv_small_kernel",
            "depthwise_backward_kernel", "depthwise_kernel", "relu6_backward_kernel",
+           "relu_backward_inplace_kernel",
            "conv_small_wgrad_kernel", "maxpool2x2_argmax_kernel", "maxpool2x2_kernel",
            "maxpool_backward_kernel", "maxpool_forward_kernel", "relu_backward_kernel",
            "sgd_kernel", "spin_until"]
@@ -482,6 +483,17 @@ if HAVE_NUMBA:
                         acc[i, j, d] += part[i, j, d]
 
     @njit(cache=True, nogil=True)
+    def relu_backward_inplace_kernel(dout, out):  # pragma: no cover - compiled
+        """:func:`relu_backward_kernel` with ``dx`` = ``dout``: ``dout[i] = 0`` where
+        ``out[i] > 0`` fails. A separate kernel because with ``dx is dout`` LLVM's runtime
+        overlap check fails and the three-array loop runs scalar: 3.1 ms against 0.9 for
+        32x32x32x16 float32 (ResNet-20's first stage); with one array read and written in
+        place it vectorises."""
+        zero = dout.dtype.type(0)
+        for i in range(dout.shape[0]):
+            dout[i] = dout[i] if out[i] > zero else zero
+
+    @njit(cache=True, nogil=True)
     def relu6_backward_kernel(dout, out, dx):  # pragma: no cover - compiled
         """``dx = dout where 0 < out < 6, else 0``, flat arrays, one pass (``dx`` may be
         ``dout``): the select of :func:`relu_backward_kernel` with both ends; NumPy needs two
@@ -582,6 +594,7 @@ else:  # pragma: no cover
     conv3x3_depth1_pool_wgrad_kernel = None
     conv_small_kernel = conv_small_wgrad_kernel = conv_small_dx_kernel = None
     depthwise_kernel = depthwise_backward_kernel = relu6_backward_kernel = None
+    relu_backward_inplace_kernel = None
     bn_sums_kernel = bn_center_kernel = bn_normalise_kernel = None
     bn_grad_sums_kernel = bn_dx_kernel = None
     maxpool2x2_kernel = maxpool2x2_argmax_kernel = None

@@ -67,7 +67,9 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray, *, inplace: bool = False)
                 and cache.flags.c_contiguous)
 
     def part(a: int, b: int) -> None:
-        if compiled:
+        if compiled and dx is dout:
+            _jit.relu_backward_inplace_kernel(dout[a:b].reshape(-1), cache[a:b].reshape(-1))
+        elif compiled:
             _jit.relu_backward_kernel(dout[a:b].reshape(-1), cache[a:b].reshape(-1),
                                       dx[a:b].reshape(-1))
         else:
