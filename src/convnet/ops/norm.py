@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet.ops import _jit, _threads
+from convnet.ops import _arena, _jit, _threads
 
 __all__ = ["batchnorm_affine", "batchnorm_backward", "batchnorm_forward", "compiled"]
 
@@ -171,7 +171,7 @@ def batchnorm_forward(
     x2 = x.reshape(-1, D)
     m = x2.shape[0]
     eps = float(eps)
-    out = np.empty_like(x)
+    out = _arena.empty(x.shape, x.dtype)         # reused buffers: no page faults
     out2 = out.reshape(-1, D)
     if not train:
         scale, shift = batchnorm_affine(gamma, beta, running_mean, running_var, eps, x.dtype)
@@ -187,7 +187,7 @@ def batchnorm_forward(
         return out, (x, running_mean.astype(x.dtype, copy=False), gamma, inv_std, False)
     if reduce is None and compiled(x2):
         # compiled: three passes (sums; centre + squares; normalise + affine), float64 sums
-        xhat = np.empty_like(x2)
+        xhat = _arena.empty(x2.shape, x2.dtype)
         mean = (_summed(_jit.bn_sums_kernel, (x2,), D, 1)[0] / max(m, 1)).astype(x.dtype)
         var = (_summed(lambda xs, hs, acc: _jit.bn_center_kernel(xs, mean, hs, acc),
                        (x2, xhat), D, 1)[0] / max(m, 1)).astype(x.dtype)
@@ -286,7 +286,7 @@ def batchnorm_backward(
         # compiled: two passes (the two sums; dx), float64 sums
         dgamma64, dbeta64 = _summed(_jit.bn_grad_sums_kernel, (d2, h2), D, 2)
         dgamma, dbeta = dgamma64.astype(dout.dtype), dbeta64.astype(dout.dtype)
-        dx = np.empty_like(d2)
+        dx = _arena.empty(d2.shape, d2.dtype)
         dt = dout.dtype
         _rows(_jit.bn_dx_kernel, (d2, h2, dx),
               ((dgamma64 / m).astype(dt), (dbeta64 / m).astype(dt),
