@@ -139,7 +139,12 @@ def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
 def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``min(max(x, 0), 6)`` (MobileNet's RELU6; ONNX writes it as Clip(0, 6)); the cache is the
     output."""
-    out = np.clip(x, x.dtype.type(0), x.dtype.type(6))
+    if x.ndim == 0:
+        out = np.clip(x, x.dtype.type(0), x.dtype.type(6))
+        return out, out
+    out = _arena.empty(x.shape, x.dtype)            # a reused buffer: no page faults
+    lo, hi = x.dtype.type(0), x.dtype.type(6)
+    _threads.split_rows(lambda a, b: np.clip(x[a:b], lo, hi, out=out[a:b]), len(x), x.size)
     return out, out
 
 

@@ -93,7 +93,7 @@ def _depthwise_direct_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray, s
     out_hw = dout.shape[1:3]
     xp = _direct_padded(x, (fh, fw), stride, pad, dilation, out_hw)
     Wt = np.ascontiguousarray(W[..., 0].transpose(1, 2, 0), dtype=x.dtype)
-    dxp = np.empty(xp.shape, dout.dtype) if need_dx else np.empty((1, 1, 1, 1), dout.dtype)
+    dxp = _arena.empty(xp.shape, dout.dtype) if need_dx else np.empty((1, 1, 1, 1), dout.dtype)
     g = np.ascontiguousarray(dout)
 
     def part(n0: int, n1: int) -> np.ndarray:
