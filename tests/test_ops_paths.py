@@ -561,3 +561,14 @@ def test_relu_backward_in_place_equals_the_copying_kernel_and_the_select(dtype):
     assert inplace is buf
     np.testing.assert_array_equal(copy, want)
     np.testing.assert_array_equal(inplace, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu6_forward_kernel_equals_np_clip(dtype):
+    from convnet.ops import activations as A
+
+    x = np.random.default_rng(0).uniform(-3, 9, (3, 4, 5, 6)).astype(dtype)
+    x[0, 0, 0, :5] = [np.nan, np.inf, -np.inf, 0, 6]
+    out, cache = A.relu6_forward(x)
+    assert out is cache and out.dtype == dtype
+    np.testing.assert_array_equal(out, np.clip(x, 0, 6))

@@ -144,7 +144,13 @@ def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return out, out
     out = _arena.empty(x.shape, x.dtype)            # a reused buffer: no page faults
     lo, hi = x.dtype.type(0), x.dtype.type(6)
-    _threads.split_rows(lambda a, b: np.clip(x[a:b], lo, hi, out=out[a:b]), len(x), x.size)
+    if (_jit.HAVE_NUMBA and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous):
+        _threads.split_rows(lambda a, b: _jit.relu6_forward_kernel(x[a:b].reshape(-1),
+                                                                   out[a:b].reshape(-1)),
+                            len(x), x.size)
+    else:
+        _threads.split_rows(lambda a, b: np.clip(x[a:b], lo, hi, out=out[a:b]), len(x),
+                            x.size)
     return out, out
 
 

@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from convnet.arith import Pair, conv_output_size, effective_extent
+from convnet.arith import Pair, conv_output_size
 from convnet.ops import _arena, _jit, _threads
 from convnet.ops import conv as F_conv
-from convnet.ops._blocks import padded_input
 from convnet.ops.conv_paths import DepthwisePath, choose_depthwise_path
 
 __all__ = ["grouped_conv2d_backward", "grouped_conv2d_forward"]
@@ -53,13 +52,6 @@ def _pad(x: np.ndarray, pad: Pair) -> np.ndarray:
     return np.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
 
 
-def _direct_padded(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
-                   out_hw: Pair) -> np.ndarray:
-    need = ((out_hw[0] - 1) * stride[0] + effective_extent(F[0], dilation[0]),
-            (out_hw[1] - 1) * stride[1] + effective_extent(F[1], dilation[1]))
-    return padded_input(x, pad, need)
-
-
 def _direct_parts(N: int, work: int) -> list[tuple[int, int]]:
     workers = _threads.workers() if work >= _threads.SPLIT_MIN_ELEMENTS else 1
     return _threads.row_blocks(N, workers)
@@ -68,17 +60,18 @@ def _direct_parts(N: int, work: int) -> list[tuple[int, int]]:
 def _depthwise_direct_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
                               stride: Pair, pad: Pair, dilation: Pair,
                               out_hw: Pair) -> np.ndarray:
-    """``DepthwisePath.DIRECT``: the compiled kernel, ranges of images over the threads."""
+    """``DepthwisePath.DIRECT``: the compiled kernel (no padded copy: taps in the padding are
+    skipped), ranges of images over the threads."""
     N, D = x.shape[0], x.shape[3]
     fh, fw = W.shape[1:3]
-    xp = _direct_padded(x, (fh, fw), stride, pad, dilation, out_hw)
+    xc = np.ascontiguousarray(x)
     Wt = np.ascontiguousarray(W[..., 0].transpose(1, 2, 0), dtype=x.dtype)   # (Fh, Fw, D)
     bias = np.zeros(D, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     out = _arena.empty((N, *out_hw, D), x.dtype)
     parts = _direct_parts(N, out.size * fh * fw)
     _threads.map_blocks(
-        lambda n0, n1: _jit.depthwise_kernel(xp[n0:n1], stride[0], stride[1], dilation[0],
-                                             dilation[1], Wt, bias, out[n0:n1]),
+        lambda n0, n1: _jit.depthwise_kernel(xc[n0:n1], stride[0], stride[1], pad[0], pad[1],
+                                             dilation[0], dilation[1], Wt, bias, out[n0:n1]),
         parts, len(parts))
     return out
 
@@ -86,21 +79,21 @@ def _depthwise_direct_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None
 def _depthwise_direct_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray, stride: Pair,
                                pad: Pair, dilation: Pair, need_dx: bool
                                ) -> tuple[np.ndarray | None, np.ndarray]:
-    """``DepthwisePath.DIRECT``: both gradients in one compiled pass; each thread sums its
-    images' weight gradient into its own float64 accumulator, added in order."""
+    """``DepthwisePath.DIRECT``: both gradients in one compiled pass, straight into ``dx``;
+    each thread sums its images' weight gradient into its own float64 accumulator, added in
+    order."""
     N, H, Wd, D = x.shape
     fh, fw = W.shape[1:3]
-    out_hw = dout.shape[1:3]
-    xp = _direct_padded(x, (fh, fw), stride, pad, dilation, out_hw)
+    xc = np.ascontiguousarray(x)
     Wt = np.ascontiguousarray(W[..., 0].transpose(1, 2, 0), dtype=x.dtype)
-    dxp = _arena.empty(xp.shape, dout.dtype) if need_dx else np.empty((1, 1, 1, 1), dout.dtype)
+    dx = _arena.empty(x.shape, dout.dtype) if need_dx else np.empty((1, 1, 1, 1), dout.dtype)
     g = np.ascontiguousarray(dout)
 
     def part(n0: int, n1: int) -> np.ndarray:
         acc = np.zeros((fh, fw, D))
-        _jit.depthwise_backward_kernel(xp[n0:n1], stride[0], stride[1], dilation[0],
-                                       dilation[1], Wt, g[n0:n1], need_dx,
-                                       dxp[n0:n1] if need_dx else dxp, acc)
+        _jit.depthwise_backward_kernel(xc[n0:n1], stride[0], stride[1], pad[0], pad[1],
+                                       dilation[0], dilation[1], Wt, g[n0:n1], need_dx,
+                                       dx[n0:n1] if need_dx else dx, acc)
         return acc
 
     parts = _direct_parts(N, dout.size * fh * fw)
@@ -108,15 +101,7 @@ def _depthwise_direct_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray, s
     for more in rest:
         acc += more
     dW = np.ascontiguousarray(acc.transpose(2, 0, 1), dtype=x.dtype).reshape(D, fh, fw, 1)
-    if not need_dx:
-        return None, dW
-    dx = _arena.empty(x.shape, dout.dtype)
-    # input pixel r sits at r + P in the padded grid; those past what the windows read: zero
-    h, w = max(0, min(H, xp.shape[1] - pad[0])), max(0, min(Wd, xp.shape[2] - pad[1]))
-    if h < H or w < Wd:
-        dx[...] = 0
-    np.copyto(dx[:, :h, :w], dxp[:, pad[0]:pad[0] + h, pad[1]:pad[1] + w])
-    return dx, dW
+    return (dx if need_dx else None), dW
 
 
 def _depthwise_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
