@@ -9,13 +9,16 @@ What it measures (the performance issue's list):
 - **Floors**: the machine's float32 GEMM rate through NumPy's BLAS (the arithmetic ceiling every
   CONV and FC layer is held to) and its memory bandwidth (a large ``np.copyto``: bytes read +
   written per second, the ceiling of pooling, activations and the im2col gather).
-- **Networks**: the reference network (zoo ``fashion``), ``cifar10``, ``seed004`` and the
-  encoder-decoder of the segmentation issue, at batch 1, 32 and 128: one training step
-  (forward + loss + backward + SGD with momentum 0.9) and one inference pass, images/s.
+- **Networks**: the reference network (zoo ``fashion``), ``cifar10``, ``seed004``, the
+  encoder-decoder of the segmentation issue, ResNet-20 (zoo ``resnet-cifar``) and a small
+  MobileNet-v2-style network (:data:`MOBILENET_SMALL`), at batch 1, 32 and 128: one training step
+  (forward + loss + backward + SGD with momentum 0.9) and one inference pass, images/s; inference
+  at batch 1 and 128 also on onnxruntime, running the graph ``convnet.export_onnx`` writes.
 - **Layers**: 3x3 CONV on 56x56x64, 1x1 CONV, 3x3 stride-2 CONV, 5x5 CONV, DECONV S=2, MaxPool
   2x2 and 3x3/S2, FC 4096x4096: forward, and forward + backward (input gradient included, as
-  PyTorch computes it for an input that requires grad); each CONV/DECONV/FC's GFLOP/s and its
-  share of the GEMM rate measured in this run.
+  PyTorch computes it for an input that requires grad), depthwise 3x3 CONV, BN (training) and
+  RELU6; each CONV/DECONV/FC's GFLOP/s and its share of the GEMM rate measured in this run, and
+  every row's share of the memory bandwidth.
 - **Memory**: peak memory of a training step at batch 128, one fresh subprocess per system and
   network (see :func:`memory_child` for the method).
 
@@ -47,6 +50,26 @@ ENCODER_DECODER_FALLBACK = (
     "INPUT(56x56x1) -> CONV(16,F=3,P=1) -> RELU -> POOL -> CONV(32,F=3,P=1) -> RELU -> POOL "
     "-> DECONV(16,F=2,S=2) -> RELU -> DECONV(11,F=2,S=2)"
 )
+
+#: A small MobileNet-v2-style network for 32x32 images (the graph issue's depthwise blocks at the
+#: size of the other benchmark networks): a 3x3 CONV, then inverted residual blocks (1x1 expand
+#: t = 6, 3x3 depthwise, 1x1 project, BN after each, RELU6 after the first two; RES where size
+#: and depth are kept), a 1x1 CONV to 256, GAP and FC(10).
+MOBILENET_SMALL = (
+    "INPUT(32x32x3) -> CONV(16,F=3,P=1,bias=false) -> BN -> RELU6 "
+    "-> CONV(96,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,S=2,P=1,bias=false,floor=true) "
+    "-> BN -> RELU6 -> CONV(24,F=1,bias=false) -> BN "
+    "-> RES[CONV(144,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN -> RELU6 "
+    "-> CONV(24,F=1,bias=false) -> BN] "
+    "-> CONV(144,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,S=2,P=1,bias=false,floor=true) "
+    "-> BN -> RELU6 -> CONV(32,F=1,bias=false) -> BN "
+    "-> RES[CONV(192,F=1,bias=false) -> BN -> RELU6 -> DWCONV(F=3,P=1,bias=false) -> BN -> RELU6 "
+    "-> CONV(32,F=1,bias=false) -> BN] "
+    "-> CONV(256,F=1,bias=false) -> BN -> RELU6 -> GAP -> FC(10)"
+)
+
+#: batches at which inference is also timed on onnxruntime (the exported ONNX graph)
+ORT_BATCHES = (1, 128)
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -82,7 +105,8 @@ def keep_freed_memory() -> bool:
 
 
 def network_specs() -> dict[str, str]:
-    """Name -> spec text of the four benchmarked networks."""
+    """Name -> spec text of the benchmarked networks: the four chains, ResNet-20 (zoo
+    ``resnet-cifar``) and a small MobileNet-v2-style network (:data:`MOBILENET_SMALL`)."""
     from convnet.spec import zoo
 
     if "segnet" in zoo.ZOO:                               # the segmentation issue's network
@@ -90,7 +114,8 @@ def network_specs() -> dict[str, str]:
     else:
         encdec = ENCODER_DECODER_FALLBACK
     return {"reference": zoo.get("fashion"), "cifar10": zoo.get("cifar10"),
-            "seed004": zoo.get("seed004"), "encoder-decoder": encdec}
+            "seed004": zoo.get("seed004"), "encoder-decoder": encdec,
+            "resnet-20": zoo.get("resnet-cifar"), "mobilenet-small": MOBILENET_SMALL}
 
 
 def machine() -> dict[str, str]:
@@ -170,7 +195,8 @@ def time_pair(fa, fb, reps: int, min_time: float) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------------ floors
 def floors(quick: bool) -> dict[str, float]:
-    """GEMM GFLOP/s (NumPy float32) and memory bandwidth GB/s (read + write of a large copy)."""
+    """GEMM GFLOP/s (NumPy float32) and memory bandwidth GB/s (read + write of a large copy),
+    on the run's clock (:data:`CLOCK`), so the layers' shares of them compare like with like."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -180,18 +206,18 @@ def floors(quick: bool) -> dict[str, float]:
     ts = []
     a @ b
     for _ in range(5 if quick else 9):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         a @ b
-        ts.append(time.perf_counter() - t0)
+        ts.append(CLOCK() - t0)
     gemm = 2 * n**3 / min(ts) / 1e9                      # the best run: a ceiling, not typical
     gemm_med = 2 * n**3 / statistics.median(ts) / 1e9
     src = np.ones(64 * 2**20 // 4, dtype=np.float32)     # 64 MiB: far beyond the caches
     dst = np.empty_like(src)
     ts = []
     for _ in range(7):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         np.copyto(dst, src)
-        ts.append(time.perf_counter() - t0)
+        ts.append(CLOCK() - t0)
     bw = 2 * src.nbytes / min(ts) / 1e9
     return {"gemm_size": n, "gemm_gflops": gemm, "gemm_gflops_median": gemm_med,
             "bandwidth_gbs": bw}
@@ -204,8 +230,24 @@ def _labels(net, batch: int, rng) -> Any:
     return rng.integers(0, classes, (batch, *out[:-1]))
 
 
+def ort_session(net: Any, threads: int, tmp: Path) -> Any:
+    """An onnxruntime session (``threads`` intra-op threads, sequential) on ``net`` exported by
+    :func:`convnet.export_onnx` (NCHW input, as PyTorch's)."""
+    import onnxruntime as ort
+
+    import convnet as cn
+
+    path = cn.export_onnx(net, tmp / "net.onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def bench_networks(quick: bool, reps: int, batches: list[int], threads: int,
-                   names: list[str]) -> list[dict]:
+                   names: list[str], use_ort: bool = True) -> list[dict]:
     import numpy as np
     import torch
     import torch.nn.functional as TF
@@ -259,11 +301,34 @@ def bench_networks(quick: bool, reps: int, batches: list[int], threads: int,
             for step, fa, fb in (("train", ours_train, torch_train),
                                  ("infer", ours_infer, torch_infer)):
                 ta, tb = time_pair(fa, fb, reps, min_time)
-                rows.append({"network": name, "step": step, "batch": batch,
-                             "ours": batch / ta, "torch": batch / tb, "ratio": tb / ta,
-                             "twin_err": err})
+                row = {"network": name, "step": step, "batch": batch,
+                       "ours": batch / ta, "torch": batch / tb, "ratio": tb / ta,
+                       "twin_err": err}
+                extra = ""
+                if step == "infer" and use_ort and batch in ORT_BATCHES:
+                    import tempfile
+
+                    with tempfile.TemporaryDirectory() as tmp:
+                        sess = ort_session(net, threads, Path(tmp))
+                    iname = sess.get_inputs()[0].name
+                    xn = xt.numpy()
+                    ro = sess.run(None, {iname: xn})[0]
+                    if ro.ndim == 4:
+                        ro = ro.transpose(0, 2, 3, 1)
+                    # against the network as exported: the training steps above changed it
+                    now = net.forward(x)
+                    row["ort_err"] = float(np.max(np.abs(now - ro)) /
+                                           (np.max(np.abs(ro)) + 1e-12))
+
+                    def ort_infer():
+                        sess.run(None, {iname: xn})
+
+                    ta2, tc = time_pair(ours_infer, ort_infer, reps, min_time)
+                    row.update(ort=batch / tc, ort_ratio=tc / ta2)
+                    extra = f"  onnxruntime {batch / tc:9.0f} img/s  {tc / ta2:5.2f}x"
+                rows.append(row)
                 print(f"  {name:16s} {step} batch {batch:4d}: convnet {batch / ta:9.0f} img/s  "
-                      f"torch {batch / tb:9.0f} img/s  {tb / ta:5.2f}x", flush=True)
+                      f"torch {batch / tb:9.0f} img/s  {tb / ta:5.2f}x{extra}", flush=True)
     return rows
 
 
@@ -287,10 +352,14 @@ def layer_cases(quick: bool) -> list[tuple[str, Any, tuple[int, ...], int]]:
         ("MaxPool 3x3/S2 P=1, 56x56x64", lambda: cn.MaxPool(3, 2, P=1, floor=True),
          (56, 56, 64), nb),
         ("FC 4096 -> 4096", lambda: cn.FC(4096), (4096,), 32 if quick else 128),
+        ("DWCONV 3x3, 56x56x96", lambda: cn.DepthwiseConv(3, P=1, bias=False), (56, 56, 96), nb),
+        ("BN (train), 56x56x64", lambda: cn.BatchNorm(), (56, 56, 64), nb),
+        ("RELU6, 56x56x96", lambda: cn.ReLU6(), (56, 56, 96), nb),
     ]
 
 
-def bench_layers(quick: bool, reps: int, threads: int, gemm_gflops: float) -> list[dict]:
+def bench_layers(quick: bool, reps: int, threads: int, gemm_gflops: float,
+                 bandwidth_gbs: float) -> list[dict]:
     import numpy as np
     import torch
 
@@ -340,6 +409,9 @@ def bench_layers(quick: bool, reps: int, threads: int, gemm_gflops: float) -> li
             row.update(fwd_gflops=flops / f_a / 1e9, fb_gflops=3 * flops / fb_a / 1e9,
                        torch_fwd_gflops=flops / f_b / 1e9, torch_fb_gflops=3 * flops / fb_b / 1e9)
             row["fwd_pct_gemm"] = 100 * row["fwd_gflops"] / gemm_gflops
+        # the forward's compulsory traffic: read the input, write the output, once each
+        nbytes = x.itemsize * batch * (int(np.prod(shape)) + int(np.prod(layer.output_shape)))
+        row["fwd_pct_bw"] = 100 * nbytes / f_a / 1e9 / bandwidth_gbs
         rows.append(row)
         print(f"  {label:42s} fwd {1e3 * f_a:7.2f} / {1e3 * f_b:7.2f} ms  "
               f"fwd+bwd {1e3 * fb_a:7.2f} / {1e3 * fb_b:7.2f} ms (convnet / torch)", flush=True)
@@ -462,23 +534,32 @@ def markdown(info: dict, fl: dict | None, nets: list[dict], layers: list[dict],
         out += ["## Networks", "",
                 "Training step = forward + loss + backward + SGD (momentum 0.9); inference = "
                 "forward. Images/s, higher is better; ratio = convnet / PyTorch.", "",
-                "| network | step | batch | convnet img/s | PyTorch img/s | ratio |",
-                "|---|---|---:|---:|---:|---:|"]
+                "onnxruntime runs the graph that `convnet.export_onnx` writes for the same "
+                "network (NCHW input, all graph optimisations, the same thread count, "
+                "sequential execution); its ratio = convnet / onnxruntime, timed interleaved "
+                "with a second convnet measurement.", "",
+                "| network | step | batch | convnet img/s | PyTorch img/s | ratio | "
+                "onnxruntime img/s | vs onnxruntime |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in nets:
+            o = (f"{r['ort']:,.0f} | **{r['ort_ratio']:.2f}x**" if "ort" in r else "- | -")
             out.append(f"| {r['network']} | {r['step']} | {r['batch']} | {r['ours']:,.0f} | "
-                       f"{r['torch']:,.0f} | **{r['ratio']:.2f}x** |")
+                       f"{r['torch']:,.0f} | **{r['ratio']:.2f}x** | {o} |")
         worst = max(r["twin_err"] for r in nets)
+        ow = [r["ort_err"] for r in nets if "ort_err" in r]
         out += ["", f"(The PyTorch twins compute the same scores: largest relative difference "
-                f"{worst:.1e}.)", ""]
+                f"{worst:.1e}" + (f"; onnxruntime {max(ow):.1e}" if ow else "") + ".)", ""]
     if layers:
         out += ["## Single layers", "",
                 "Milliseconds per call (median), forward and forward + backward (input and weight "
                 "gradients). GFLOP/s count 2 x MACs for the forward and 3x that for forward + "
-                "backward; % GEMM is the forward rate over the NumPy GEMM rate above.", "",
+                "backward; % GEMM is the forward rate over the NumPy GEMM rate above; % BW is "
+                "the forward's compulsory traffic (input read + output written once) per second "
+                "over the copy bandwidth above (the floor of the rows without a GEMM).", "",
                 "| layer | batch | fwd convnet | fwd PyTorch | fwd ratio | fwd+bwd convnet | "
                 "fwd+bwd PyTorch | fwd+bwd ratio | convnet GFLOP/s fwd / fwd+bwd | "
-                "PyTorch GFLOP/s fwd / fwd+bwd | % GEMM |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "PyTorch GFLOP/s fwd / fwd+bwd | % GEMM | % BW |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in layers:
             g = (f"{r['fwd_gflops']:.0f} / {r['fb_gflops']:.0f}" if r["flops"] else "-")
             gt = (f"{r['torch_fwd_gflops']:.0f} / {r['torch_fb_gflops']:.0f}" if r["flops"]
@@ -488,7 +569,8 @@ def markdown(info: dict, fl: dict | None, nets: list[dict], layers: list[dict],
                 f"| {r['layer']} | {r['batch']} | {r['fwd_ours_ms']:.2f} | "
                 f"{r['fwd_torch_ms']:.2f} | {r['fwd_torch_ms'] / r['fwd_ours_ms']:.2f}x | "
                 f"{r['fb_ours_ms']:.2f} | {r['fb_torch_ms']:.2f} | "
-                f"{r['fb_torch_ms'] / r['fb_ours_ms']:.2f}x | {g} | {gt} | {pct} |")
+                f"{r['fb_torch_ms'] / r['fb_ours_ms']:.2f}x | {g} | {gt} | {pct} | "
+                f"{r['fwd_pct_bw']:.0f}% |")
         out.append("")
     if mem:
         out += ["## Peak training memory", "",
@@ -515,7 +597,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 9, quick 3)")
     ap.add_argument("--only", default="floors,networks,layers,memory")
-    ap.add_argument("--networks", default=None, help="comma list (default all four)")
+    ap.add_argument("--networks", default=None, help="comma list (default all six)")
+    ap.add_argument("--no-ort", action="store_true", help="skip the onnxruntime column")
     ap.add_argument("--batches", default="1,32,128")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall-clock time (default) or process CPU time")
@@ -556,11 +639,12 @@ def main() -> None:
     if "networks" in parts:
         print("networks", flush=True)
         nets = bench_networks(args.quick, reps, [int(b) for b in args.batches.split(",")],
-                              args.threads, names)
+                              args.threads, names, use_ort=not args.no_ort)
     layers: list[dict] = []
     if "layers" in parts:
         print("layers", flush=True)
-        layers = bench_layers(args.quick, reps, args.threads, fl["gemm_gflops"])
+        layers = bench_layers(args.quick, reps, args.threads, fl["gemm_gflops"],
+                              fl["bandwidth_gbs"])
     mem: list[dict] = []
     if "memory" in parts:
         print("memory", flush=True)

@@ -13,22 +13,32 @@ from typing import Any
 import numpy as np
 
 
+def _is_chain(net: Any) -> bool:
+    return all(tuple(srcs) == (i - 1,) for i, srcs in enumerate(net.inputs_of))
+
+
 def to_torch(net: Any) -> Any:
-    """``torch.nn.Module`` computing the same function as the convnet ``Sequential`` ``net``."""
+    """``torch.nn.Module`` computing the same function as the convnet network ``net``.
+
+    A chain becomes an ``nn.Sequential``; a graph (residual blocks, CAT branches) a module that
+    runs the same layers in the same order, each on the outputs named by ``net.inputs_of``
+    (an ADD is ``+``, a CAT is ``torch.cat`` over channels, RELU6 is ``nn.ReLU6``, a DWCONV or a
+    grouped CONV is ``nn.Conv2d(groups=G)``)."""
     import torch
     from torch import nn
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a))
 
+    chain = _is_chain(net)
     mods: list[nn.Module] = []
     flat = False
     for layer in net.layers:
         kind = layer.kind
-        if kind == "CONV":
+        if kind in ("CONV", "DWCONV"):
             w = layer.window
             m = nn.Conv2d(layer.input_shape[2], layer.K, w.F, w.S, w.P, w.dilation,
-                          bias=layer.bias)
+                          bias=layer.bias, groups=layer.groups)
             with torch.no_grad():
                 m.weight.copy_(t(layer.params["W"].transpose(0, 3, 1, 2)))
                 if layer.bias:
@@ -47,14 +57,21 @@ def to_torch(net: Any) -> Any:
                 lin.weight.copy_(t(layer.params["W"].T))
                 if layer.bias:
                     lin.bias.copy_(t(layer.params["b"]))
-            if not flat and len(layer.input_shape) == 3:
-                mods.append(_NHWCFlatten())
-                flat = True
+            if len(layer.input_shape) == 3:
+                if chain and not flat:
+                    mods.append(_NHWCFlatten())
+                    flat = True
+                elif not chain:
+                    lin = nn.Sequential(_NHWCFlatten(), lin)
             m = lin
         elif kind == "FLATTEN":
             m, flat = _NHWCFlatten(), True
         elif kind == "RELU":
             m = nn.ReLU()
+        elif kind == "RELU6":
+            m = nn.ReLU6()
+        elif kind in ("ADD", "CAT"):
+            m = _Merge(kind)
         elif kind == "POOL":
             w = layer.window
             m = nn.MaxPool2d(w.F, w.S, w.P)
@@ -79,7 +96,65 @@ def to_torch(net: Any) -> Any:
         else:
             raise NotImplementedError(f"no torch twin for {kind}")
         mods.append(m)
-    return nn.Sequential(*mods)
+    if chain:
+        return nn.Sequential(*mods)
+    return _graph_module()(mods, [tuple(s) for s in net.inputs_of])
+
+
+def _Merge(kind: str) -> Any:  # noqa: N802 - reads like the class it makes
+    from torch import nn
+
+    class Merge(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind = kind
+
+        def forward(self, *xs):  # noqa: ANN002, ANN202
+            if self.kind == "CAT":
+                return torch_cat(xs)
+            out = xs[0]
+            for x in xs[1:]:
+                out = out + x
+            return out
+
+    return Merge(kind)
+
+
+def torch_cat(xs: Any) -> Any:
+    import torch
+
+    return torch.cat(list(xs), dim=1)
+
+
+def _graph_module() -> Any:
+    from torch import nn
+
+    class GraphModule(nn.Module):
+        """Runs ``mods[i]`` on the outputs of ``inputs_of[i]`` (-1: the network's input); the
+        last layer's output is the result. Outputs no later layer reads are dropped at once."""
+
+        def __init__(self, mods: list, inputs_of: list[tuple[int, ...]]) -> None:
+            super().__init__()
+            self.mods = nn.ModuleList(mods)
+            self.inputs_of = inputs_of
+            last_use: dict[int, int] = {}
+            for i, srcs in enumerate(inputs_of):
+                for s in srcs:
+                    last_use[s] = i
+            self.free_after = [[s for s in srcs if last_use[s] == i]
+                               for i, srcs in enumerate(inputs_of)]
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            outs = {-1: x}
+            for i, m in enumerate(self.mods):
+                srcs = self.inputs_of[i]
+                h = m(*[outs[s] for s in srcs])
+                for s in self.free_after[i]:
+                    del outs[s]
+                outs[i] = h
+            return outs[len(self.mods) - 1]
+
+    return GraphModule
 
 
 def _flatten_module() -> Any:

@@ -230,6 +230,25 @@ def test_direct_depth1_path_equals_the_reference(case):
     _check_path(ConvPath.DIRECT_DEPTH1, case)
 
 
+@FAST
+@given(case=conv_cases(S=(1, 1)))
+def test_direct_small_path_equals_the_reference(case):
+    """The thin-input kernel (any window, dilation and padding, stride 1, depth 1-4) on its
+    wide grid, forward and weight gradient, against the reference."""
+    assert _jit.HAVE_NUMBA, "numba is a dependency"
+    _check_path(ConvPath.DIRECT_SMALL, case)
+
+
+def test_direct_small_path_applies_only_to_thin_stride_1_inputs():
+    with force_path(ConvPath.DIRECT_SMALL):
+        assert choose_path((2, 9, 9, 8), (4, 5, 5, 8), (1, 1), (0, 0), (1, 1), (5, 5),
+                           np.float32) is ConvPath.DIRECT_SMALL
+        assert choose_path((2, 9, 9, 9), (4, 5, 5, 9), (1, 1), (0, 0), (1, 1), (5, 5),
+                           np.float32) is ConvPath.IM2COL          # 9 channels
+        assert choose_path((2, 9, 9, 3), (4, 3, 3, 3), (2, 2), (0, 0), (1, 1), (4, 4),
+                           np.float32) is ConvPath.IM2COL          # stride 2
+
+
 # ----------------------------------------------------------- every InputGradPath, forced
 def _check_input_grad(path, case, a=(0, 0), applies=True):
     """conv2d_input_grad, and the transposed convolution whose forward it is, on ``path``
@@ -290,6 +309,16 @@ def test_flipped_path_declines_rows_only_output_padding_reaches():
     case = {"N": 1, "hw": (1, 1), "D": 1, "K": 1, "F": (1, 1), "S": (1, 1), "P": (0, 0),
             "d": (1, 2), "bias": False, "seed": 0}
     _check_input_grad(InputGradPath.FLIPPED, case, (0, 1), applies=False)
+
+
+@FAST
+@given(case=conv_cases(S=(1, 1)), data=st.data())
+def test_direct_small_input_grad_path_equals_the_reference(case, data):
+    """The thin-input kernel's input gradient (any window, padding and dilation; output
+    padding too, whose rows no window reaches: zeros), and the transposed convolution whose
+    forward it is."""
+    a = tuple(data.draw(st.integers(0, dd - 1)) for dd in case["d"])
+    _check_input_grad(InputGradPath.DIRECT_SMALL, case, a)
 
 
 @FAST
@@ -392,8 +421,11 @@ def test_pool_kernels_equal_the_reference(compiled, N, H, Wd, D, F, S, data, dty
     ((4, 8, 16, 32), (48, 3, 3, 32), 1, 2, 2, ConvPath.SUBIMAGES),      # dilated "same"
     ((4, 8, 16, 32), (48, 3, 3, 32), 1, 1, 2, ConvPath.IM2COL),         # dilated, not "same"
     ((128, 28, 28, 1), (32, 3, 3, 1), 1, 1, 1, ConvPath.DIRECT_DEPTH1),  # grayscale 1st layer
-    ((128, 28, 28, 1), (6, 3, 3, 1), 1, 1, 1, ConvPath.IM2COL),         # fewer than 8 filters
-    ((128, 32, 32, 3), (32, 5, 5, 3), 1, 2, 1, ConvPath.IM2COL),
+    ((128, 28, 28, 1), (6, 3, 3, 1), 1, 1, 1, ConvPath.DIRECT_SMALL),   # fewer than 8 filters
+    ((128, 32, 32, 3), (32, 5, 5, 3), 1, 2, 1, ConvPath.IM2COL),        # 32 filters: GEMM
+    ((128, 32, 32, 1), (3, 5, 5, 1), 1, 0, 1, ConvPath.DIRECT_SMALL),   # seed004's layers
+    ((128, 14, 14, 3), (6, 5, 5, 3), 1, 0, 1, ConvPath.DIRECT_SMALL),
+    ((128, 32, 32, 3), (6, 5, 5, 3), 2, 0, 1, ConvPath.IM2COL),         # stride 2
 ])
 def test_choose_path_at_the_measured_thresholds(x_shape, W_shape, S, P, d, want):
     S, P, d = (S, S), (P, P), (d, d)
@@ -406,7 +438,9 @@ def test_choose_path_at_the_measured_thresholds(x_shape, W_shape, S, P, d, want)
     ((8, 16, 16, 64), (64, 3, 3, 32), (16, 16), 1, 1, InputGradPath.FLIPPED),
     ((8, 16, 16, 64), (64, 3, 3, 8), (16, 16), 1, 1, InputGradPath.COL2IM),     # D = 8 < 16
     ((8, 8, 8, 64), (64, 3, 3, 32), (16, 16), 2, 1, InputGradPath.COL2IM),      # stride 2
-    ((8, 28, 28, 6), (6, 5, 5, 3), (32, 32), 1, 0, InputGradPath.COL2IM_PLANES),  # D = 3
+    ((8, 28, 28, 6), (6, 5, 5, 3), (32, 32), 1, 0, InputGradPath.DIRECT_SMALL),   # D = 3
+    ((8, 28, 28, 16), (16, 5, 5, 3), (32, 32), 1, 0, InputGradPath.COL2IM_PLANES),  # K = 16
+    ((8, 14, 14, 6), (6, 5, 5, 3), (32, 32), 2, 0, InputGradPath.COL2IM_PLANES),  # stride 2
 ])
 def test_choose_input_grad_path_at_the_measured_thresholds(dout_shape, W_shape, hw, S, P, want):
     assert choose_input_grad_path(dout_shape, W_shape, hw, (S, S), (P, P), (1, 1)) is want
@@ -414,7 +448,7 @@ def test_choose_input_grad_path_at_the_measured_thresholds(dout_shape, W_shape, 
 
 def test_force_path_applies_only_where_the_path_can_compute_and_nests():
     deep = ((128, 32, 32, 32), (32, 3, 3, 32), (1, 1), (1, 1), (1, 1), (32, 32))
-    five = ((2, 9, 9, 3), (4, 5, 5, 3), (1, 1), (0, 0), (1, 1), (5, 5))
+    five = ((2, 9, 9, 3), (16, 5, 5, 3), (1, 1), (0, 0), (1, 1), (5, 5))   # GEMM usually
     with force_path(ConvPath.IM2COL):
         assert choose_path(*deep) is ConvPath.IM2COL                  # every fast path off
         with force_path(ConvPath.WINOGRAD, fused_backward=False):
@@ -429,3 +463,112 @@ def test_force_path_applies_only_where_the_path_can_compute_and_nests():
     with pytest.raises(RuntimeError), force_path(ConvPath.IM2COL):
         raise RuntimeError("a test failed")
     assert choose_path(*deep) is ConvPath.WINOGRAD                    # restored on error
+
+
+# ------------------------------------------------------------ depthwise paths and RELU6
+@FAST
+@given(case=conv_cases(K=1), dtype=st.sampled_from([np.float64, np.float32]))
+def test_depthwise_direct_path_equals_the_numpy_taps(case, dtype):
+    """DepthwisePath.DIRECT (compiled, one pass, both gradients together) against TAPS (the
+    plain NumPy path) on any window, stride, dilation and padding, with and without dx."""
+    from convnet.ops import grouped as G
+    from convnet.ops.conv_paths import DepthwisePath, choose_depthwise_path
+
+    rng = np.random.default_rng(case["seed"])
+    D = case["D"]
+    x = rng.standard_normal((case["N"], *case["hw"], D)).astype(dtype)
+    W = (rng.standard_normal((D, *case["F"], 1)) * 0.5).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype) if case["bias"] else None
+    S, P, d = _args(case)
+    runs = {}
+    for path in (DepthwisePath.TAPS, DepthwisePath.DIRECT):
+        with force_path(depthwise=path):
+            assert choose_depthwise_path(1, dtype) is path
+            out, cache = G.grouped_conv2d_forward(x, W, b, S, P, d, D)
+            dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+            grads = G.grouped_conv2d_backward(dout, cache)
+            no_dx = G.grouped_conv2d_backward(dout, cache, need_dx=False)
+            runs[path] = [out.copy(), *grads, *no_dx]
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for got, want in zip(runs[DepthwisePath.DIRECT], runs[DepthwisePath.TAPS], strict=True):
+        _close(got, want, tol, "depthwise DIRECT against TAPS")
+    with force_path(depthwise=DepthwisePath.DIRECT):
+        assert choose_depthwise_path(2, dtype) is DepthwisePath.TAPS      # multiplier 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu6_backward_kernel_equals_the_numpy_select(dtype):
+    from convnet.ops import activations as A
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 8, (3, 5, 4, 7)).astype(dtype)
+    x[0, 0, 0, :3] = [0, 6, np.nextafter(dtype(6), dtype(0))]       # the ends and just inside
+    out, cache = A.relu6_forward(x)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[1, 1, 1, 1] = np.inf                                             # where the unit is off
+    x[1, 1, 1, 1] = -1
+    out, cache = A.relu6_forward(x)
+    want = np.where((cache > 0) & (cache < 6), g, dtype(0))
+    got = A.relu6_backward(g, cache)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------- batch normalisation kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 6, 5), (2, 33, 17, 24), (1, 1, 1, 3)])
+def test_compiled_batchnorm_equals_the_numpy_passes(dtype, shape, monkeypatch):
+    """The compiled training kernels (forward: sums, centring, normalise; backward: sums, dx)
+    against the NumPy passes, running statistics included."""
+    from convnet.ops import norm as Nm
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    D = shape[-1]
+    gamma, beta = rng.uniform(0.5, 1.5, D).astype(dtype), rng.standard_normal(D).astype(dtype)
+    runs = []
+    for use in (False, True):
+        monkeypatch.setattr(Nm, "USE_COMPILED", use)
+        assert Nm.compiled(x) is use
+        rm, rv = np.zeros(D, dtype), np.ones(D, dtype)
+        out, cache = Nm.batchnorm_forward(x, gamma, beta, rm, rv, 0.1, 1e-5, True)
+        runs.append([out, *Nm.batchnorm_backward(dout, cache), rm, rv])
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for got, want, name in zip(runs[1], runs[0], ("out", "dx", "dgamma", "dbeta", "rm", "rv"),
+                               strict=True):
+        assert got.dtype == dtype, name
+        _close(got, want, tol, f"compiled BN: {name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_in_place_equals_the_copying_kernel_and_the_select(dtype):
+    """The in-place RELU backward (its own kernel, so that it vectorises) against the
+    three-array kernel and np.where: an Inf gradient where the unit was off gives 0."""
+    from convnet.ops import activations as A
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 9, 9, 16)).astype(dtype)
+    out, cache = A.relu_forward(x)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[0, 0, 0, :2] = np.inf
+    cache[0, 0, 0, :2] = [0, 1]
+    want = np.where(cache > 0, g, dtype(0))
+    copy = A.relu_backward(g, cache)
+    assert copy is not g
+    buf = g.copy()
+    inplace = A.relu_backward(buf, cache, inplace=True)
+    assert inplace is buf
+    np.testing.assert_array_equal(copy, want)
+    np.testing.assert_array_equal(inplace, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu6_forward_kernel_equals_np_clip(dtype):
+    from convnet.ops import activations as A
+
+    x = np.random.default_rng(0).uniform(-3, 9, (3, 4, 5, 6)).astype(dtype)
+    x[0, 0, 0, :5] = [np.nan, np.inf, -np.inf, 0, 6]
+    out, cache = A.relu6_forward(x)
+    assert out is cache and out.dtype == dtype
+    np.testing.assert_array_equal(out, np.clip(x, 0, 6))

@@ -43,8 +43,14 @@ BLOCK_BYTES = 4 * 2**20
 #: Winograd's blocks keep :data:`BLOCK_BYTES` (its layers have >= 32 channels, and smaller
 #: blocks cost it: the reference network's 14x14x32 -> 64 layer at batch 32, forward + backward,
 #: took 7.1 ms in 2-image blocks and 5.6 ms in 13-image blocks).
+#: The floor was 256 KiB; round 2 raised it to 2 MiB: ResNet-20's 32x32x16 -> 16 layers at
+#: batch 32 (2 MiB in, 2 MiB out) ran in one-image blocks of 0.6 MB, whose per-block Python and
+#: GEMM start-up cost showed: its training step 217 -> 162 ms, inference 54 -> 48 ms (one
+#: thread, CPU time, median of 3) with 2 MiB blocks; batch 128 (already 4 MiB blocks) unchanged.
+#: seed004's layers no longer run on im2col (``ConvPath.DIRECT_SMALL``), so its memory does not
+#: depend on this floor.
 ACTIVATION_FRACTION = 4
-MIN_BLOCK_BYTES = 256 * 2**10
+MIN_BLOCK_BYTES = 2 * 2**20
 
 # Scratch arrays are reused across calls (per thread, so two networks in two threads never
 # share one): a fresh multi-MiB np.empty is an mmap whose pages the kernel must zero on first

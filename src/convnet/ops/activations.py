@@ -67,7 +67,9 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray, *, inplace: bool = False)
                 and cache.flags.c_contiguous)
 
     def part(a: int, b: int) -> None:
-        if compiled:
+        if compiled and dx is dout:
+            _jit.relu_backward_inplace_kernel(dout[a:b].reshape(-1), cache[a:b].reshape(-1))
+        elif compiled:
             _jit.relu_backward_kernel(dout[a:b].reshape(-1), cache[a:b].reshape(-1),
                                       dx[a:b].reshape(-1))
         else:
@@ -137,11 +139,34 @@ def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
 def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``min(max(x, 0), 6)`` (MobileNet's RELU6; ONNX writes it as Clip(0, 6)); the cache is the
     output."""
-    out = np.clip(x, x.dtype.type(0), x.dtype.type(6))
+    if x.ndim == 0:
+        out = np.clip(x, x.dtype.type(0), x.dtype.type(6))
+        return out, out
+    out = _arena.empty(x.shape, x.dtype)            # a reused buffer: no page faults
+    lo, hi = x.dtype.type(0), x.dtype.type(6)
+    if (_jit.HAVE_NUMBA and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous):
+        _threads.split_rows(lambda a, b: _jit.relu6_forward_kernel(x[a:b].reshape(-1),
+                                                                   out[a:b].reshape(-1)),
+                            len(x), x.size)
+    else:
+        _threads.split_rows(lambda a, b: np.clip(x[a:b], lo, hi, out=out[a:b]), len(x),
+                            x.size)
     return out, out
 
 
 def relu6_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    """``dout`` where ``0 < out < 6``, 0 elsewhere (0 at both ends, like PyTorch's hardtanh)."""
+    """``dout`` where ``0 < out < 6``, 0 elsewhere (0 at both ends, like PyTorch's hardtanh).
+
+    Compiled, one pass (:func:`convnet.ops._jit.relu6_backward_kernel`), ranges of images over
+    the worker threads; without Numba (or for other dtypes and layouts) ``np.where``."""
     zero = dout.dtype.type(0)
-    return np.where((cache > 0) & (cache < 6), dout, zero)
+    compiled = (_jit.HAVE_NUMBA and dout.ndim > 0 and dout.dtype in (np.float32, np.float64)
+                and cache.dtype == dout.dtype and dout.flags.c_contiguous
+                and cache.flags.c_contiguous)
+    if not compiled:
+        return np.where((cache > 0) & (cache < 6), dout, zero)
+    dx = _arena.empty(dout.shape, dout.dtype)
+    _threads.split_rows(
+        lambda a, b: _jit.relu6_backward_kernel(dout[a:b].reshape(-1), cache[a:b].reshape(-1),
+                                                dx[a:b].reshape(-1)), len(dout), dout.size)
+    return dx

@@ -272,6 +272,8 @@ def _conv_core(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
         return fast.subimages_conv(x, W, b, dilation, out_hw, memo)
     if path is ConvPath.DIRECT_DEPTH1:
         return fast.conv3x3_depth1(x, W, b, stride, pad, dilation, out_hw)
+    if path is ConvPath.DIRECT_SMALL:
+        return fast.conv_small(x, W, b, pad, dilation, out_hw)
     K, Fh, Fw, D = W.shape
     W2d = W.reshape(K, -1)
     fused = b is not None and not _is_pointwise((Fh, Fw), pad)
@@ -298,6 +300,8 @@ def _weight_grad(x: np.ndarray, dout: np.ndarray, W_shape: tuple[int, ...], stri
         return dW, (sum_rows(dout.reshape(-1, K)) if has_b else None)
     if path is ConvPath.DIRECT_DEPTH1:
         return fast.depth1_weight_grad(x, dout, stride, pad, dilation, has_b)
+    if path is ConvPath.DIRECT_SMALL:
+        return fast.small_weight_grad(x, dout, (Fh, Fw), pad, dilation, has_b)
     ones = has_b and not _is_pointwise((Fh, Fw), pad)
     _, g = _conv_gemms(x, (Fh, Fw), stride, pad, dilation, dout.shape[1:3], ones_column=ones,
                        gout=dout)
@@ -391,7 +395,10 @@ def conv2d_input_grad(
     N, Ho, Wo, K = dout.shape
     _, Fh, Fw, D = W.shape
     W2d = W.reshape(K, -1)
-    path = choose_input_grad_path(dout.shape, W.shape, input_hw, stride, pad, dilation)
+    path = choose_input_grad_path(dout.shape, W.shape, input_hw, stride, pad, dilation,
+                                  dout.dtype)
+    if path is InputGradPath.DIRECT_SMALL:
+        return fast.small_input_grad(dout, W, tuple(input_hw), pad, dilation)
     if path is InputGradPath.GEMM:
         # every pixel its own window: one GEMM, split by rows over the threads
         return _threads.matmul(dout.reshape(-1, K), W2d).reshape(N, Ho, Wo, D)

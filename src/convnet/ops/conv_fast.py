@@ -15,6 +15,11 @@ plain im2col path and against :mod:`convnet.ops.reference` (``tests/test_ops_pat
   :func:`depth1_weight_grad`): a 3x3 layer on a one-channel input (a grayscale network's first
   layer) by compiled kernels that vectorise over the filters, where im2col's GEMM would have an
   inner size of 9.
+- **The thin-input direct kernel** (``ConvPath.DIRECT_SMALL``, :func:`conv_small`,
+  :func:`small_weight_grad`): any window, stride and dilation on an input of at most 8
+  channels by few filters (seed004's 5x5 layers over 1 and 3 channels), by compiled kernels
+  that run along image rows, where im2col's GEMM would have sizes of 3-6 and copy the input
+  ``Fh*Fw`` times.
 - **CONV + POOL fusion** (:func:`conv2d_maxpool_forward`, :func:`conv2d_maxpool_backward`,
   :func:`conv3x3_depth1_maxpool_weight_grad`): a 2x2 stride-2 max pool taken on Winograd's
   2x2 output tiles while they are in registers, and its backward straight into the tiles; the
@@ -270,6 +275,106 @@ def _depth1_accumulate(kernel: Callable[[int, int, np.ndarray], None], x: np.nda
         acc += more
     dW = np.ascontiguousarray(acc[:9].T, dtype=x.dtype).reshape(K, 3, 3, 1)
     return dW, (acc[9].astype(x.dtype) if has_b else None)
+
+
+# ------------------------------------------------- thin inputs (D <= 8, few filters), direct
+def _small_planar(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
+                  out_hw: Pair) -> np.ndarray:
+    """The padded input the windows on ``out_hw`` read, planar ``(N, D, Hp, Wp)`` (a copy in
+    this thread's scratch: thin inputs are small)."""
+    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
+    need = ((Ho - 1) * sh + effective_extent(F[0], dh), (Wo - 1) * sw + effective_extent(F[1], dw))
+    xp = padded_input(x, pad, need)
+    xpT = scratch("small_xT", (x.shape[0], x.shape[3], *need), x.dtype)
+    np.copyto(xpT, xp.transpose(0, 3, 1, 2))
+    return xpT
+
+
+def _small_split(N: int, macs: int) -> list[tuple[int, int]]:
+    workers = _threads.workers() if macs >= _threads.SPLIT_MIN_MACS else 1
+    return _threads.row_blocks(N, workers)
+
+
+def conv_small(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair,
+               dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """The stride-1 convolution of a thin input by few filters by the compiled direct kernel
+    (:func:`convnet.ops._jit.conv_small_kernel`), ranges of images over the worker threads
+    when the work is worth it. Same contract as the im2col path."""
+    N = x.shape[0]
+    K, Fh, Fw, D = W.shape
+    Ho, Wo = out_hw
+    xpT = _small_planar(x, (Fh, Fw), (1, 1), pad, dilation, out_hw)
+    Wc = np.ascontiguousarray(W, dtype=x.dtype)
+    bias = np.zeros(K, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
+    out = _arena.empty((N, Ho, Wo, K), x.dtype)
+    parts = _small_split(N, N * Ho * Wo * K * Fh * Fw * D)
+    _threads.map_blocks(
+        lambda n0, n1: _jit.conv_small_kernel(xpT[n0:n1], dilation[0], dilation[1], Wc, bias,
+                                              out[n0:n1]), parts, len(parts))
+    return out
+
+
+def _wide_gradient(dout: np.ndarray, Wp: int) -> tuple[np.ndarray, int]:
+    """``dout`` planar on the wide grid ``(N, K, Ho*Wp)`` (zeros in the columns ``>= Wo``, in
+    this thread's scratch) and the run length ``L`` of the small kernels."""
+    N, Ho, Wo, K = dout.shape
+    gW = scratch("small_gW", (N, K, Ho, Wp), dout.dtype)
+    gW[..., Wo:] = 0
+    np.copyto(gW[..., :Wo], dout.transpose(0, 3, 1, 2))
+    return gW.reshape(N, K, Ho * Wp), (Ho - 1) * Wp + Wo
+
+
+def small_input_grad(dout: np.ndarray, W: np.ndarray, input_hw: Pair, pad: Pair,
+                     dilation: Pair) -> np.ndarray:
+    """The input gradient of the stride-1 convolution of a thin input by few filters (and the
+    forward of such a transposed convolution) by the compiled kernel
+    (:func:`convnet.ops._jit.conv_small_dx_kernel`) on the wide grid, then cropped to the input
+    and transposed to NHWC. Same contract as :func:`convnet.ops.conv.conv2d_input_grad`."""
+    N, Ho, Wo, K = dout.shape
+    _, Fh, Fw, D = W.shape
+    (ph, pw), (H, W_) = pad, input_hw
+    need = ((Ho - 1) + effective_extent(Fh, dilation[0]),
+            (Wo - 1) + effective_extent(Fw, dilation[1]))
+    gW, L = _wide_gradient(dout, need[1])
+    dxp = scratch("small_dxp", (N, D, *need), dout.dtype)
+    Wc = np.ascontiguousarray(W, dtype=dout.dtype)
+    parts = _small_split(N, N * Ho * Wo * W.size)
+    _threads.map_blocks(
+        lambda n0, n1: _jit.conv_small_dx_kernel(gW[n0:n1], L, dilation[0], dilation[1], Wc,
+                                                 dxp[n0:n1]), parts, len(parts))
+    dx = _arena.empty((N, H, W_, D), dout.dtype)
+    # input rows/cols r sit at r + P in the padded grid; those past ``need`` get no gradient
+    h, w = max(0, min(H, need[0] - ph)), max(0, min(W_, need[1] - pw))
+    if h < H or w < W_:
+        dx[...] = 0
+    np.copyto(dx[:, :h, :w], dxp[:, :, ph:ph + h, pw:pw + w].transpose(0, 2, 3, 1))
+    return dx
+
+
+def small_weight_grad(x: np.ndarray, dout: np.ndarray, F: Pair, pad: Pair,
+                      dilation: Pair, has_b: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dW`` ``(K, Fh, Fw, D)`` and ``db`` of :func:`conv_small` by the compiled kernel
+    (:func:`convnet.ops._jit.conv_small_wgrad_kernel`): the output gradient copied planar onto
+    the kernel's wide grid (zeros in the extra columns); each worker thread sums its range of
+    images into its own float64 accumulator; those are added in order."""
+    N, Ho, Wo, K = dout.shape
+    D = x.shape[3]
+    xpT = _small_planar(x, F, (1, 1), pad, dilation, (Ho, Wo))
+    gW, L = _wide_gradient(dout, xpT.shape[3])
+    T = F[0] * F[1] * D
+
+    def part(n0: int, n1: int) -> np.ndarray:
+        acc = np.zeros((K, T + 1))
+        _jit.conv_small_wgrad_kernel(xpT[n0:n1], F[0], F[1], dilation[0], dilation[1],
+                                     gW[n0:n1], L, acc)
+        return acc
+
+    parts = _small_split(N, N * Ho * Wo * K * T)
+    acc, *rest = _threads.map_blocks(part, parts, len(parts))
+    for more in rest:
+        acc += more
+    dW = acc[:, :T].astype(x.dtype).reshape(K, F[0], F[1], D)
+    return dW, (acc[:, T].astype(x.dtype) if has_b else None)
 
 
 # ------------------------------------------------------------------ CONV + 2x2 max POOL

@@ -13,6 +13,8 @@ path                 where it applies (shapes)                         where it 
 ``SUBIMAGES``        dilated 3x3 stride-1 "same" (P = d, sizes          as Winograd, on the
                      divisible by d): Winograd on the d*d sub-images   sub-images
 ``DIRECT_DEPTH1``    3x3 on one input channel, Numba, float32/64       >= 8 filters
+``DIRECT_SMALL``     stride 1, any window and dilation, <= 8 input     <= 8 filters
+                     channels, Numba, float32/64
 ``IM2COL``           everything (gather + GEMM: the general path)      otherwise
 ==================== ================================================= =======================
 
@@ -43,9 +45,10 @@ from convnet.ops import _jit, winograd
 Pair = tuple[int, int]
 
 __all__ = [
-    "COL2IM_PLANES_BELOW", "DEPTH1_MIN_FILTERS", "FLIP_MIN_DEPTH", "WINOGRAD_MIN_CHANNELS",
-    "WINOGRAD_MIN_TILES", "ConvPath", "InputGradPath", "choose_input_grad_path", "choose_path",
-    "force_path",
+    "COL2IM_PLANES_BELOW", "DEPTH1_MIN_FILTERS", "FLIP_MIN_DEPTH", "SMALL_MAX_DEPTH",
+    "SMALL_MAX_FILTERS", "WINOGRAD_MIN_CHANNELS", "WINOGRAD_MIN_TILES", "ConvPath",
+    "DepthwisePath", "InputGradPath", "choose_depthwise_path", "choose_input_grad_path",
+    "choose_path", "force_path",
 ]
 
 
@@ -63,6 +66,20 @@ class ConvPath(enum.Enum):
     #: The compiled direct 3x3 kernel of a one-channel input
     #: (:func:`convnet.ops.conv_fast.conv3x3_depth1`).
     DIRECT_DEPTH1 = "direct_depth1"
+    #: The compiled direct kernel of a thin input (at most :data:`SMALL_MAX_DEPTH` channels)
+    #: and any window (:func:`convnet.ops.conv_fast.conv_small`).
+    DIRECT_SMALL = "direct_small"
+
+
+class DepthwisePath(enum.Enum):
+    """How a depthwise convolution (``DWCONV``, groups = depth) is computed
+    (:mod:`convnet.ops.grouped`)."""
+
+    #: NumPy: one strided pass per filter tap over the whole output (any multiplier).
+    TAPS = "taps"
+    #: Compiled kernels, one pass over the output, vectorised over the depth
+    #: (:func:`convnet.ops._jit.depthwise_kernel`): multiplier 1, float32/64.
+    DIRECT = "direct"
 
 
 class InputGradPath(enum.Enum):
@@ -78,6 +95,9 @@ class InputGradPath(enum.Enum):
     COL2IM = "col2im"
     #: The same sums on transposed buffers: the slice-adds run along image rows (a thin ``dx``).
     COL2IM_PLANES = "col2im_planes"
+    #: Stride 1, a thin ``dx`` (at most :data:`SMALL_MAX_DEPTH` channels) from few filters: the
+    #: compiled kernel on the wide grid (:func:`convnet.ops.conv_fast.small_input_grad`).
+    DIRECT_SMALL = "direct_small"
 
 
 # ------------------------------------------------------------------------------ thresholds
@@ -99,6 +119,14 @@ WINOGRAD_MIN_TILES = 25
 #: it wants enough of them. Measured at 32 filters (28x28x1 -> 32, one thread): batch 1 0.07 ->
 #: 0.02-0.04 ms, batch 128 2.2-2.4 -> 1.6-2.0 ms against im2col + GEMM.
 DEPTH1_MIN_FILTERS = 8
+#: Largest input depth for which a convolution can run as the compiled thin-input kernel
+#: (:func:`convnet.ops._jit.conv_small_kernel`, ``ConvPath.DIRECT_SMALL``) ...
+SMALL_MAX_DEPTH = 8
+#: ... and largest filter count for which it is chosen: it makes one filter at a time, so its
+#: cost grows with K where the GEMM's improves. Measured at batch 128 (the kernel on one
+#: thread, against im2col + GEMM on two): 32x32x1 -> 3 (5x5) 0.61 against 3.2 ms; 14x14x3 -> 6
+#: (5x5) 0.78 against 2.6; but 32x32x3 -> 16 (3x3) 8.5 against 5.0 and -> 32 15.2 against 10.9.
+SMALL_MAX_FILTERS = 8
 #: Smallest input depth for which the input gradient runs as a flipped convolution rather than
 #: GEMM + col2im (stride 1 only); measured faster at 32 and 64, slower at 1: cifar10's 32x32x32
 #: layer at batch 128 46 ms against 85 ms (one thread); with D = 1 (a first layer) the GEMM is
@@ -117,6 +145,7 @@ class _Forced:
     input_grad: InputGradPath | None = None
     fused_backward: bool | None = None
     block_bytes: int | None = None
+    depthwise: DepthwisePath | None = None
 
 
 _forced = _Forced()
@@ -126,7 +155,8 @@ _forced = _Forced()
 def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
                input_grad: InputGradPath | None = None,
                fused_backward: bool | None = None,
-               block_bytes: int | None = None) -> Iterator[None]:
+               block_bytes: int | None = None,
+               depthwise: DepthwisePath | None = None) -> Iterator[None]:
     """A scope in which the convolutions take the given paths wherever they apply, whatever
     the measured thresholds say (elsewhere the usual choice): for tests and measurements.
 
@@ -140,6 +170,7 @@ def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
             :func:`~convnet.ops.conv.conv2d_input_grad`, instead of both in one pass.
         block_bytes: the size of the im2col and Winograd blocks (1: one image per block),
             instead of :data:`convnet.ops._blocks.BLOCK_BYTES` and the activation cap.
+        depthwise: the :class:`DepthwisePath` of every depthwise convolution it applies to.
 
     Process-wide, like the BLAS thread count (the worker threads see it too); scopes nest, an
     inner one overriding only what it names.
@@ -154,7 +185,8 @@ def force_path(conv: ConvPath | Sequence[ConvPath] | None = None, *,
     if isinstance(conv, ConvPath):
         conv = (conv,)
     given = {"conv": None if conv is None else tuple(conv), "input_grad": input_grad,
-             "fused_backward": fused_backward, "block_bytes": block_bytes}
+             "fused_backward": fused_backward, "block_bytes": block_bytes,
+             "depthwise": depthwise}
     _forced = dataclasses.replace(before, **{k: v for k, v in given.items() if v is not None})
     try:
         yield
@@ -189,9 +221,9 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
     """The path of the convolution of an ``x_shape`` input by ``W_shape`` filters on the grid
     ``out_hw``: its forward pass, its weight gradient and its backward all take it.
 
-    The first path of the ladder WINOGRAD, SUBIMAGES, DIRECT_DEPTH1 that applies to the shapes
-    and pays (the thresholds above), else IM2COL; or the first path :func:`force_path` names
-    that applies.
+    The first path of the ladder WINOGRAD, SUBIMAGES, DIRECT_DEPTH1, DIRECT_SMALL that applies
+    to the shapes and pays (the thresholds above), else IM2COL; or the first path
+    :func:`force_path` names that applies.
 
     Shape:
         x_shape ``(N, H, W, D)``, W_shape ``(K, Fh, Fw, D)``, ``out_hw`` the output grid (it can
@@ -212,10 +244,13 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
                      and tuple(out_hw) == (H, W_) and H % dh == 0 and W_ % dw == 0)
     depth1_fits = (three and D == 1 and _jit.HAVE_NUMBA
                    and np.dtype(dtype) in (np.float32, np.float64))
+    small_fits = (one and D <= SMALL_MAX_DEPTH and _jit.HAVE_NUMBA
+                  and np.dtype(dtype) in (np.float32, np.float64))
     for forced in _forced.conv or ():
         if (forced is ConvPath.IM2COL or (forced is ConvPath.WINOGRAD and winograd_fits)
                 or (forced is ConvPath.SUBIMAGES and subimages_fit)
-                or (forced is ConvPath.DIRECT_DEPTH1 and depth1_fits)):
+                or (forced is ConvPath.DIRECT_DEPTH1 and depth1_fits)
+                or (forced is ConvPath.DIRECT_SMALL and small_fits)):
             return forced
     if winograd_fits and _winograd_pays(D, K, N, out_hw):
         return ConvPath.WINOGRAD
@@ -223,16 +258,30 @@ def choose_path(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: Pair
         return ConvPath.SUBIMAGES
     if depth1_fits and K >= DEPTH1_MIN_FILTERS:
         return ConvPath.DIRECT_DEPTH1
+    if small_fits and K <= SMALL_MAX_FILTERS:
+        return ConvPath.DIRECT_SMALL
     return ConvPath.IM2COL
+
+
+def choose_depthwise_path(multiplier: int, dtype: np.dtype | type) -> DepthwisePath:
+    """DIRECT wherever it applies (multiplier 1, float32/64, Numba): it is one pass over the
+    output where TAPS makes ``Fh*Fw`` (measured in bench/README.md, "Round 2"); or the path
+    :func:`force_path` names, where it applies."""
+    direct_fits = (multiplier == 1 and _jit.HAVE_NUMBA
+                   and np.dtype(dtype) in (np.float32, np.float64))
+    if _forced.depthwise is DepthwisePath.TAPS:
+        return DepthwisePath.TAPS
+    return DepthwisePath.DIRECT if direct_fits else DepthwisePath.TAPS
 
 
 def choose_input_grad_path(dout_shape: tuple[int, ...], W_shape: tuple[int, ...],
                            input_hw: Pair, stride: Pair, pad: Pair,
-                           dilation: Pair) -> InputGradPath:
+                           dilation: Pair, dtype: np.dtype | type = np.float32) -> InputGradPath:
     """The path of :func:`convnet.ops.conv.conv2d_input_grad` for an output gradient of
     ``dout_shape`` ``(N, Ho, Wo, K)``, filters ``W_shape`` ``(K, Fh, Fw, D)`` and an input grid
-    ``input_hw``: GEMM (1x1), FLIPPED (stride 1, deep enough ``dx``), COL2IM_PLANES (thin
-    ``dx``), else COL2IM; or the path :func:`force_path` names, where it applies."""
+    ``input_hw``: GEMM (1x1), DIRECT_SMALL (stride 1, thin ``dx`` from at most
+    :data:`SMALL_MAX_FILTERS` filters), FLIPPED (stride 1, deep enough ``dx``), COL2IM_PLANES
+    (thin ``dx``), else COL2IM; or the path :func:`force_path` names, where it applies."""
     _, Ho, Wo, _ = dout_shape
     _, Fh, Fw, D = W_shape
     one = tuple(stride) == (1, 1)
@@ -245,13 +294,18 @@ def choose_input_grad_path(dout_shape: tuple[int, ...], W_shape: tuple[int, ...]
     flipped_fits = (one and pad[0] < ext[0] and pad[1] < ext[1]
                     and (Ho + ext[0] - 1 - 2 * pad[0], Wo + ext[1] - 1 - 2 * pad[1])
                     == tuple(input_hw))
+    small_fits = (one and D <= SMALL_MAX_DEPTH and _jit.HAVE_NUMBA
+                  and np.dtype(dtype) in (np.float32, np.float64))
     forced = _forced.input_grad
     if forced is not None and (forced in (InputGradPath.COL2IM, InputGradPath.COL2IM_PLANES)
                                or (forced is InputGradPath.GEMM and gemm_fits)
-                               or (forced is InputGradPath.FLIPPED and flipped_fits)):
+                               or (forced is InputGradPath.FLIPPED and flipped_fits)
+                               or (forced is InputGradPath.DIRECT_SMALL and small_fits)):
         return forced
     if gemm_fits:
         return InputGradPath.GEMM
+    if small_fits and dout_shape[3] <= SMALL_MAX_FILTERS:
+        return InputGradPath.DIRECT_SMALL
     if flipped_fits and D >= FLIP_MIN_DEPTH:
         return InputGradPath.FLIPPED
     if D < COL2IM_PLANES_BELOW:

@@ -7,10 +7,13 @@ filters of depth ``D/G`` (PyTorch's layout). Weights ``W``: ``(K, Fh, Fw, D/G)``
 - ``1 < G < D`` (ResNeXt, ``CONV(128,F=1,G=4)``): each group runs on the ordinary CONV kernels
   (:mod:`convnet.ops.conv`, im2col + GEMM), a loop over the ``G`` groups only.
 - ``G == D`` (depthwise, MobileNet's ``DWCONV``): a GEMM per slice would multiply a 1-column
-  matrix ``D`` times, so this is its own kernel: a loop over the ``Fh*Fw`` filter taps, each one
-  strided slice of the padded input times one weight per slice, over all images, positions and
-  slices at once. A depthwise CONV does ``F*F`` multiply-adds per output value, so it is bound
-  by memory, not arithmetic: each tap is one pass over the output.
+  matrix ``D`` times, so this is its own kernel, on the path
+  :func:`~convnet.ops.conv_paths.choose_depthwise_path` picks: ``DIRECT`` (multiplier 1,
+  compiled: one pass over the output, each pixel's ``Fh*Fw`` taps summed in a vector over the
+  contiguous depth; the backward makes ``dW`` and ``dx`` in one pass), else ``TAPS`` (NumPy: a
+  loop over the filter taps, each one strided slice of the padded input times one weight per
+  slice, over all images, positions and slices at once, a pass over the output per tap). A
+  depthwise CONV does ``F*F`` multiply-adds per output value, so it is bound by memory.
 
 Shape:
     x ``(N, H, W, D)``, W ``(K, Fh, Fw, D/G)``, b ``(K,)`` or None -> out ``(N, Ho, Wo, K)``,
@@ -24,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from convnet.arith import Pair, conv_output_size
+from convnet.ops import _arena, _jit, _threads
 from convnet.ops import conv as F_conv
+from convnet.ops.conv_paths import DepthwisePath, choose_depthwise_path
 
 __all__ = ["grouped_conv2d_backward", "grouped_conv2d_forward"]
 
@@ -47,12 +52,66 @@ def _pad(x: np.ndarray, pad: Pair) -> np.ndarray:
     return np.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
 
 
+def _direct_parts(N: int, work: int) -> list[tuple[int, int]]:
+    workers = _threads.workers() if work >= _threads.SPLIT_MIN_ELEMENTS else 1
+    return _threads.row_blocks(N, workers)
+
+
+def _depthwise_direct_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
+                              stride: Pair, pad: Pair, dilation: Pair,
+                              out_hw: Pair) -> np.ndarray:
+    """``DepthwisePath.DIRECT``: the compiled kernel (no padded copy: taps in the padding are
+    skipped), ranges of images over the threads."""
+    N, D = x.shape[0], x.shape[3]
+    fh, fw = W.shape[1:3]
+    xc = np.ascontiguousarray(x)
+    Wt = np.ascontiguousarray(W[..., 0].transpose(1, 2, 0), dtype=x.dtype)   # (Fh, Fw, D)
+    bias = np.zeros(D, x.dtype) if b is None else b.astype(x.dtype, copy=False)
+    out = _arena.empty((N, *out_hw, D), x.dtype)
+    parts = _direct_parts(N, out.size * fh * fw)
+    _threads.map_blocks(
+        lambda n0, n1: _jit.depthwise_kernel(xc[n0:n1], stride[0], stride[1], pad[0], pad[1],
+                                             dilation[0], dilation[1], Wt, bias, out[n0:n1]),
+        parts, len(parts))
+    return out
+
+
+def _depthwise_direct_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray, stride: Pair,
+                               pad: Pair, dilation: Pair, need_dx: bool
+                               ) -> tuple[np.ndarray | None, np.ndarray]:
+    """``DepthwisePath.DIRECT``: both gradients in one compiled pass, straight into ``dx``;
+    each thread sums its images' weight gradient into its own float64 accumulator, added in
+    order."""
+    N, H, Wd, D = x.shape
+    fh, fw = W.shape[1:3]
+    xc = np.ascontiguousarray(x)
+    Wt = np.ascontiguousarray(W[..., 0].transpose(1, 2, 0), dtype=x.dtype)
+    dx = _arena.empty(x.shape, dout.dtype) if need_dx else np.empty((1, 1, 1, 1), dout.dtype)
+    g = np.ascontiguousarray(dout)
+
+    def part(n0: int, n1: int) -> np.ndarray:
+        acc = np.zeros((fh, fw, D))
+        _jit.depthwise_backward_kernel(xc[n0:n1], stride[0], stride[1], pad[0], pad[1],
+                                       dilation[0], dilation[1], Wt, g[n0:n1], need_dx,
+                                       dx[n0:n1] if need_dx else dx, acc)
+        return acc
+
+    parts = _direct_parts(N, dout.size * fh * fw)
+    acc, *rest = _threads.map_blocks(part, parts, len(parts))
+    for more in rest:
+        acc += more
+    dW = np.ascontiguousarray(acc.transpose(2, 0, 1), dtype=x.dtype).reshape(D, fh, fw, 1)
+    return (dx if need_dx else None), dW
+
+
 def _depthwise_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
                        pad: Pair, dilation: Pair) -> np.ndarray:
     N, H, Wd, D = x.shape
     K, fh, fw, _ = W.shape
     m = K // D
     out_hw = _out_hw((H, Wd), (fh, fw), stride, pad, dilation)
+    if choose_depthwise_path(m, x.dtype) is DepthwisePath.DIRECT:
+        return _depthwise_direct_forward(x, W, b, stride, pad, dilation, out_hw)
     xp = _pad(x, pad)
     taps = W[..., 0].reshape(D, m, fh, fw)        # output map d*m + j reads slice d
     out = np.zeros((N, *out_hw, D, m) if m > 1 else (N, *out_hw, D), dtype=x.dtype)
@@ -77,6 +136,8 @@ def _depthwise_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray, stride: 
     N, H, Wd, D = x.shape
     K, fh, fw, _ = W.shape
     m = K // D
+    if choose_depthwise_path(m, x.dtype) is DepthwisePath.DIRECT:
+        return _depthwise_direct_backward(dout, x, W, stride, pad, dilation, need_dx)
     out_hw = dout.shape[1:3]
     xp = _pad(x, pad)
     taps = W[..., 0].reshape(D, m, fh, fw)

@@ -26,9 +26,49 @@ from typing import Any
 
 import numpy as np
 
-from convnet.ops import _threads
+from convnet.ops import _arena, _jit, _threads
 
-__all__ = ["batchnorm_affine", "batchnorm_backward", "batchnorm_forward"]
+__all__ = ["batchnorm_affine", "batchnorm_backward", "batchnorm_forward", "compiled"]
+
+#: Whether :func:`batchnorm_forward` and :func:`batchnorm_backward` use the compiled kernels in
+#: training (True, where they apply: Numba, float32/64, contiguous, no ``reduce``) or the NumPy
+#: passes (False): tests set it to compare the two.
+USE_COMPILED = True
+
+
+def compiled(*arrays: np.ndarray) -> bool:
+    """Whether the compiled training kernels apply to ``arrays`` (see :data:`USE_COMPILED`)."""
+    return (USE_COMPILED and _jit.HAVE_NUMBA
+            and all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
+                    for a in arrays))
+
+
+def _row_parts(M: int, size: int) -> list[tuple[int, int]]:
+    n = _threads.workers() if size >= _threads.SPLIT_MIN_ELEMENTS else 1
+    return _threads.row_blocks(M, n)
+
+
+def _summed(kernel: Any, arrays: tuple[np.ndarray, ...], D: int, n_acc: int) -> list[np.ndarray]:
+    """``kernel(*row ranges of arrays, *accumulators)`` over row blocks on the worker threads,
+    each with its own float64 accumulators ``(D,)``, added in block order."""
+    def part(r0: int, r1: int) -> list[np.ndarray]:
+        accs = [np.zeros(D) for _ in range(n_acc)]
+        kernel(*(a[r0:r1] for a in arrays), *accs)
+        return accs
+
+    parts = _row_parts(arrays[0].shape[0], arrays[0].size)
+    first, *rest = _threads.map_blocks(part, parts, len(parts))
+    for more in rest:
+        for a, b in zip(first, more, strict=True):
+            a += b
+    return first
+
+
+def _rows(kernel: Any, arrays: tuple[np.ndarray, ...], params: tuple[np.ndarray, ...]) -> None:
+    """``kernel(*row ranges of arrays, *params)`` over row blocks on the worker threads."""
+    parts = _row_parts(arrays[0].shape[0], arrays[0].size)
+    _threads.map_blocks(lambda r0, r1: kernel(*(a[r0:r1] for a in arrays), *params), parts,
+                        len(parts))
 
 
 def _channel_sums(a: np.ndarray) -> np.ndarray:
@@ -131,7 +171,7 @@ def batchnorm_forward(
     x2 = x.reshape(-1, D)
     m = x2.shape[0]
     eps = float(eps)
-    out = np.empty_like(x)
+    out = _arena.empty(x.shape, x.dtype)         # reused buffers: no page faults
     out2 = out.reshape(-1, D)
     if not train:
         scale, shift = batchnorm_affine(gamma, beta, running_mean, running_var, eps, x.dtype)
@@ -145,7 +185,14 @@ def batchnorm_forward(
         # the input is cached (not xhat): evaluation rarely meets a backward pass, which then
         # recomputes xhat for dgamma
         return out, (x, running_mean.astype(x.dtype, copy=False), gamma, inv_std, False)
-    if reduce is None:
+    if reduce is None and compiled(x2):
+        # compiled: three passes (sums; centre + squares; normalise + affine), float64 sums
+        xhat = _arena.empty(x2.shape, x2.dtype)
+        mean = (_summed(_jit.bn_sums_kernel, (x2,), D, 1)[0] / max(m, 1)).astype(x.dtype)
+        var = (_summed(lambda xs, hs, acc: _jit.bn_center_kernel(xs, mean, hs, acc),
+                       (x2, xhat), D, 1)[0] / max(m, 1)).astype(x.dtype)
+        sync = None
+    elif reduce is None:
         mean = _channel_sums(x2) / m
         xhat = np.empty_like(x2)
         _rowwise(lambda xs, hs, mu: np.subtract(xs, mu, out=hs), (x2, xhat), (mean,))  # centred
@@ -171,7 +218,11 @@ def batchnorm_forward(
         np.multiply(hs, g, out=os)
         os += b
 
-    _rowwise(normalise, (xhat, out2), (inv_std, gamma, beta))
+    if compiled(xhat, out2):
+        _rows(_jit.bn_normalise_kernel, (xhat, out2),
+              tuple(np.asarray(v, dtype=x.dtype) for v in (inv_std, gamma, beta)))
+    else:
+        _rowwise(normalise, (xhat, out2), (inv_std, gamma, beta))
     # xhat (not x) is cached: the backward formula needs only xhat, gamma and 1/std.
     return out, (xhat.reshape(x.shape), gamma, inv_std, sync, True)
 
@@ -231,6 +282,16 @@ def batchnorm_backward(
         x, mean, gamma, inv_std, _ = cache
         xhat = (x - mean) * inv_std
     h2 = xhat.reshape(-1, D)
+    if train and sync is None and compiled(d2, h2):
+        # compiled: two passes (the two sums; dx), float64 sums
+        dgamma64, dbeta64 = _summed(_jit.bn_grad_sums_kernel, (d2, h2), D, 2)
+        dgamma, dbeta = dgamma64.astype(dout.dtype), dbeta64.astype(dout.dtype)
+        dx = _arena.empty(d2.shape, d2.dtype)
+        dt = dout.dtype
+        _rows(_jit.bn_dx_kernel, (d2, h2, dx),
+              ((dgamma64 / m).astype(dt), (dbeta64 / m).astype(dt),
+               np.asarray(gamma * inv_std, dtype=dt)))
+        return dx.reshape(dout.shape), dgamma, dbeta
     prod = np.empty_like(d2)
     _rowwise(lambda ds, hs, ps: np.multiply(ds, hs, out=ps), (d2, h2, prod))
     dgamma = _channel_sums(prod)
