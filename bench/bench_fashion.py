@@ -150,8 +150,56 @@ def main() -> None:
 
     rng_ours = np.random.default_rng(args.seed)
     rng_torch = np.random.default_rng(args.seed)
-    rows = []
+    rows: list[tuple[int, float, float, float, float, float, float]] = []
     wall = {"convnet": 0.0, "PyTorch": 0.0}
+    load_before = os.getloadavg()[0]
+    limit = f" --limit {args.limit}" if args.limit else ""
+
+    def report() -> str:
+        """The results so far (written after every epoch: a run cut short keeps its table)."""
+        done = len(rows)
+        lines = [
+            f"# Fashion-MNIST: convnet vs PyTorch CPU, same recipe ({args.recipe})",
+            "",
+            f"Command: `python bench/bench_fashion.py --recipe {args.recipe} --epochs "
+            f"{args.epochs} --threads {args.threads}{limit}`",
+            "",
+            f"Network (zoo \"{arch}\", {net.num_params:,} parameters): `{spec}`",
+            "",
+            f"Recipe: {args.epochs} epochs, batch {args.batch}, SGD Nesterov momentum 0.9, "
+            f"weight decay 5e-4, {schedule_text}, "
+            f"random crop pad 2 + horizontal flip, per-channel normalisation; "
+            f"same initial weights, batches and dropout masks; {n:,} training images, "
+            f"{len(yte):,} test images.",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores, threads={args.threads}, "
+            f"numpy {np.__version__}, torch {torch.__version__}; 1-minute load average "
+            f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end (other "
+            "processes running on the machine slow both systems alike: epochs alternate).",
+            "",
+            "| epoch | convnet loss | convnet test acc | convnet s | PyTorch loss "
+            "| PyTorch test acc | PyTorch s |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for e, lo, ao, to, lt, at, tt in rows:
+            lines.append(f"| {e} | {lo:.4f} | {ao:.2%} | {to:.1f} | {lt:.4f} | {at:.2%} "
+                         f"| {tt:.1f} |")
+        if done < args.epochs:
+            lines += ["", f"Stopped after {done} of {args.epochs} epochs (partial results)."]
+        if rows:
+            final_o, final_t = rows[-1][2], rows[-1][5]
+            lines += [
+                "",
+                f"{'Final' if done == args.epochs else 'Last'} test accuracy: convnet "
+                f"{final_o:.2%}, PyTorch {final_t:.2%} (difference "
+                f"{100 * (final_o - final_t):+.2f} points).",
+                f"Training wall time: convnet {wall['convnet']:.1f} s, PyTorch "
+                f"{wall['PyTorch']:.1f} s (ratio convnet/PyTorch "
+                f"{wall['convnet'] / wall['PyTorch']:.2f}).",
+            ]
+        return "\n".join(lines) + "\n"
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
         l_ours = ours_epoch(epoch, rng_ours)
@@ -166,43 +214,8 @@ def main() -> None:
         print(f"epoch {epoch + 1:2d}  convnet loss {l_ours:.4f} test {a_ours:.2%} "
               f"{t_ours:6.1f}s"
               f"  |  PyTorch loss {l_torch:.4f} test {a_torch:.2%} {t_torch:6.1f}s", flush=True)
-
-    lines = [
-        f"# Fashion-MNIST: convnet vs PyTorch CPU, same recipe ({args.recipe})",
-        "",
-        f"Command: `python bench/bench_fashion.py --recipe {args.recipe} --epochs {args.epochs} "
-        f"--threads {args.threads}`",
-        "",
-        f"Network (zoo \"{arch}\", {net.num_params:,} parameters): `{spec}`",
-        "",
-        f"Recipe: {args.epochs} epochs, batch {args.batch}, SGD Nesterov momentum 0.9, "
-        f"weight decay 5e-4, {schedule_text}, "
-        f"random crop pad 2 + horizontal flip, per-channel normalisation; "
-        f"same initial weights, batches and dropout masks; {n:,} training images, "
-        f"{len(yte):,} test images.",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, threads={args.threads}, "
-        f"numpy {np.__version__}, torch {torch.__version__}.",
-        "",
-        "| epoch | convnet loss | convnet test acc | convnet s | PyTorch loss | PyTorch test acc "
-        "| PyTorch s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for e, lo, ao, to, lt, at, tt in rows:
-        lines.append(f"| {e} | {lo:.4f} | {ao:.2%} | {to:.1f} | {lt:.4f} | {at:.2%} | {tt:.1f} |")
-    final_o, final_t = rows[-1][2], rows[-1][5]
-    lines += [
-        "",
-        f"Final test accuracy: convnet {final_o:.2%}, PyTorch {final_t:.2%} "
-        f"(difference {100 * (final_o - final_t):+.2f} points).",
-        f"Training wall time: convnet {wall['convnet']:.1f} s, PyTorch {wall['PyTorch']:.1f} s "
-        f"(ratio convnet/PyTorch {wall['convnet'] / wall['PyTorch']:.2f}).",
-    ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-
+        Path(args.out).write_text(report())
+    print(report())
 
 if __name__ == "__main__":
     main()
