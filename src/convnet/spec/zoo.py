@@ -78,9 +78,9 @@ _ENTRIES: dict[str, tuple[str, str]] = {
         "(28 -> 14 -> 7), twice the filters in the second CONV, a wider FC (7x7x128 = 6,272 -> "
         "256) and dropout before the classifier. "
         "The BN sits after the pool, where it normalises a quarter of the values, so each "
-        "3x3 CONV still runs fused with its RELU and 2x2 POOL. 1,646,090 parameters; with its "
-        "recipe (SGD, one-cycle schedule, random crops and flips) it reaches about 93.5% on "
-        "Fashion-MNIST's test set in about ten minutes on 2 cores.",
+        "3x3 CONV still runs fused with its RELU and 2x2 POOL. 1,646,090 parameters, 9.1 MMACs "
+        "per image. With its recipe (SGD, one-cycle schedule, random crops and flips, 18 "
+        "epochs) it reached 93.56% on Fashion-MNIST's 10,000 test images.",
     ),
     "cifar10": (
         """INPUT(32x32x3)
