@@ -80,7 +80,8 @@ _ENTRIES: dict[str, tuple[str, str]] = {
         "The BN sits after the pool, where it normalises a quarter of the values, so each "
         "3x3 CONV still runs fused with its RELU and 2x2 POOL. 1,646,090 parameters, 9.1 MMACs "
         "per image. With its recipe (SGD, one-cycle schedule, random crops and flips, 18 "
-        "epochs) it reached 93.56% on Fashion-MNIST's 10,000 test images (93.24% with seed 1).",
+        "epochs) it reached 93.56% on Fashion-MNIST's 10,000 test images in 7.5 minutes on 2 "
+        "cores (93.24% with seed 1).",
     ),
     "cifar10": (
         """INPUT(32x32x3)
