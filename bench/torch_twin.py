@@ -89,6 +89,8 @@ def to_torch(net: Any) -> Any:
                 m.bias.copy_(t(layer.params["beta"]))
                 m.running_mean.copy_(t(layer.buffers["running_mean"]))
                 m.running_var.copy_(t(layer.buffers["running_var"]))
+        elif kind == "DROPOUT":
+            m = _keyed_dropout(layer)
         elif kind == "TANH":
             m = nn.Tanh()
         elif kind == "SIGMOID":
@@ -155,6 +157,40 @@ def _graph_module() -> Any:
             return outs[len(self.mods) - 1]
 
     return GraphModule
+
+
+def _keyed_dropout(layer: Any) -> Any:
+    """``nn.Dropout(p)`` that, given the batch's :class:`~convnet.keyed_random.SampleKeys` in
+    ``.keys`` (one batch, then forgotten, as the convnet layer's ``use_keys``), drops exactly the
+    units the convnet layer drops: its keep mask is computed by the same function (NHWC, so a
+    volume's mask is permuted to NCHW). Without keys: torch's own dropout."""
+    import zlib
+
+    import torch
+    from torch import nn
+
+    from convnet.keyed_random import STREAM_DROPOUT
+
+    class KeyedDropout(nn.Module):
+        def __init__(self, p: float, name: str) -> None:
+            super().__init__()
+            self.p = p
+            self.stream = (STREAM_DROPOUT, zlib.crc32(name.encode()))
+            self.keys: Any = None
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            keys, self.keys = self.keys, None
+            if not self.training or self.p == 0.0:
+                return x
+            if keys is None:
+                return nn.functional.dropout(x, self.p, True)
+            nhwc = (x.shape[2], x.shape[3], x.shape[1]) if x.dim() == 4 else tuple(x.shape[1:])
+            keep = torch.from_numpy(keys.keep_mask(self.stream, nhwc, self.p).astype(np.float32))
+            if x.dim() == 4:
+                keep = keep.permute(0, 3, 1, 2)
+            return x * keep / (1.0 - self.p)
+
+    return KeyedDropout(layer.p, layer.name)
 
 
 def _flatten_module() -> Any:

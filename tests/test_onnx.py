@@ -200,8 +200,8 @@ def test_export_refusals(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("name", ["lenet5", "seed004", "fashion", "cifar10", "fcn", "segnet",
-                                  "digits", "resnet-cifar", "resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["lenet5", "seed004", "fashion", "fashion-bn", "cifar10", "fcn",
+                                  "segnet", "digits", "resnet-cifar", "resnet18", "mobilenet_v2"])
 def test_zoo_network_round_trip(name, tmp_path):
     shape = {"resnet18": (32, 32, 3), "mobilenet_v2": (32, 32, 3)}.get(name)
     net = randomize(cn.build(name, seed=0, input_shape=shape))
@@ -216,7 +216,7 @@ BIG = {"alexnet": (67, 67, 3), "vgg16": (32, 32, 3), "resnet34": (32, 32, 3),
 def test_every_zoo_network_exports_and_onnxruntime_agrees(tmp_path):
     """Every zoo network (the ImageNet ones on small images: the same layers and weight shapes
     but for the first FC of alexnet and vgg16) passes the full checker and onnxruntime."""
-    small = {"lenet5", "seed004", "fashion", "cifar10", "fcn", "segnet", "digits",
+    small = {"lenet5", "seed004", "fashion", "fashion-bn", "cifar10", "fcn", "segnet", "digits",
              "resnet-cifar", "resnet18", "mobilenet_v2"}
     assert set(cn.zoo_names()) == small | set(BIG)    # a new zoo network is tested somewhere
     for name, shape in BIG.items():

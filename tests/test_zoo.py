@@ -11,9 +11,9 @@ from convnet.spec.zoo import get
 
 
 def test_names():
-    assert zoo_names() == ["lenet5", "alexnet", "vgg16", "seed004", "fashion", "cifar10", "fcn",
-                           "segnet", "digits", "resnet-cifar", "resnet18", "resnet34", "resnet50",
-                           "mobilenet_v2", "googlenet"]
+    assert zoo_names() == ["lenet5", "alexnet", "vgg16", "seed004", "fashion", "fashion-bn",
+                           "cifar10", "fcn", "segnet", "digits", "resnet-cifar", "resnet18",
+                           "resnet34", "resnet50", "mobilenet_v2", "googlenet"]
     for name in zoo_names():
         assert len(describe(name)) > 80
     assert describe("VGG16") == describe("vgg16")
@@ -70,6 +70,8 @@ def test_seed004_shapes():
 @pytest.mark.parametrize(
     ("name", "params"),
     [("lenet5", 61_706), ("seed004", 16_644), ("fashion", 421_642), ("digits", 38_282),
+     # 32*(9 + 1) + 2*32 + 128*(9*32 + 1) + 2*128 + 256*(6272 + 1) + 10*(256 + 1)
+     ("fashion-bn", 1_646_090),
      # torchvision's counts (resnet18, resnet34, resnet50, mobilenet_v2, googlenet without its
      # auxiliary classifiers); ResNet-20 with projection shortcuts (the paper's option B)
      ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),

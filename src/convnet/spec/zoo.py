@@ -68,6 +68,21 @@ _ENTRIES: dict[str, tuple[str, str]] = {
         "layers that preserve the size, each followed by 2x2 pooling (28 -> 14 -> 7), then "
         "7x7x64 = 3,136 -> 128 -> 10.",
     ),
+    "fashion-bn": (
+        """INPUT(28x28x1)
+           -> CONV(32,F=3,P=1) -> RELU -> POOL -> BN
+           -> CONV(128,F=3,P=1) -> RELU -> POOL -> BN
+           -> FC(256) -> RELU -> DROPOUT(p=0.25) -> FC(10)""",
+        "The default network of `convnet train --data fashion`: the reference "
+        "network \"fashion\" with batch normalisation after each CONV -> RELU -> POOL stage "
+        "(28 -> 14 -> 7), twice the filters in the second CONV, a wider FC (7x7x128 = 6,272 -> "
+        "256) and dropout before the classifier. "
+        "The BN sits after the pool, where it normalises a quarter of the values, so each "
+        "3x3 CONV still runs fused with its RELU and 2x2 POOL. 1,646,090 parameters, 9.1 MMACs "
+        "per image. With its recipe (SGD, one-cycle schedule, random crops and flips, 18 "
+        "epochs) it reached 93.56% on Fashion-MNIST's 10,000 test images in 7.5 minutes on 2 "
+        "cores (93.24% with seed 1).",
+    ),
     "cifar10": (
         """INPUT(32x32x3)
            -> [CONV(32,F=3,P=1) -> RELU]*2 -> POOL
