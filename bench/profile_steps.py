@@ -25,6 +25,16 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
+def _median_time(fn: Any, steps: int, clock: Any) -> float:
+    """Median seconds of ``steps`` calls of ``fn()`` on ``clock``."""
+    times = []
+    for _ in range(steps):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("network", help="a bench/run.py network name or a spec")
@@ -76,12 +86,7 @@ def main() -> None:
 
         s.forward = wrap(s.forward, (i, "fwd"))
         s.backward = wrap(s.backward, (i, "bwd"))
-    totals = []
-    for _ in range(args.steps):
-        t0 = clock()
-        step()
-        totals.append(clock() - t0)
-    total = statistics.median(totals)
+    total = _median_time(step, args.steps, clock)
     model = to_torch(net)
     topt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     xt, yt = nchw(x), torch.from_numpy(y)
@@ -92,12 +97,7 @@ def main() -> None:
         topt.step()
 
     torch_step()
-    tt = []
-    for _ in range(args.steps):
-        t0 = clock()
-        torch_step()
-        tt.append(clock() - t0)
-    ttotal = statistics.median(tt)
+    ttotal = _median_time(torch_step, args.steps, clock)
     print(f"{args.network} batch {args.batch}, {args.threads} thread(s), {args.clock} clock, "
           f"median of {args.steps} steps; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"training step: convnet {1e3 * total:.2f} ms, PyTorch {1e3 * ttotal:.2f} ms "

@@ -182,22 +182,25 @@ def test_load_dataset_downloads_mnist(server, tmp_path, monkeypatch):
     assert _Handler.hits == []
 
 
-def test_load_dataset_downloads_cifar_archive(server, tmp_path, monkeypatch):
-    # A tiny archive in the real layout (batches pickled by Python 3 at protocol 4 here; the
-    # Python 2 format is covered in test_data.py).
+def _add_cifar_batches(tar: tarfile.TarFile) -> None:
+    """The real archive's layout, 2 images per batch (pickled by Python 3 at protocol 4; the
+    Python 2 format is covered in test_data.py)."""
     import pickle
 
     rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        obj = ({b"label_names": [b"airplane", b"automobile"]} if name == "batches.meta" else
+               {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [0, 1]})
+        data = pickle.dumps(obj, protocol=4)
+        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def test_load_dataset_downloads_cifar_archive(server, tmp_path, monkeypatch):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-        for name in names:
-            obj = ({b"label_names": [b"airplane", b"automobile"]} if name == "batches.meta" else
-                   {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [0, 1]})
-            data = pickle.dumps(obj, protocol=4)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        _add_cifar_batches(tar)
         evil = tarfile.TarInfo("../escape.txt")  # not extracted: only the batch files are
         evil.size = 1
         tar.addfile(evil, io.BytesIO(b"x"))
@@ -211,17 +214,8 @@ def test_load_dataset_downloads_cifar_archive(server, tmp_path, monkeypatch):
 
 
 def _cifar_archive(path):
-    import pickle
-
-    rng = np.random.default_rng(0)
     with tarfile.open(path, mode="w:gz") as tar:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-            obj = ({b"label_names": [b"airplane", b"automobile"]} if name == "batches.meta" else
-                   {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [0, 1]})
-            data = pickle.dumps(obj, protocol=4)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        _add_cifar_batches(tar)
     return path
 
 
