@@ -258,10 +258,11 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None,
 
 
 def _is_zoo(arch: Any) -> bool:
-    """Whether ``--arch`` names a zoo network (not spec text and not a spec file)."""
+    """Whether ``--arch`` names a zoo network: the rule of :func:`convnet.spec.parser.resolve`
+    (a zoo name wins over a file of that name)."""
     from convnet.spec.zoo import ZOO
 
-    return isinstance(arch, str) and arch.strip().lower() in ZOO and not Path(arch).exists()
+    return isinstance(arch, str) and arch.strip().lower() in ZOO
 
 
 def _data_key(data: Any) -> str:
