@@ -520,9 +520,11 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def relu6_backward_kernel(dout, out, dx):  # pragma: no cover - compiled
-        """``dx = dout where 0 < out < 6, else 0``, flat arrays, one pass (``dx`` may be
-        ``dout``): the select of :func:`relu_backward_kernel` with both ends; NumPy needs two
-        comparisons, an AND and a ``where``, each a pass with a temporary."""
+        """``dx = dout where 0 < out < 6, else 0``, flat arrays, one pass into a separate ``dx``
+        (an aliased ``dx`` would fail LLVM's overlap check and run scalar, see
+        :func:`relu_backward_inplace_kernel`): the select of :func:`relu_backward_kernel`
+        with both ends; NumPy needs two comparisons, an AND and a ``where``, each a pass with
+        a temporary."""
         zero = dout.dtype.type(0)
         six = dout.dtype.type(6)
         for i in range(dout.shape[0]):

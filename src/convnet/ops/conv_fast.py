@@ -16,9 +16,10 @@ plain im2col path and against :mod:`convnet.ops.reference` (``tests/test_ops_pat
   layer) by compiled kernels that vectorise over the filters, where im2col's GEMM would have an
   inner size of 9.
 - **The thin-input direct kernel** (``ConvPath.DIRECT_SMALL``, :func:`conv_small`,
-  :func:`small_weight_grad`): any window, stride and dilation on an input of at most 8
-  channels by few filters (seed004's 5x5 layers over 1 and 3 channels), by compiled kernels
-  that run along image rows, where im2col's GEMM would have sizes of 3-6 and copy the input
+  :func:`small_weight_grad`, :func:`small_input_grad`): a stride-1 CONV of any window and
+  dilation on an input of at most 8 channels by at most 8 filters (seed004's 5x5 layers over 1
+  and 3 channels), by compiled kernels on the "wide grid" (the padded planes flattened, each
+  tap one long contiguous run), where im2col's GEMM would have sizes of 3-6 and copy the input
   ``Fh*Fw`` times.
 - **CONV + POOL fusion** (:func:`conv2d_maxpool_forward`, :func:`conv2d_maxpool_backward`,
   :func:`conv3x3_depth1_maxpool_weight_grad`): a 2x2 stride-2 max pool taken on Winograd's
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet.arith import conv_output_size, effective_extent
+from convnet.arith import conv_output_size, deconv_output_size
 from convnet.ops import _arena, _jit, _threads, winograd
 from convnet.ops._blocks import blocks, conv_grid, padded_input, scratch, sum_rows
 from convnet.ops.conv_paths import sub_hw
@@ -215,14 +216,20 @@ def subimages_backward(x: np.ndarray, dout: np.ndarray, dilation: Pair,
     return dW, (None if dx is None else from_subimages(dx, x.shape[0], d))
 
 
+def _extent_read(out_hw: Pair, F: Pair, stride: Pair, dilation: Pair) -> Pair:
+    """The padded input rows and columns that the windows of an ``out_hw`` output read: the
+    size a transposed CONV of ``out_hw`` would make (:func:`convnet.arith.deconv_output_size`,
+    no padding)."""
+    return (deconv_output_size(out_hw[0], F[0], stride[0], 0, 0, dilation[0]),
+            deconv_output_size(out_hw[1], F[1], stride[1], 0, 0, dilation[1]))
+
+
 # ------------------------------------------------------------- 3x3 on one channel, direct
 def _depth1_padded(x: np.ndarray, stride: Pair, pad: Pair, dilation: Pair,
                    out_hw: Pair) -> np.ndarray:
     """The padded one-channel images ``(N, Hp, Wp)`` that the 3x3 windows on ``out_hw`` read
     (this thread's scratch; the worker threads only read it)."""
-    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
-    need = ((Ho - 1) * sh + effective_extent(3, dh), (Wo - 1) * sw + effective_extent(3, dw))
-    return padded_input(x, pad, need)[..., 0]
+    return padded_input(x, pad, _extent_read(out_hw, (3, 3), stride, dilation))[..., 0]
 
 
 def conv3x3_depth1(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, stride: Pair,
@@ -278,12 +285,11 @@ def _depth1_accumulate(kernel: Callable[[int, int, np.ndarray], None], x: np.nda
 
 
 # ------------------------------------------------- thin inputs (D <= 8, few filters), direct
-def _small_planar(x: np.ndarray, F: Pair, stride: Pair, pad: Pair, dilation: Pair,
+def _small_planar(x: np.ndarray, F: Pair, pad: Pair, dilation: Pair,
                   out_hw: Pair) -> np.ndarray:
-    """The padded input the windows on ``out_hw`` read, planar ``(N, D, Hp, Wp)`` (a copy in
-    this thread's scratch: thin inputs are small)."""
-    (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_hw
-    need = ((Ho - 1) * sh + effective_extent(F[0], dh), (Wo - 1) * sw + effective_extent(F[1], dw))
+    """The padded input the stride-1 windows on ``out_hw`` read, planar ``(N, D, Hp, Wp)`` (a
+    copy in this thread's scratch: thin inputs are small)."""
+    need = _extent_read(out_hw, F, (1, 1), dilation)
     xp = padded_input(x, pad, need)
     xpT = scratch("small_xT", (x.shape[0], x.shape[3], *need), x.dtype)
     np.copyto(xpT, xp.transpose(0, 3, 1, 2))
@@ -303,7 +309,7 @@ def conv_small(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, pad: Pair,
     N = x.shape[0]
     K, Fh, Fw, D = W.shape
     Ho, Wo = out_hw
-    xpT = _small_planar(x, (Fh, Fw), (1, 1), pad, dilation, out_hw)
+    xpT = _small_planar(x, (Fh, Fw), pad, dilation, out_hw)
     Wc = np.ascontiguousarray(W, dtype=x.dtype)
     bias = np.zeros(K, dtype=x.dtype) if b is None else b.astype(x.dtype, copy=False)
     out = _arena.empty((N, Ho, Wo, K), x.dtype)
@@ -333,8 +339,7 @@ def small_input_grad(dout: np.ndarray, W: np.ndarray, input_hw: Pair, pad: Pair,
     N, Ho, Wo, K = dout.shape
     _, Fh, Fw, D = W.shape
     (ph, pw), (H, W_) = pad, input_hw
-    need = ((Ho - 1) + effective_extent(Fh, dilation[0]),
-            (Wo - 1) + effective_extent(Fw, dilation[1]))
+    need = _extent_read((Ho, Wo), (Fh, Fw), (1, 1), dilation)
     gW, L = _wide_gradient(dout, need[1])
     dxp = scratch("small_dxp", (N, D, *need), dout.dtype)
     Wc = np.ascontiguousarray(W, dtype=dout.dtype)
@@ -359,7 +364,7 @@ def small_weight_grad(x: np.ndarray, dout: np.ndarray, F: Pair, pad: Pair,
     images into its own float64 accumulator; those are added in order."""
     N, Ho, Wo, K = dout.shape
     D = x.shape[3]
-    xpT = _small_planar(x, F, (1, 1), pad, dilation, (Ho, Wo))
+    xpT = _small_planar(x, F, pad, dilation, (Ho, Wo))
     gW, L = _wide_gradient(dout, xpT.shape[3])
     T = F[0] * F[1] * D
 

@@ -82,7 +82,7 @@ def _depthwise_direct_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray, s
     """``DepthwisePath.DIRECT``: both gradients in one compiled pass, straight into ``dx``;
     each thread sums its images' weight gradient into its own float64 accumulator, added in
     order."""
-    N, H, Wd, D = x.shape
+    N, D = x.shape[0], x.shape[3]
     fh, fw = W.shape[1:3]
     xc = np.ascontiguousarray(x)
     Wt = np.ascontiguousarray(W[..., 0].transpose(1, 2, 0), dtype=x.dtype)
