@@ -89,9 +89,7 @@ def scan_memory(net: Sequential, hw: Pair) -> tuple[int, str, int]:
     item = np.dtype(getattr(fcn, "dtype", np.float32)).itemsize
     sizes = [arith.activation_bytes(s, itemsize=item) for s in shapes]
     big = int(np.argmax(sizes))
-    names = [ly.name for ly in fcn.layers]
-    name = f"{names[big]} ({fmt_shape(shapes[big])})" if len(names) == len(shapes) \
-        else fmt_shape(shapes[big])
+    name = f"{fcn.layers[big].name} ({fmt_shape(shapes[big])})"  # one shape per layer
     total = arith.activation_bytes((*hw, fcn.input_shape[2]), itemsize=item) + sum(sizes)
     return total, name, sizes[big]
 
